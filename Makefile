@@ -1,0 +1,46 @@
+# Two commands on a fresh Debian machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SENDWORX_HOME ?= $(CURDIR)/var
+
+.PHONY: run test lint typecheck unit bench clean system-packages
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# smtp-sink and smtp-source (Postfix) are the real SMTP peers of the tests and benchmarks.
+system-packages:
+	@if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \
+		echo "installing Debian's postfix package for smtp-sink/smtp-source"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postfix >/dev/null; \
+	fi
+	@export PATH="$$PATH:/usr/sbin"; command -v smtp-sink >/dev/null
+
+run: $(STAMP)
+	$(BIN)/sendworx init
+	$(BIN)/sendworx run
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) system-packages lint typecheck
+	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q
+
+bench: $(STAMP) system-packages
+	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/relay --postfix
+	$(BIN)/python bench/queue_memory
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

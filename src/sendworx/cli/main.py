@@ -1,0 +1,88 @@
+"""`sendworx` command: parse the arguments and hand over to the right part.
+
+Every subcommand works on one instance, chosen by --home or SENDWORX_HOME (default ./var).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sendworx.config import ConfigError
+from sendworx.instance import Instance, default_home
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sendworx", description="Outbound Mail service (InterWorx-compatible)"
+    )
+    parser.add_argument(
+        "--home", type=Path, help="instance directory (default $SENDWORX_HOME or ./var)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("init", help="create the instance directory and its config file")
+    commands.add_parser("run", help="run the submission listener and the engine together")
+    commands.add_parser("send", help="run the delivery engine in the foreground")
+    commands.add_parser("smtpd", help="run the SMTP submission listener in the foreground")
+    sendmail = commands.add_parser(
+        "sendmail", help="sendmail-compatible injection", add_help=False, prefix_chars="+"
+    )
+    sendmail.add_argument("arguments", nargs=argparse.REMAINDER)
+    queue = commands.add_parser("queue", help="inspect and manage the queue")
+    queue_commands = queue.add_subparsers(dest="queue_command", required=True)
+    for name, text in (("stat", "summary"), ("list", "one line per message")):
+        queue_commands.add_parser(name, help=text).add_argument("--json", action="store_true")
+    show = queue_commands.add_parser("show", help="everything about some messages")
+    show.add_argument("ids", nargs="+")
+    show.add_argument("--json", action="store_true")
+    queue_commands.add_parser("retry", help="try every queued message now")
+    delete = queue_commands.add_parser("delete", help="remove messages without delivering them")
+    delete.add_argument("ids", nargs="+")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    instance = Instance((arguments.home or default_home()).absolute())
+    try:
+        instance.config  # noqa: B018 - load now so a broken config fails before any work
+    except ConfigError as error:
+        print(f"sendworx: {error}", file=sys.stderr)
+        return 78  # EX_CONFIG
+    return _dispatch(arguments, instance)
+
+
+def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
+    from sendworx.cli import processes, queue_command, supervisor
+    from sendworx.engine.queue import Queue
+    from sendworx.inject import sendmail
+
+    command = arguments.command
+    if command == "init":
+        instance.ensure()
+        Queue(instance.queue_dir, instance.home).ensure()
+        print(f"instance ready in {instance.home}")
+        return 0
+    if command == "run":
+        return supervisor.run(instance)
+    if command == "send":
+        instance.ensure()
+        return processes.run_engine(instance)
+    if command == "smtpd":
+        instance.ensure()
+        return processes.run_smtpd(instance)
+    if command == "sendmail":
+        queue = Queue(instance.queue_dir, instance.home).ensure()
+        return sendmail.run(arguments.arguments, queue, instance.config.helo_name)
+    sub = arguments.queue_command
+    if sub == "stat":
+        return queue_command.stat(instance, arguments.json)
+    if sub == "list":
+        return queue_command.list_messages(instance, arguments.json)
+    if sub == "show":
+        return queue_command.show(instance, arguments.ids, arguments.json)
+    if sub == "retry":
+        return queue_command.retry(instance)
+    return queue_command.delete(instance, arguments.ids)

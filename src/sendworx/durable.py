@@ -1,0 +1,50 @@
+"""Crash-safe file writes: temp file, fsync, rename, fsync of the directory.
+
+Everything that must survive `kill -9` or a power cut goes through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or unlink inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_synced(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create `path` (which must not be visible to readers yet) with `data` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix.
+
+    The temp file lives beside the target so the rename stays on one filesystem; it is
+    removed again if anything fails, so an error never leaves a half-written file behind.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        write_synced(temporary, data, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    fsync_directory(path.parent)

@@ -1,0 +1,316 @@
+"""Delivery sessions: per-destination queues of jobs, connection reuse, next-host fallback.
+
+Each destination (an MX domain, a relay or an address literal) gets up to
+`destination_concurrency` sessions; all sessions together hold at most `concurrency_remote`
+connections. A session keeps its connection while the destination has more mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sendworx.config import DeliveryConfig
+from sendworx.engine.limiter import ConnectionLimiter
+from sendworx.engine.resolver import DestinationResolver, Host, ResolutionError
+from sendworx.engine.routes import Relay
+from sendworx.engine.smtp_client import SessionLost, SMTPConnection, Timeouts, TLSHandshakeFailed
+from sendworx.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    # Not tried because the engine is stopping; the recipient stays queued as it was.
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    recipient: str
+    outcome: Outcome
+    reply: str
+    status: str
+    remote: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationKey:
+    """Mail with equal keys shares connections: same relay, same MX domain or same literal."""
+
+    kind: str
+    target: str
+    relay: Relay | None = None
+
+
+class MessageGone(Exception):
+    """The queue file disappeared (deleted by an operator) before it could be sent."""
+
+
+@dataclass(eq=False)
+class DeliveryJob:
+    """Some recipients of one message that go to one destination in one transaction."""
+
+    message_id: str
+    sender: str
+    recipients: list[str]
+    load_content: Callable[[], bytes]
+    on_done: Callable[[DeliveryJob, list[RecipientResult]], None]
+    finished: bool = False
+
+    def finish(self, results: list[RecipientResult]) -> None:
+        if not self.finished:
+            self.finished = True
+            self.on_done(self, results)
+
+    def finish_all(self, outcome: Outcome, reply: str, status: str, remote: str | None) -> None:
+        self.finish(
+            [RecipientResult(rcpt, outcome, reply, status, remote) for rcpt in self.recipients]
+        )
+
+
+@dataclass(eq=False)
+class _Destination:
+    key: DestinationKey
+    jobs: deque[DeliveryJob] = field(default_factory=deque)
+    sessions: int = 0
+    idle: int = 0
+    more_mail: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _outcome_of(code: int) -> Outcome:
+    if 200 <= code < 300:
+        return Outcome.DELIVERED
+    return Outcome.DEFERRED if code < 500 else Outcome.FAILED
+
+
+class DeliveryPool:
+    def __init__(
+        self,
+        *,
+        resolver: DestinationResolver,
+        limiter: ConnectionLimiter,
+        helo_name: str,
+        config: DeliveryConfig,
+        settings: Callable[[], Settings],
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        self._resolver = resolver
+        self._limiter = limiter
+        self._helo_name = helo_name
+        self._config = config
+        self._settings = settings
+        self._tls_context = tls_context
+        self._destinations: dict[DestinationKey, _Destination] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting_for_slot: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.open_connections = 0
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def submit(self, key: DestinationKey, job: DeliveryJob) -> None:
+        if self._stopping:
+            job.finish_all(Outcome.SKIPPED, "engine stopping", "4.3.2", None)
+            return
+        destination = self._destinations.get(key)
+        if destination is None:
+            destination = self._destinations[key] = _Destination(key)
+        destination.jobs.append(job)
+        if destination.idle:
+            destination.more_mail.set()
+        elif destination.sessions < self._config.destination_concurrency:
+            self._spawn(destination)
+
+    def _spawn(self, destination: _Destination) -> None:
+        destination.sessions += 1
+        task = asyncio.create_task(self._session(destination))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Take no new work: queued jobs are skipped, sessions finish their current message."""
+        self._stopping = True
+        for destination in self._destinations.values():
+            self._skip_queued(destination)
+            destination.more_mail.set()
+        for task in self._waiting_for_slot:
+            task.cancel()
+
+    async def wait_stopped(self, grace: float) -> bool:
+        """Wait up to `grace` seconds for sessions to end; cancel the rest. True if all ended."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return not pending
+
+    def _skip_queued(self, destination: _Destination) -> None:
+        while destination.jobs:
+            destination.jobs.popleft().finish_all(Outcome.SKIPPED, "engine stopping", "4.3.2", None)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    async def _session(self, destination: _Destination) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            self._waiting_for_slot.add(task)
+            try:
+                await self._limiter.acquire()
+            finally:
+                self._waiting_for_slot.discard(task)
+            try:
+                await self._deliver_while_mail(destination)
+            finally:
+                self._limiter.release()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+        finally:
+            destination.sessions -= 1
+            if self._stopping:
+                self._skip_queued(destination)
+            elif destination.jobs and destination.sessions == 0:
+                self._spawn(destination)
+            elif not destination.jobs and destination.sessions == 0:
+                self._destinations.pop(destination.key, None)
+
+    async def _next_job(self, destination: _Destination) -> DeliveryJob | None:
+        if not destination.jobs and not self._stopping:
+            destination.more_mail.clear()
+            destination.idle += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._config.idle_connection_seconds):
+                        await destination.more_mail.wait()
+            finally:
+                destination.idle -= 1
+        if self._stopping or not destination.jobs:
+            return None
+        return destination.jobs.popleft()
+
+    async def _hosts(self, key: DestinationKey) -> list[Host]:
+        if key.kind == "relay":
+            assert key.relay is not None
+            return await self._resolver.hosts_for_relay(key.relay)
+        if key.kind == "literal":
+            return await self._resolver.hosts_for_literal(key.target)
+        return await self._resolver.hosts_for_domain(key.target)
+
+    async def _deliver_while_mail(self, destination: _Destination) -> None:
+        job = await self._next_job(destination)
+        if job is None:
+            return
+        try:
+            hosts = await self._hosts(destination.key)
+        except ResolutionError as error:
+            outcome = Outcome.FAILED if error.permanent else Outcome.DEFERRED
+            for doomed in [job, *destination.jobs]:
+                doomed.finish_all(outcome, error.reason, error.status, None)
+            destination.jobs.clear()
+            return
+        settings = self._settings()
+        timeouts = Timeouts(float(settings.timeout_connect), float(settings.timeout_remote))
+        connection: SMTPConnection | None = None
+        host_index = 0
+        tries_left = len(hosts)
+        try:
+            while job is not None:
+                if connection is None:
+                    connection, host_index, failure = await self._connect(
+                        hosts, host_index, timeouts
+                    )
+                    if connection is None:
+                        # No host answers: everything queued here would fail the same way now.
+                        for doomed in [job, *destination.jobs]:
+                            doomed.finish_all(Outcome.DEFERRED, failure, "4.4.1", None)
+                        destination.jobs.clear()
+                        return
+                try:
+                    await self._transact(connection, job)
+                except SessionLost as lost:
+                    connection.abort()
+                    self.open_connections -= 1
+                    connection = None
+                    host_index = (host_index + 1) % len(hosts)
+                    tries_left -= 1
+                    if tries_left > 0:
+                        continue
+                    job.finish_all(Outcome.DEFERRED, lost.reason, "4.4.2", None)
+                except MessageGone:
+                    job.finish([])
+                tries_left = len(hosts)
+                job = await self._next_job(destination)
+        finally:
+            if job is not None and not job.finished:
+                # Cancelled mid-transaction: record nothing, the message stays queued as it was.
+                job.finished = True
+            if connection is not None:
+                await connection.quit()
+                self.open_connections -= 1
+
+    async def _connect(
+        self, hosts: list[Host], start: int, timeouts: Timeouts
+    ) -> tuple[SMTPConnection | None, int, str]:
+        failure = "no hosts"
+        for offset in range(len(hosts)):
+            index = (start + offset) % len(hosts)
+            host = hosts[index]
+            for tls_context in self._tls_attempts():
+                try:
+                    connection = await SMTPConnection.open(
+                        host.address,
+                        host.port,
+                        helo_name=self._helo_name,
+                        timeouts=timeouts,
+                        server_name=host.name,
+                        tls_context=tls_context,
+                    )
+                except TLSHandshakeFailed as lost:
+                    failure = lost.reason
+                    log.info("host %s: %s; retrying without TLS", host, lost.reason)
+                    continue
+                except SessionLost as lost:
+                    failure = lost.reason
+                    log.info("host %s unusable: %s", host, lost.reason)
+                    break
+                self.open_connections += 1
+                return connection, index, ""
+        return None, start, failure
+
+    def _tls_attempts(self) -> list[ssl.SSLContext | None]:
+        return [self._tls_context, None] if self._tls_context is not None else [None]
+
+    async def _transact(self, connection: SMTPConnection, job: DeliveryJob) -> None:
+        try:
+            content = job.load_content()
+        except FileNotFoundError as error:
+            raise MessageGone(job.message_id) from error
+        outcome = await connection.send(job.sender, job.recipients, content)
+        job.finish(
+            [
+                RecipientResult(
+                    recipient,
+                    _outcome_of(reply.code),
+                    str(reply),
+                    reply.enhanced_status,
+                    connection.remote,
+                )
+                for recipient, reply in outcome.replies.items()
+            ]
+        )

@@ -1,0 +1,272 @@
+"""The durable on-disk queue: one file per message, qmail-style, crash-safe at every step.
+
+Injectors write `tmp/` -> fsync -> rename into `new/` -> fsync `new/`, then wake the engine.
+The engine moves `new/` into `mess/`; `state/` holds the progress of deferred messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from sendworx.durable import atomic_write, fsync_directory, write_synced
+
+MAGIC = b"sendworx-queue 1\n"
+_ID_ALPHABET = frozenset("0123456789abcdef")
+# A stale temp file older than this was left by an injector that died mid-write.
+STALE_TEMP_SECONDS = 3600
+
+
+class MessageKind(StrEnum):
+    NORMAL = "normal"
+    BOUNCE = "bounce"
+    DOUBLE_BOUNCE = "double-bounce"
+
+
+class QueueWriteError(OSError):
+    """The queue could not durably store a message (disk full, I/O error, permissions)."""
+
+
+class CorruptMessageError(ValueError):
+    """A queue file that does not start with a valid header."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    sender: str
+    recipients: tuple[str, ...]
+    birth: float
+    kind: MessageKind = MessageKind.NORMAL
+
+    def to_json(self) -> bytes:
+        document = {
+            "sender": self.sender,
+            "recipients": list(self.recipients),
+            "birth": self.birth,
+            "kind": self.kind.value,
+        }
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Envelope:
+        document = json.loads(data)
+        return cls(
+            sender=str(document["sender"]),
+            recipients=tuple(str(recipient) for recipient in document["recipients"]),
+            birth=float(document["birth"]),
+            kind=MessageKind(document.get("kind", MessageKind.NORMAL)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientFailure:
+    """Why a recipient will not get the message: the reply or problem, and who said it."""
+
+    recipient: str
+    reply: str
+    status: str
+    remote: str | None = None
+
+
+@dataclass(slots=True)
+class DeliveryState:
+    """Progress of a message that has been tried and is not finished yet."""
+
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    delivered: list[str] = field(default_factory=list)
+    failed: list[RecipientFailure] = field(default_factory=list)
+    last_errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DeliveryState:
+        document = json.loads(data)
+        return cls(
+            attempts=int(document.get("attempts", 0)),
+            next_attempt_at=float(document.get("next_attempt_at", 0.0)),
+            delivered=[str(item) for item in document.get("delivered", [])],
+            failed=[RecipientFailure(**item) for item in document.get("failed", [])],
+            last_errors={str(k): str(v) for k, v in document.get("last_errors", {}).items()},
+        )
+
+
+def new_message_id() -> str:
+    """Sortable by injection time, unique across processes, safe as a file name."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
+
+
+def is_message_id(text: str) -> bool:
+    return 16 <= len(text) <= 40 and set(text) <= _ID_ALPHABET
+
+
+def encode_message(envelope: Envelope, content: bytes) -> bytes:
+    return b"".join((MAGIC, envelope.to_json(), b"\n", content))
+
+
+def decode_message(data: bytes) -> tuple[Envelope, bytes]:
+    if not data.startswith(MAGIC):
+        raise CorruptMessageError("missing queue header")
+    end = data.find(b"\n", len(MAGIC))
+    if end == -1:
+        raise CorruptMessageError("truncated envelope")
+    try:
+        envelope = Envelope.from_json(data[len(MAGIC) : end])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CorruptMessageError(f"bad envelope: {error}") from error
+    return envelope, data[end + 1 :]
+
+
+def socket_name(home: Path, purpose: str) -> bytes:
+    """An abstract-namespace socket name for this instance.
+
+    Abstract names have no 108-byte path limit and leave no stale files after kill -9.
+    """
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:24]
+    return f"\0sendworx/{digest}/{purpose}".encode()
+
+
+class Queue:
+    """The queue directory of one instance; every method is safe to call from any process."""
+
+    def __init__(self, path: Path, home: Path | None = None) -> None:
+        self.path = path
+        self.tmp_dir = path / "tmp"
+        self.new_dir = path / "new"
+        self.messages_dir = path / "mess"
+        self.state_dir = path / "state"
+        self.corrupt_dir = path / "corrupt"
+        self.trigger_name = socket_name(home or path.parent, "trigger")
+
+    def ensure(self) -> Queue:
+        for directory in (
+            self.tmp_dir,
+            self.new_dir,
+            self.messages_dir,
+            self.state_dir,
+            self.corrupt_dir,
+        ):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self
+
+    # -- injection -------------------------------------------------------------------------
+
+    def inject(self, envelope: Envelope, content: bytes, message_id: str | None = None) -> str:
+        """Store a message durably and wake the engine; return its id.
+
+        When this returns, the message survives kill -9 and power loss. On any failure the
+        temp file is removed and QueueWriteError is raised: nothing half-written stays behind.
+        """
+        message_id = message_id or new_message_id()
+        temporary = self.tmp_dir / message_id
+        try:
+            write_synced(temporary, encode_message(envelope, content))
+            os.rename(temporary, self.new_dir / message_id)
+            fsync_directory(self.new_dir)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise QueueWriteError(error.errno, f"cannot queue message: {error.strerror}") from error
+        self.wake_engine()
+        return message_id
+
+    def wake_engine(self) -> None:
+        """Tell a running engine to look at `new/`; harmless and silent when none runs."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as wake:
+            wake.setblocking(False)
+            with contextlib.suppress(OSError):
+                wake.sendto(b"!", self.trigger_name)
+
+    # -- engine side -----------------------------------------------------------------------
+
+    def claim_new(self) -> list[str]:
+        """Move freshly injected messages into `mess/` and return their ids, oldest first."""
+        claimed = []
+        for name in sorted(os.listdir(self.new_dir)):
+            if not is_message_id(name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.new_dir / name, self.messages_dir / name)
+                claimed.append(name)
+        return claimed
+
+    def message_ids(self) -> list[str]:
+        return sorted(name for name in os.listdir(self.messages_dir) if is_message_id(name))
+
+    def pending_new_ids(self) -> list[str]:
+        return sorted(name for name in os.listdir(self.new_dir) if is_message_id(name))
+
+    def state_ids(self) -> Iterator[str]:
+        return (name for name in os.listdir(self.state_dir) if is_message_id(name))
+
+    def message_path(self, message_id: str) -> Path:
+        if not is_message_id(message_id):
+            raise ValueError(f"not a message id: {message_id!r}")
+        return self.messages_dir / message_id
+
+    def read(self, message_id: str) -> tuple[Envelope, bytes]:
+        return decode_message(self.message_path(message_id).read_bytes())
+
+    def read_envelope(self, message_id: str) -> Envelope:
+        with self.message_path(message_id).open("rb") as handle:
+            head = handle.read(len(MAGIC))
+            line = handle.readline()
+        envelope, _ = decode_message(head + line)
+        return envelope
+
+    def read_state(self, message_id: str) -> DeliveryState | None:
+        try:
+            return DeliveryState.from_json((self.state_dir / message_id).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def write_state(self, message_id: str, state: DeliveryState) -> None:
+        atomic_write(self.state_dir / message_id, state.to_json(), mode=0o600)
+
+    def remove(self, message_id: str) -> bool:
+        """Forget a finished (or deleted) message; True if it was still there."""
+        removed = False
+        for path in (self.message_path(message_id), self.new_dir / message_id):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed = True
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / message_id).unlink()
+        return removed
+
+    def quarantine(self, message_id: str) -> None:
+        """Set aside a file the engine cannot parse, for an operator to look at."""
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.message_path(message_id), self.corrupt_dir / message_id)
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / message_id).unlink()
+
+    def remove_stale_temporaries(self, now: float) -> int:
+        removed = 0
+        for entry in os.scandir(self.tmp_dir):
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def remove_orphan_states(self) -> int:
+        """Drop state files whose message is gone (the engine died between two unlinks)."""
+        removed = 0
+        for message_id in self.state_ids():
+            if not (self.messages_dir / message_id).exists():
+                with contextlib.suppress(FileNotFoundError):
+                    (self.state_dir / message_id).unlink()
+                    removed += 1
+        return removed

@@ -1,0 +1,149 @@
+"""The `sendworx smtpd` listener: SMTP submission into the queue, built on aiosmtpd.
+
+A 250 after DATA means the message is on disk and fsynced. Peers outside `relay_networks`
+cannot relay; a full disk answers 452 so the client keeps the message and tries later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+
+from sendworx.config import InstanceConfig
+from sendworx.engine.queue import Envelope, Queue, QueueWriteError, new_message_id
+
+log = logging.getLogger("sendworx.smtpd")
+
+
+def received_header(
+    *, helo: str | None, peer: str, host: str, message_id: str, protocol: str, now: float
+) -> bytes:
+    helo_text = "".join(ch for ch in (helo or "unknown") if ch.isprintable() and ch != ";")[:200]
+    stamp = email.utils.formatdate(now, localtime=False)
+    return (
+        f"Received: from {helo_text} ({peer})\r\n"
+        f"\tby {host} (sendworx) with {protocol} id {message_id};\r\n"
+        f"\t{stamp}\r\n"
+    ).encode("utf-8", "replace")
+
+
+class SubmissionHandler:
+    """aiosmtpd hooks: relay policy and recipient limit at RCPT, durable queueing at DATA."""
+
+    def __init__(self, queue: Queue, config: InstanceConfig) -> None:
+        self._queue = queue
+        self._host = config.helo_name
+        self._max_recipients = config.smtpd.max_recipients
+        self._relay_networks = [
+            ipaddress.ip_network(network, strict=False) for network in config.smtpd.relay_networks
+        ]
+
+    def _may_relay(self, session: Session) -> bool:
+        peer = session.peer
+        if not isinstance(peer, tuple):
+            return True  # a Unix socket peer is local by construction
+        try:
+            address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._relay_networks)
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SMTPEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if not self._may_relay(session):
+            return "554 5.7.1 Relay access denied"
+        if "@" not in address or address.startswith("@") or address.endswith("@"):
+            return "553 5.1.3 Recipient address must be user@domain"
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
+        message_id = new_message_id()
+        now = time.time()
+        peer = session.peer[0] if isinstance(session.peer, tuple) else "local"
+        protocol = "ESMTP" if session.extended_smtp else "SMTP"
+        content: bytes = envelope.original_content or b""
+        header = received_header(
+            helo=session.host_name,
+            peer=str(peer),
+            host=self._host,
+            message_id=message_id,
+            protocol=protocol,
+            now=now,
+        )
+        queued = Envelope(envelope.mail_from or "", tuple(envelope.rcpt_tos), now)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._queue.inject, queued, header + content, message_id
+            )
+        except QueueWriteError as error:
+            log.error("message from %s not queued: %s", peer, error)
+            return "452 4.3.1 Insufficient system storage; try again later"
+        log.info(
+            "queued id=%s from=<%s> rcpts=%d size=%d peer=%s",
+            message_id,
+            envelope.mail_from,
+            len(envelope.rcpt_tos),
+            len(content),
+            peer,
+        )
+        return f"250 2.0.0 Ok: queued as {message_id}"
+
+
+async def serve(queue: Queue, config: InstanceConfig, ready: asyncio.Event | None = None) -> None:
+    """Listen until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried."""
+    loop = asyncio.get_running_loop()
+    handler = SubmissionHandler(queue, config)
+
+    def factory() -> SMTP:
+        return SMTP(
+            handler,
+            hostname=config.helo_name,
+            ident="sendworx ESMTP",
+            data_size_limit=config.smtpd.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            timeout=300,
+        )
+
+    servers: list[Any] = []
+    for address in config.smtpd.listen:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        servers.append(
+            await loop.create_server(
+                factory, address, config.smtpd.port, family=family, reuse_address=True, backlog=1024
+            )
+        )
+    log.info(
+        "listening on %s port %d",
+        ", ".join(config.smtpd.listen),
+        config.smtpd.port,
+    )
+    stopped = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    if ready is not None:
+        ready.set()
+    await stopped.wait()
+    for server in servers:
+        server.close()
+    log.info("stopped")

@@ -1,0 +1,67 @@
+"""Where an instance keeps its files: one home directory, laid out like a small qmail tree.
+
+`SENDWORX_HOME` (or `--home`) chooses it; `./var` is the default for `make run`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from sendworx.config import DEFAULT_CONFIG_TEXT, InstanceConfig, load_config
+from sendworx.durable import atomic_write
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("SENDWORX_HOME", "var")).absolute()
+
+
+@dataclass(frozen=True)
+class Instance:
+    home: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "sendworx.toml"
+
+    @property
+    def control_dir(self) -> Path:
+        return self.home / "control"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.home / "queue"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def engine_pid_file(self) -> Path:
+        return self.run_dir / "send.pid"
+
+    @property
+    def engine_control_socket(self) -> Path:
+        return self.run_dir / "send.sock"
+
+    @property
+    def smtpd_pid_file(self) -> Path:
+        return self.run_dir / "smtpd.pid"
+
+    @cached_property
+    def config(self) -> InstanceConfig:
+        return load_config(self.config_path)
+
+    def ensure(self) -> Instance:
+        """Create the directory tree and a commented config file; safe to repeat."""
+        for directory in (self.home, self.control_dir, self.run_dir, self.log_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():
+            atomic_write(self.config_path, DEFAULT_CONFIG_TEXT.encode())
+        return self

@@ -17,7 +17,9 @@ RETURN_FULL_MESSAGE_LIMIT = 64 * 1024
 
 def _per_recipient_block(failure: RecipientFailure) -> Message:
     block = Message()
-    block["Final-Recipient"] = f"rfc822; {failure.recipient}"
+    # RFC 6533: internationalized addresses use the "utf-8" address type.
+    address_type = "rfc822" if failure.recipient.isascii() else "utf-8"
+    block["Final-Recipient"] = f"{address_type}; {failure.recipient}"
     block["Action"] = "failed"
     block["Status"] = failure.status
     if failure.remote:
@@ -82,4 +84,5 @@ def build_bounce(
         headers = original_content[: header_end if header_end != -1 else len(original_content)]
         returned.set_payload(headers.decode("utf-8", "replace"))
     report.attach(returned)  # type: ignore[arg-type]
-    return report.as_bytes(policy=email.policy.SMTP.clone(max_line_length=998))
+    # SMTPUTF8 policy: an internationalized recipient appears as itself, not as a crash.
+    return report.as_bytes(policy=email.policy.SMTPUTF8.clone(max_line_length=998))

@@ -338,10 +338,11 @@ class Engine:
                 if deferred or progressed:
                     await asyncio.to_thread(self.queue.write_state, message_id, state)
                 self.scheduler.schedule(message_id, state.next_attempt_at)
-        except OSError as error:
-            # Disk trouble: keep the message as it is on disk and try again in a minute.
-            log.error("cannot record attempt for %s: %s; retrying in 60s", message_id, error)
+        except Exception:
+            # Disk trouble or a bug: keep the message as it is on disk, try again in a minute.
+            log.exception("cannot record attempt for %s; retrying it in 60s", message_id)
             self.scheduler.schedule(message_id, now + 60)
+            return
         finally:
             self._active.pop(message_id, None)
             self._poke()

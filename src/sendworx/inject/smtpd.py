@@ -90,7 +90,9 @@ class SubmissionHandler:
             protocol=protocol,
             now=now,
         )
-        queued = Envelope(envelope.mail_from or "", tuple(envelope.rcpt_tos), now)
+        # aiosmtpd reports the null sender as the literal "<>".
+        sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        queued = Envelope(sender, tuple(envelope.rcpt_tos), now)
         try:
             await asyncio.get_running_loop().run_in_executor(
                 None, self._queue.inject, queued, header + content, message_id

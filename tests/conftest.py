@@ -1,0 +1,32 @@
+"""Shared fixtures: a DNS server, a temporary instance, and cleanup of every process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.dns_server import DNSServer
+from support.instance import SendworxHome
+from support.net import free_port
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DNSServer]:
+    with DNSServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sink_port() -> int:
+    """One port number that the test's sinks share across several loopback addresses."""
+    return free_port("127.0.0.1")
+
+
+@pytest.fixture
+def home(tmp_path: Path, dns_server: DNSServer, sink_port: int) -> Iterator[SendworxHome]:
+    instance = SendworxHome(tmp_path / "home", dns_port=dns_server.port, remote_port=sink_port)
+    try:
+        yield instance
+    finally:
+        instance.close()

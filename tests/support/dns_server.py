@@ -1,0 +1,68 @@
+"""An authoritative DNS server on loopback (UDP, dnspython) for MX, A and AAAA answers.
+
+Names without any record answer NXDOMAIN; names with records of other types answer empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections import defaultdict
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+
+class DNSServer:
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, list[str]]] = defaultdict(dict)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.queries: list[tuple[str, str]] = []
+
+    def add(self, name: str, record_type: str, *values: str) -> None:
+        key = name.lower().rstrip(".") + "."
+        self._records[key].setdefault(record_type, []).extend(values)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self._sock.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                query = dns.message.from_wire(data)
+            except Exception:
+                continue
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.AA
+            question = query.question[0]
+            name = question.name.to_text().lower()
+            record_type = dns.rdatatype.to_text(question.rdtype)
+            self.queries.append((name, record_type))
+            if name not in self._records:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            elif record_type in self._records[name]:
+                response.answer.append(
+                    dns.rrset.from_text_list(
+                        question.name, 60, "IN", record_type, self._records[name][record_type]
+                    )
+                )
+            self._sock.sendto(response.to_wire(), peer)
+
+    def __enter__(self) -> DNSServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(2)

@@ -1,0 +1,176 @@
+"""A sendworx instance in a temporary directory, driven through real processes.
+
+Tests write its config and control files, start `sendworx send` / `smtpd` as child
+processes, inject with the real `sendworx sendmail`, and read its logs and queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sendworx.engine.service import query_engine
+from sendworx.instance import Instance
+from support.net import free_port, port_open, wait_for
+
+DELIVERY_LINE = re.compile(
+    r"delivery id=(?P<id>\S+) rcpt=(?P<rcpt>\"(?:[^\"\\]|\\.)*\") relay=(?P<relay>\S+) "
+    r"result=(?P<result>\w+) status=(?P<status>\S+) attempt=(?P<attempt>\d+) reply=(?P<reply>.*)$"
+)
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value)
+
+
+class SendworxHome:
+    def __init__(self, home: Path, *, dns_port: int, remote_port: int = 25) -> None:
+        self.home = home
+        self.instance = Instance(home)
+        self.smtpd_port = free_port()
+        self.config: dict[str, dict[str, Any]] = {
+            "resolver": {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout_seconds": 2.0},
+            "smtpd": {"port": self.smtpd_port},
+            "delivery": {
+                "remote_port": remote_port,
+                "idle_connection_seconds": 0.3,
+                "shutdown_grace_seconds": 5.0,
+                "rescan_seconds": 5.0,
+            },
+            "metrics": {"port": 0},
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.write_config()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def write_config(self, **sections: dict[str, Any]) -> None:
+        for section, values in sections.items():
+            self.config.setdefault(section, {}).update(values)
+        lines = ['helo_name = "sendworx.test"']
+        for section, values in self.config.items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "sendworx.toml").write_text("\n".join(lines) + "\n")
+
+    def set_control(self, name: str, value: str) -> None:
+        control = self.home / "control"
+        control.mkdir(parents=True, exist_ok=True)
+        (control / name).write_text(value)
+
+    def routes(self, *lines: str) -> None:
+        self.set_control("smtproutes", "".join(f"{line}\n" for line in lines))
+
+    # -- processes -------------------------------------------------------------------------
+
+    def command(self, *arguments: str) -> list[str]:
+        return [sys.executable, "-m", "sendworx", "--home", str(self.home), *arguments]
+
+    def start_engine(self) -> subprocess.Popen[bytes]:
+        process = self._spawn("send")
+        wait_for(lambda: self._engine_answers(process), timeout=15)
+        return process
+
+    def start_smtpd(self) -> subprocess.Popen[bytes]:
+        process = self._spawn("smtpd")
+        wait_for(lambda: process.poll() is None and port_open("127.0.0.1", self.smtpd_port), 15)
+        return process
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        log = (self.home / f"{name}.stderr").open("ab")
+        process = subprocess.Popen(self.command(name), stdout=log, stderr=log)
+        self.processes.append(process)
+        return process
+
+    def _engine_answers(self, process: subprocess.Popen[bytes]) -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"engine exited with {process.returncode}: {self.stderr('send')}")
+        try:
+            return bool(query_engine(self.instance, "status", timeout=1)["pid"] == process.pid)
+        except OSError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        return query_engine(self.instance, "status")
+
+    def signal_engine(self, process: subprocess.Popen[bytes], signum: int) -> None:
+        process.send_signal(signum)
+
+    def stop(self, process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        return process.wait(timeout)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(10)
+
+    def stderr(self, name: str) -> str:
+        path = self.home / f"{name}.stderr"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- mail ------------------------------------------------------------------------------
+
+    def sendmail(
+        self, *arguments: str, message: bytes = b"Subject: test\n\nhello\n"
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.command("sendmail", *arguments), input=message, capture_output=True, timeout=30
+        )
+
+    def inject(
+        self, *recipients: str, sender: str = "sender@origin.test", body: str = "hi"
+    ) -> None:
+        message = f"Subject: test\nMessage-ID: <{time.time_ns()}@t>\n\n{body}\n".encode()
+        result = self.sendmail("-f", sender, *recipients, message=message)
+        assert result.returncode == 0, result.stderr
+
+    def queue_files(self, folder: str = "mess") -> list[str]:
+        path = self.home / "queue" / folder
+        return sorted(os.listdir(path)) if path.exists() else []
+
+    def queue_empty(self) -> bool:
+        return not self.queue_files("mess") and not self.queue_files("new")
+
+    def state(self, message_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.home / "queue" / "state" / message_id).read_text())
+        return data
+
+    def deliveries(self) -> list[dict[str, str]]:
+        path = self.home / "log" / "send.log"
+        if not path.exists():
+            return []
+        found = []
+        for line in path.read_text(errors="replace").splitlines():
+            match = DELIVERY_LINE.search(line)
+            if match:
+                entry = match.groupdict()
+                entry["rcpt"] = json.loads(entry["rcpt"])
+                entry["reply"] = json.loads(entry["reply"])
+                found.append(entry)
+        return found
+
+    def log_text(self, name: str = "send") -> str:
+        path = self.home / "log" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_delivery_lines(self, count: int, timeout: float = 15.0) -> list[dict[str, str]]:
+        wait_for(lambda: len(self.deliveries()) >= count, timeout)
+        return self.deliveries()

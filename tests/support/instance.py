@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sendworx.engine.queue import Envelope, Queue
 from sendworx.engine.service import query_engine
 from sendworx.instance import Instance
 from support.net import free_port, port_open, wait_for
@@ -141,6 +142,13 @@ class SendworxHome:
         message = f"Subject: test\nMessage-ID: <{time.time_ns()}@t>\n\n{body}\n".encode()
         result = self.sendmail("-f", sender, *recipients, message=message)
         assert result.returncode == 0, result.stderr
+
+    def enqueue(self, *recipients: str, sender: str = "sender@origin.test", copies: int = 1) -> None:
+        """Queue messages in-process through the injectors' own code path (fast setup)."""
+        queue = Queue(self.instance.queue_dir, self.home).ensure()
+        for copy in range(copies):
+            content = f"Subject: copy {copy}\r\n\r\nbody {copy}\r\n".encode()
+            queue.inject(Envelope(sender, recipients, time.time()), content)
 
     def queue_files(self, folder: str = "mess") -> list[str]:
         path = self.home / "queue" / folder

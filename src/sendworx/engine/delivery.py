@@ -256,13 +256,18 @@ class DeliveryPool:
                     job.finish([])
                 tries_left = len(hosts)
                 job = await self._next_job(destination)
-        finally:
-            if job is not None and not job.finished:
-                # Cancelled mid-transaction: record nothing, the message stays queued as it was.
+        except BaseException:
+            # Cancelled (grace period over) mid-transaction: cut the connection and record
+            # nothing, so the message stays queued exactly as it was.
+            if job is not None:
                 job.finished = True
             if connection is not None:
-                await connection.quit()
+                connection.abort()
                 self.open_connections -= 1
+            raise
+        if connection is not None:
+            await connection.quit()
+            self.open_connections -= 1
 
     async def _connect(
         self, hosts: list[Host], start: int, timeouts: Timeouts

@@ -234,10 +234,12 @@ class SMTPConnection:
             raise SessionLost(f"{self.remote} refused RSET: {reply}", reply)
 
     async def quit(self) -> None:
-        with contextlib.suppress(SessionLost, OSError):
-            async with asyncio.timeout(min(self.timeouts.remote, 5.0)):
-                await self._command(b"QUIT\r\n")
-        self.abort()
+        try:
+            with contextlib.suppress(SessionLost, OSError, TimeoutError):
+                async with asyncio.timeout(min(self.timeouts.remote, 5.0)):
+                    await self._command(b"QUIT\r\n")
+        finally:
+            self.abort()
 
     def abort(self) -> None:
         self._writer.close()

@@ -111,13 +111,24 @@ class SubmissionHandler:
         return f"250 2.0.0 Ok: queued as {message_id}"
 
 
+class SubmissionSMTP(SMTP):
+    """aiosmtpd with Postfix's tolerance for long lines.
+
+    RFC 5321 caps lines at 1000 octets and aiosmtpd answers longer ones with a permanent
+    500, but generated mail (HTML from billing systems) often has longer lines and Postfix
+    accepts them; refusing would bounce mail our users' integrations send today.
+    """
+
+    line_length_limit = 64 * 1024
+
+
 async def serve(queue: Queue, config: InstanceConfig, ready: asyncio.Event | None = None) -> None:
     """Listen until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried."""
     loop = asyncio.get_running_loop()
     handler = SubmissionHandler(queue, config)
 
     def factory() -> SMTP:
-        return SMTP(
+        return SubmissionSMTP(
             handler,
             hostname=config.helo_name,
             ident="sendworx ESMTP",

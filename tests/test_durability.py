@@ -117,9 +117,7 @@ def test_acknowledged_mail_survives_kill_9_of_engine_and_injectors(home: Sendwor
     lost = injectors.acknowledged - set(receipts)
     assert not lost, f"{len(lost)} acknowledged messages never arrived: {sorted(lost)[:10]}"
 
-    recorded = Counter(
-        line["id"] for line in home.deliveries() if line["result"] == "delivered"
-    )
+    recorded = Counter(line["id"] for line in home.deliveries() if line["result"] == "delivered")
     for token, times in receipts.items():
         if len(times) == 1:
             continue
@@ -127,7 +125,5 @@ def test_acknowledged_mail_survives_kill_9_of_engine_and_injectors(home: Sendwor
         first, last = min(times), max(times)
         assert any(first - 0.05 <= kill <= last for kill in engine_kills), token
         assert recorded[queue_ids[token]] < len(times), token
-    leftovers = [
-        name for folder in ("new", "mess", "state") for name in home.queue_files(folder)
-    ]
+    leftovers = [name for folder in ("new", "mess", "state") for name in home.queue_files(folder)]
     assert leftovers == []

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from support.instance import SendworxHome
 from support.net import wait_for
 from support.postfix_sink import PostfixSink
@@ -128,7 +127,9 @@ def test_smtpd_answers_452_and_leaves_nothing_when_the_disk_is_full(home: Sendwo
                     handle.write(b"\0" * 4096)
                     handle.flush()
             with pytest.raises(smtplib.SMTPDataError) as full:
-                client.sendmail("a@origin.test", ["b@far.test"], b"Subject: x\r\n\r\n" + b"y" * 9000)
+                client.sendmail(
+                    "a@origin.test", ["b@far.test"], b"Subject: x\r\n\r\n" + b"y" * 9000
+                )
             assert full.value.smtp_code == 452
             filler.unlink()
             client.sendmail("a@origin.test", ["b@far.test"], b"Subject: again\r\n\r\nok\r\n")
@@ -165,8 +166,14 @@ def test_sendmail_t_takes_recipients_from_headers_and_drops_bcc(home: SendworxHo
     envelope, content = _queued(home)
     assert envelope["sender"] == "me@origin.test"
     assert sorted(envelope["recipients"]) == sorted(  # type: ignore[call-overload]
-        ["extra@far.test", "one@far.test", "two@far.test", "three@far.test", "secret@far.test",
-         "hidden@far.test"]
+        [
+            "extra@far.test",
+            "one@far.test",
+            "two@far.test",
+            "three@far.test",
+            "secret@far.test",
+            "hidden@far.test",
+        ]
     )
     assert b"Bcc" not in content and b"hidden@far.test" not in content
     parsed = email.message_from_bytes(content)
@@ -256,9 +263,7 @@ def test_sendmail_handles_many_recipients_headerless_and_binary_messages(
 def test_queue_files_are_never_left_half_written_by_a_killed_sendmail(
     home: SendworxHome, tmp_path: Path
 ) -> None:
-    process = subprocess.Popen(
-        home.command("sendmail", "-i", "x@far.test"), stdin=subprocess.PIPE
-    )
+    process = subprocess.Popen(home.command("sendmail", "-i", "x@far.test"), stdin=subprocess.PIPE)
     assert process.stdin is not None
     process.stdin.write(b"Subject: never finished\n\n" + b"z" * 100_000)
     process.kill()

@@ -143,7 +143,9 @@ class SendworxHome:
         result = self.sendmail("-f", sender, *recipients, message=message)
         assert result.returncode == 0, result.stderr
 
-    def enqueue(self, *recipients: str, sender: str = "sender@origin.test", copies: int = 1) -> None:
+    def enqueue(
+        self, *recipients: str, sender: str = "sender@origin.test", copies: int = 1
+    ) -> None:
         """Queue messages in-process through the injectors' own code path (fast setup)."""
         queue = Queue(self.instance.queue_dir, self.home).ensure()
         for copy in range(copies):

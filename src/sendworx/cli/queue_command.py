@@ -36,7 +36,7 @@ def _age(seconds: float) -> str:
 def _describe(queue: Queue, message_id: str, now: float) -> dict[str, Any] | None:
     try:
         envelope = queue.read_envelope(message_id)
-        size = queue.message_path(message_id).stat().st_size
+        size = queue.message_size(message_id)
         state = queue.read_state(message_id)
     except FileNotFoundError:
         return None

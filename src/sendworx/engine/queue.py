@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from sendworx.durable import atomic_write, fsync_directory, write_synced
 
@@ -215,15 +216,27 @@ class Queue:
             raise ValueError(f"not a message id: {message_id!r}")
         return self.messages_dir / message_id
 
+    def open_message(self, message_id: str) -> BinaryIO:
+        """Open a queued message wherever it is: claimed (`mess/`) or not yet (`new/`)."""
+        try:
+            return self.message_path(message_id).open("rb")
+        except FileNotFoundError:
+            return (self.new_dir / message_id).open("rb")
+
     def read(self, message_id: str) -> tuple[Envelope, bytes]:
-        return decode_message(self.message_path(message_id).read_bytes())
+        with self.open_message(message_id) as handle:
+            return decode_message(handle.read())
 
     def read_envelope(self, message_id: str) -> Envelope:
-        with self.message_path(message_id).open("rb") as handle:
+        with self.open_message(message_id) as handle:
             head = handle.read(len(MAGIC))
             line = handle.readline()
         envelope, _ = decode_message(head + line)
         return envelope
+
+    def message_size(self, message_id: str) -> int:
+        with self.open_message(message_id) as handle:
+            return os.fstat(handle.fileno()).st_size
 
     def read_state(self, message_id: str) -> DeliveryState | None:
         try:

@@ -183,11 +183,11 @@ class Engine:
 
     def _load_queue(self) -> None:
         now = time.time()
+        self.queue.claim_new()  # before the orphan check: a state's message may be in new/
         stale = self.queue.remove_stale_temporaries(now)
         orphans = self.queue.remove_orphan_states()
         if stale or orphans:
             log.info("cleaned %d stale temp files and %d orphan state files", stale, orphans)
-        self.queue.claim_new()
         for message_id in self.queue.message_ids():
             try:
                 state = self.queue.read_state(message_id)

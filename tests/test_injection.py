@@ -270,3 +270,49 @@ def test_queue_files_are_never_left_half_written_by_a_killed_sendmail(
     process.wait()
     assert home.queue_files("new") == []
     assert home.queue_files("mess") == []
+
+
+def _workers(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _submit(home: SendworxHome) -> None:
+    with _client(home) as client:
+        client.sendmail("a@origin.test", ["b@far.test"], b"Subject: w\r\n\r\nw\r\n")
+
+
+def test_smtpd_runs_workers_and_replaces_one_that_dies(home: SendworxHome) -> None:
+    home.write_config(smtpd={"workers": 3})
+    parent = home.start_smtpd()
+    wait_for(lambda: len(_workers(parent.pid)) == 3)
+    victim = _workers(parent.pid)[0]
+    os.kill(victim, 9)
+    wait_for(lambda: victim not in _workers(parent.pid) and len(_workers(parent.pid)) == 3)
+    for _ in range(6):
+        _submit(home)
+    assert len(home.queue_files("new")) == 6
+    assert "starting another" in home.log_text("smtpd")
+
+
+def test_smtpd_workers_die_with_their_parent_and_stop_with_it(home: SendworxHome) -> None:
+    home.write_config(smtpd={"workers": 2})
+    parent = home.start_smtpd()
+    wait_for(lambda: len(_workers(parent.pid)) == 2)
+    workers = _workers(parent.pid)
+    home.kill(parent)
+    wait_for(lambda: not any(_alive(worker) for worker in workers))
+    replacement = home.start_smtpd()  # the port is free again
+    _submit(home)
+    wait_for(lambda: len(_workers(replacement.pid)) == 2)
+    workers = _workers(replacement.pid)
+    assert home.stop(replacement) == 0
+    assert not any(_alive(worker) for worker in workers)

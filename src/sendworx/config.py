@@ -41,6 +41,7 @@ class ResolverConfig(_Section):
 class SmtpdConfig(_Section):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     port: Port = 2525
+    workers: int = Field(default=0, ge=0, le=64, description="0: one per CPU core")
     max_message_bytes: int = Field(default=35 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=1000, ge=1, le=100_000)
     relay_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
@@ -100,6 +101,7 @@ DEFAULT_CONFIG_TEXT = """\
 [smtpd]
 # listen = ["127.0.0.1"]
 # port = 2525
+# workers = 0                # 0: one process per CPU core
 # max_message_bytes = 36700160
 # max_recipients = 1000
 # relay_networks = ["127.0.0.0/8", "::1/128"]

@@ -20,14 +20,27 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_synced(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create `path` (which must not be visible to readers yet) with `data` and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def write_unsynced(path: Path, data: bytes, mode: int = 0o600) -> int:
+    """Create `path` (not yet visible to readers) with `data`; return the open fd to fsync.
+
+    Callers batch these and fsync afterwards, so one journal commit covers many files.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
             view = view[written:]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_synced(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create `path` (which must not be visible to readers yet) with `data` and fsync it."""
+    fd = write_unsynced(path, data, mode)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -41,6 +41,12 @@ class PidFile:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def forget(self) -> None:
+        """In a forked child: close the inherited descriptor, leaving the lock to the parent."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def release(self) -> None:
         # The file stays: unlinking a locked pid file lets a racing starter lock a dead inode.
         if self._fd is not None:

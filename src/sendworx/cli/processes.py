@@ -6,6 +6,8 @@ Shared by `sendworx send`, `sendworx smtpd` and the `run` supervisor's children.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -13,9 +15,12 @@ from typing import Any
 from sendworx.engine.queue import Queue
 from sendworx.engine.service import Engine
 from sendworx.inject import smtpd
+from sendworx.inject import workers as workers_module
 from sendworx.instance import Instance
 from sendworx.logs import setup_logging
 from sendworx.pidfile import AlreadyRunning, PidFile
+
+log = logging.getLogger("sendworx.smtpd")
 
 
 def run_loop(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -54,8 +59,21 @@ def run_smtpd(instance: Instance) -> int:
         return 1
     try:
         setup_logging(instance.log_dir / "smtpd.log")
+        config = instance.config
         queue = Queue(instance.queue_dir, instance.home).ensure()
-        run_loop(smtpd.serve(queue, instance.config))
+        listeners = smtpd.bind_listeners(config)
+        workers = config.smtpd.workers or os.cpu_count() or 1
+        log.info("listening on %s port %d", ", ".join(config.smtpd.listen), config.smtpd.port)
+
+        def serve() -> None:
+            pid_file.forget()  # a worker must not keep the parent's lock alive
+            run_loop(smtpd.serve(queue, config, listeners))
+
+        if workers == 1:
+            run_loop(smtpd.serve(queue, config, listeners))
+        else:
+            workers_module.supervise(workers, serve)
+        log.info("stopped")
     finally:
         pid_file.release()
     return 0

@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-from sendworx.durable import atomic_write, fsync_directory, write_synced
+from sendworx.durable import atomic_write, fsync_directory, write_unsynced
 
 MAGIC = b"sendworx-queue 1\n"
 _ID_ALPHABET = frozenset("0123456789abcdef")
@@ -129,6 +129,15 @@ def decode_message(data: bytes) -> tuple[Envelope, bytes]:
     return envelope, data[end + 1 :]
 
 
+def _write_error(error: OSError) -> QueueWriteError:
+    return QueueWriteError(error.errno, f"cannot queue message: {error.strerror or error}")
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def socket_name(home: Path, purpose: str) -> bytes:
     """An abstract-namespace socket name for this instance.
 
@@ -164,23 +173,55 @@ class Queue:
     # -- injection -------------------------------------------------------------------------
 
     def inject(self, envelope: Envelope, content: bytes, message_id: str | None = None) -> str:
-        """Store a message durably and wake the engine; return its id.
+        """Store one message durably and wake the engine; return its id.
 
-        When this returns, the message survives kill -9 and power loss. On any failure the
-        temp file is removed and QueueWriteError is raised: nothing half-written stays behind.
+        When this returns, the message survives kill -9 and power loss. On failure
+        QueueWriteError is raised and nothing half-written stays behind.
         """
         message_id = message_id or new_message_id()
-        temporary = self.tmp_dir / message_id
-        try:
-            write_synced(temporary, encode_message(envelope, content))
-            os.rename(temporary, self.new_dir / message_id)
-            fsync_directory(self.new_dir)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise QueueWriteError(error.errno, f"cannot queue message: {error.strerror}") from error
-        self.wake_engine()
+        [outcome] = self.inject_batch([(message_id, encode_message(envelope, content))])
+        if outcome is not None:
+            raise outcome
         return message_id
+
+    def inject_batch(self, items: list[tuple[str, bytes]]) -> list[QueueWriteError | None]:
+        """Store several encoded messages with one directory fsync (group commit).
+
+        All files are written before the first fsync, so one journal commit carries every
+        new inode; then each file's data is synced, all are renamed into `new/`, and `new/`
+        is synced once. Returns, per item, None (durable) or the error that refused it.
+        """
+        outcomes: list[QueueWriteError | None] = [None] * len(items)
+        written: list[tuple[int, int, Path]] = []
+        for index, (message_id, data) in enumerate(items):
+            temporary = self.tmp_dir / message_id
+            try:
+                written.append((index, write_unsynced(temporary, data), temporary))
+            except OSError as error:
+                outcomes[index] = _write_error(error)
+                _discard(temporary)
+        renamed = []
+        for index, fd, temporary in written:
+            try:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(temporary, self.new_dir / temporary.name)
+                renamed.append(index)
+            except OSError as error:
+                outcomes[index] = _write_error(error)
+                _discard(temporary)
+        if renamed:
+            try:
+                fsync_directory(self.new_dir)
+            except OSError as error:
+                # Not durable: take the files back so an error reply never hides a delivery.
+                for index in renamed:
+                    outcomes[index] = _write_error(error)
+                    _discard(self.new_dir / items[index][0])
+            self.wake_engine()
+        return outcomes
 
     def wake_engine(self) -> None:
         """Tell a running engine to look at `new/`; harmless and silent when none runs."""

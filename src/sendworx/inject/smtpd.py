@@ -13,13 +13,13 @@ import logging
 import signal
 import socket
 import time
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from sendworx.config import InstanceConfig
 from sendworx.engine.queue import Envelope, Queue, QueueWriteError, new_message_id
+from sendworx.inject.committer import GroupCommitter
 
 log = logging.getLogger("sendworx.smtpd")
 
@@ -39,8 +39,8 @@ def received_header(
 class SubmissionHandler:
     """aiosmtpd hooks: relay policy and recipient limit at RCPT, durable queueing at DATA."""
 
-    def __init__(self, queue: Queue, config: InstanceConfig) -> None:
-        self._queue = queue
+    def __init__(self, committer: GroupCommitter, config: InstanceConfig) -> None:
+        self._committer = committer
         self._host = config.helo_name
         self._max_recipients = config.smtpd.max_recipients
         self._relay_networks = [
@@ -94,9 +94,7 @@ class SubmissionHandler:
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         queued = Envelope(sender, tuple(envelope.rcpt_tos), now)
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._queue.inject, queued, header + content, message_id
-            )
+            await self._committer.inject(queued, header + content, message_id)
         except QueueWriteError as error:
             log.error("message from %s not queued: %s", peer, error)
             return "452 4.3.1 Insufficient system storage; try again later"
@@ -122,10 +120,27 @@ class SubmissionSMTP(SMTP):
     line_length_limit = 64 * 1024
 
 
-async def serve(queue: Queue, config: InstanceConfig, ready: asyncio.Event | None = None) -> None:
-    """Listen until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried."""
+def bind_listeners(config: InstanceConfig) -> list[socket.socket]:
+    """Bind before forking, so every worker accepts on the same sockets."""
+    listeners = []
+    for address in config.smtpd.listen:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        listener = socket.create_server((address, config.smtpd.port), family=family, backlog=1024)
+        listener.setblocking(False)
+        listeners.append(listener)
+    return listeners
+
+
+async def serve(
+    queue: Queue,
+    config: InstanceConfig,
+    listeners: list[socket.socket],
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried."""
     loop = asyncio.get_running_loop()
-    handler = SubmissionHandler(queue, config)
+    committer = GroupCommitter(queue)
+    handler = SubmissionHandler(committer, config)
 
     def factory() -> SMTP:
         return SubmissionSMTP(
@@ -138,19 +153,7 @@ async def serve(queue: Queue, config: InstanceConfig, ready: asyncio.Event | Non
             timeout=300,
         )
 
-    servers: list[Any] = []
-    for address in config.smtpd.listen:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        servers.append(
-            await loop.create_server(
-                factory, address, config.smtpd.port, family=family, reuse_address=True, backlog=1024
-            )
-        )
-    log.info(
-        "listening on %s port %d",
-        ", ".join(config.smtpd.listen),
-        config.smtpd.port,
-    )
+    servers = [await loop.create_server(factory, sock=listener) for listener in listeners]
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
@@ -159,4 +162,4 @@ async def serve(queue: Queue, config: InstanceConfig, ready: asyncio.Event | Non
     await stopped.wait()
     for server in servers:
         server.close()
-    log.info("stopped")
+    committer.close()

@@ -1,0 +1,72 @@
+"""Pre-forked worker processes for the SMTP listener: one event loop per CPU core.
+
+The parent binds the sockets and holds the pid lock; workers accept on the shared sockets,
+die with the parent (PR_SET_PDEATHSIG) and are restarted if they crash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("sendworx.smtpd")
+
+_PR_SET_PDEATHSIG = 1
+RESTART_DELAY_SECONDS = 0.5
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _start(serve: Callable[[], None], parent: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 0
+    try:
+        _die_with_parent(parent)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        serve()
+    except BaseException:
+        log.exception("worker %d failed", os.getpid())
+        status = 1
+    finally:
+        logging.shutdown()
+        os._exit(status)
+
+
+def supervise(count: int, serve: Callable[[], None]) -> None:
+    """Run `count` workers of `serve` until SIGTERM/SIGINT, restarting any that die."""
+    parent = os.getpid()
+    stopping = False
+    children: set[int] = set()
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    children.update(_start(serve, parent) for _ in range(count))
+    log.info("%d workers started", count)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return
+        children.discard(pid)
+        if not stopping:
+            log.error("worker %d exited (status %d); starting another", pid, status)
+            time.sleep(RESTART_DELAY_SECONDS)
+            children.add(_start(serve, parent))

@@ -14,7 +14,7 @@ from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import wait_for
 from support.postfix_sink import PostfixSink
-from support.raw_server import RawServer
+from support.raw_server import RawServer, scripted_smtp
 from support.sink import Behaviour, RecordingSink
 
 ORIGIN = "127.0.0.30"
@@ -53,14 +53,12 @@ def _birth(home: SendworxHome, message_id: str) -> float:
 
 
 def test_sigalrm_retries_deferred_mail_now(home: SendworxHome) -> None:
-    refusing = True
-    behaviour = Behaviour(rcpt_reply=lambda rcpt: "451 4.7.1 later" if refusing else None)
-    with RecordingSink("127.0.0.32", behaviour=behaviour) as sink:
+    with RecordingSink("127.0.0.32", behaviour=Behaviour(refuse_rcpt="451 4.7.1 later")) as sink:
         home.routes(f"later.test:[127.0.0.32]:{sink.port}")
         engine = home.start_engine()
         home.inject("u@later.test")
         home.wait_for_delivery_lines(1)
-        refusing = False
+        sink.behaviour.refuse_rcpt = None
         engine.send_signal(signal.SIGALRM)
         sink.wait_for_messages(1)
         wait_for(home.queue_empty)
@@ -69,9 +67,7 @@ def test_sigalrm_retries_deferred_mail_now(home: SendworxHome) -> None:
 
 
 def test_queue_retry_command_works_with_and_without_a_running_engine(home: SendworxHome) -> None:
-    refusing = True
-    behaviour = Behaviour(rcpt_reply=lambda rcpt: "451 4.7.1 later" if refusing else None)
-    with RecordingSink("127.0.0.33", behaviour=behaviour) as sink:
+    with RecordingSink("127.0.0.33", behaviour=Behaviour(refuse_rcpt="451 4.7.1 later")) as sink:
         home.routes(f"later.test:[127.0.0.33]:{sink.port}")
         engine = home.start_engine()
         home.inject("a@later.test")
@@ -79,13 +75,13 @@ def test_queue_retry_command_works_with_and_without_a_running_engine(home: Sendw
         assert home.stop(engine) == 0
         result = subprocess.run(home.command("queue", "retry"), capture_output=True, text=True)
         assert "will be tried as soon as it starts" in result.stdout
-        refusing = False
+        sink.behaviour.refuse_rcpt = None
         home.start_engine()
         sink.wait_for_messages(1)
-        refusing = True
+        sink.behaviour.refuse_rcpt = "451 4.7.1 later"
         home.inject("b@later.test")
         home.wait_for_delivery_lines(3)
-        refusing = False
+        sink.behaviour.refuse_rcpt = None
         result = subprocess.run(home.command("queue", "retry"), capture_output=True, text=True)
         assert "asked the engine" in result.stdout
         sink.wait_for_messages(2)
@@ -198,9 +194,9 @@ def test_bounce_that_fails_becomes_a_double_bounce_and_that_is_never_bounced(
 def test_421_after_rcpt_moves_on_to_the_next_mx(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
-    dns_server.add("flaky.test", "MX", "10 a.flaky.test.", "20 b.flaky.test.")
-    dns_server.add("a.flaky.test", "A", "127.0.0.40")
-    dns_server.add("b.flaky.test", "A", "127.0.0.41")
+    dns_server.mx(
+        "flaky.test", (10, "a.flaky.test", "127.0.0.40"), (20, "b.flaky.test", "127.0.0.41")
+    )
     with (
         PostfixSink("127.0.0.40", sink_port, "-Q", "RCPT") as closing,
         RecordingSink("127.0.0.41", sink_port) as second,
@@ -215,9 +211,7 @@ def test_server_that_never_greets_times_out_and_the_next_mx_gets_the_mail(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
     home.set_control("timeoutremote", "1\n")
-    dns_server.add("mute.test", "MX", "10 a.mute.test.", "20 b.mute.test.")
-    dns_server.add("a.mute.test", "A", "127.0.0.42")
-    dns_server.add("b.mute.test", "A", "127.0.0.43")
+    dns_server.mx("mute.test", (10, "a.mute.test", "127.0.0.42"), (20, "b.mute.test", "127.0.0.43"))
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
@@ -237,24 +231,16 @@ def test_server_that_never_greets_times_out_and_the_next_mx_gets_the_mail(
 def test_connection_dropped_mid_data_is_retried_on_the_next_mx(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
-    dns_server.add("drop.test", "MX", "10 a.drop.test.", "20 b.drop.test.")
-    dns_server.add("a.drop.test", "A", "127.0.0.44")
-    dns_server.add("b.drop.test", "A", "127.0.0.45")
+    dns_server.mx("drop.test", (10, "a.drop.test", "127.0.0.44"), (20, "b.drop.test", "127.0.0.45"))
+
+    async def hang_up_halfway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"354 go ahead\r\n")
+        await writer.drain()
+        await reader.read(100)
+        return True
 
     async def drops_in_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 dropper ESMTP\r\n")
-        while line := await reader.readline():
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                writer.write(b"250-dropper\r\n250 8BITMIME\r\n")
-            elif verb == b"DATA":
-                writer.write(b"354 go ahead\r\n")
-                await writer.drain()
-                await reader.read(100)
-                return  # hang up halfway through the message
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
+        await scripted_smtp(reader, writer, verbs={b"DATA": hang_up_halfway})
 
     with (
         RawServer(drops_in_data, "127.0.0.44", sink_port) as dropper,

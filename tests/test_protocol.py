@@ -9,7 +9,7 @@ import ssl
 import trustme
 from support.instance import SendworxHome
 from support.net import wait_for
-from support.raw_server import RawServer
+from support.raw_server import RawServer, scripted_smtp
 from support.sink import Behaviour, RecordingSink
 
 
@@ -103,28 +103,23 @@ def test_starttls_can_be_switched_off(home: SendworxHome) -> None:
 
 
 def test_failed_tls_handshake_falls_back_to_plain_text(home: SendworxHome) -> None:
+    async def garbage_after_starttls(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        writer.write(b"this is not a TLS record at all\r\n" * 4)
+        await writer.drain()
+        return True
+
     async def broken_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 broken ESMTP\r\n")
-        while line := await reader.readline():
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                writer.write(b"250-broken\r\n250 STARTTLS\r\n")
-            elif verb == b"STAR":
-                writer.write(b"220 go ahead\r\n")
-                await writer.drain()
-                writer.write(b"this is not a TLS record at all\r\n" * 4)
-                await writer.drain()
-                return
-            elif verb == b"DATA":
-                writer.write(b"354 go\r\n")
-                await writer.drain()
-                data = b""
-                while not data.endswith(b"\r\n.\r\n"):
-                    data += await reader.read(65536)
-                writer.write(b"250 plain text accepted\r\n")
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
+        await scripted_smtp(
+            reader,
+            writer,
+            extensions=(b"STARTTLS",),
+            verbs={b"STAR": garbage_after_starttls},
+            final_reply=b"250 plain text accepted",
+        )
 
     with RawServer(broken_tls, "127.0.0.56") as server:
         home.routes(f"tls.test:[127.0.0.56]:{server.port}")
@@ -168,11 +163,7 @@ def test_utf8_address_uses_smtputf8(home: SendworxHome) -> None:
 
 def test_utf8_address_to_a_server_without_smtputf8_fails_permanently(home: SendworxHome) -> None:
     async def ascii_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 old ESMTP\r\n")
-        while line := await reader.readline():
-            verb = line[:4].upper()
-            writer.write(b"250-old\r\n250 8BITMIME\r\n" if verb == b"EHLO" else b"250 ok\r\n")
-            await writer.drain()
+        await scripted_smtp(reader, writer, extensions=(b"8BITMIME",))
 
     with RawServer(ascii_only, "127.0.0.60") as server, RecordingSink("127.0.0.61") as origin:
         home.routes(

@@ -37,8 +37,7 @@ def test_route_walk_prefers_most_specific_suffix(home: SendworxHome, sink_port: 
 def test_suffix_route_does_not_match_the_bare_domain(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
-    dns_server.add("example.test", "MX", "10 mx.example.test.")
-    dns_server.add("mx.example.test", "A", "127.0.0.5")
+    dns_server.mx("example.test", (10, "mx.example.test", "127.0.0.5"))
     with (
         RecordingSink("127.0.0.3", sink_port) as suffix,
         RecordingSink("127.0.0.5", sink_port) as mx,
@@ -53,8 +52,7 @@ def test_suffix_route_does_not_match_the_bare_domain(
 def test_exact_route_with_empty_relay_uses_mx_instead_of_catch_all(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
-    dns_server.add("direct.test", "MX", "10 mx.direct.test.")
-    dns_server.add("mx.direct.test", "A", "127.0.0.6")
+    dns_server.mx("direct.test", (10, "mx.direct.test", "127.0.0.6"))
     with (
         RecordingSink("127.0.0.6", sink_port) as mx,
         RecordingSink("127.0.0.4", sink_port) as catch_all,
@@ -83,9 +81,9 @@ def test_relay_with_port_and_hostname_resolved_by_address_records_only(
 def test_mx_hosts_are_tried_in_preference_order(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
-    dns_server.add("pref.test", "MX", "20 backup.pref.test.", "10 primary.pref.test.")
-    dns_server.add("primary.pref.test", "A", "127.0.0.8")
-    dns_server.add("backup.pref.test", "A", "127.0.0.9")
+    dns_server.mx(
+        "pref.test", (20, "backup.pref.test", "127.0.0.9"), (10, "primary.pref.test", "127.0.0.8")
+    )
     with (
         RecordingSink("127.0.0.8", sink_port) as primary,
         RecordingSink("127.0.0.9", sink_port) as backup,
@@ -101,9 +99,11 @@ def test_mx_hosts_are_tried_in_preference_order(
 def test_next_mx_is_used_when_the_first_refuses_connections(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
-    dns_server.add("fallback.test", "MX", "10 dead.fallback.test.", "20 alive.fallback.test.")
-    dns_server.add("dead.fallback.test", "A", "127.0.0.10")  # nothing listens there
-    dns_server.add("alive.fallback.test", "A", "127.0.0.11")
+    dns_server.mx(
+        "fallback.test",
+        (10, "dead.fallback.test", "127.0.0.10"),  # nothing listens there
+        (20, "alive.fallback.test", "127.0.0.11"),
+    )
     with RecordingSink("127.0.0.11", sink_port) as alive:
         home.start_engine()
         home.inject("u@fallback.test")
@@ -114,9 +114,9 @@ def test_next_mx_is_used_when_the_first_refuses_connections(
 def test_next_mx_is_used_after_a_421_greeting(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
-    dns_server.add("busy.test", "MX", "10 busy.busy.test.", "20 ok.busy.test.")
-    dns_server.add("busy.busy.test", "A", "127.0.0.12")
-    dns_server.add("ok.busy.test", "A", "127.0.0.13")
+    dns_server.mx(
+        "busy.test", (10, "busy.busy.test", "127.0.0.12"), (20, "ok.busy.test", "127.0.0.13")
+    )
 
     async def too_busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"421 4.3.2 too busy, go away\r\n")
@@ -146,8 +146,7 @@ def test_null_mx_bounces_at_once_without_connecting(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:
     dns_server.add("nomail.test", "MX", "0 .")
-    dns_server.add("origin.test", "MX", "10 mx.origin.test.")
-    dns_server.add("mx.origin.test", "A", "127.0.0.15")
+    dns_server.mx("origin.test", (10, "mx.origin.test", "127.0.0.15"))
     with RecordingSink("127.0.0.15", sink_port) as origin:
         home.start_engine()
         home.inject("u@nomail.test", sender="author@origin.test")

@@ -31,6 +31,12 @@ class DNSServer:
         key = name.lower().rstrip(".") + "."
         self._records[key].setdefault(record_type, []).extend(values)
 
+    def mx(self, domain: str, *exchanges: tuple[int, str, str]) -> None:
+        """MX records for `domain`, each (preference, host name, IPv4 address) with its A record."""
+        for preference, host, address in exchanges:
+            self.add(domain, "MX", f"{preference} {host}.")
+            self.add(host, "A", address)
+
     def _serve(self) -> None:
         while True:
             try:

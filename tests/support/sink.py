@@ -34,6 +34,8 @@ class Behaviour:
     """Replies to choose; None means the normal positive reply."""
 
     rcpt_reply: Callable[[str], str | None] = lambda recipient: None
+    # Refuse every RCPT with this reply until a test sets it back to None.
+    refuse_rcpt: str | None = None
     data_reply: Callable[[Received], str | None] = lambda message: None
     data_delay: float = 0.0
     refuse_ehlo: bool = False
@@ -67,7 +69,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        reply = self.sink.behaviour.rcpt_reply(address)
+        reply = self.sink.behaviour.refuse_rcpt or self.sink.behaviour.rcpt_reply(address)
         if reply is not None:
             return reply
         envelope.rcpt_tos.append(address)

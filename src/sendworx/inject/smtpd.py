@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import time
+from typing import ClassVar
 
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
@@ -118,6 +119,22 @@ class SubmissionSMTP(SMTP):
     """
 
     line_length_limit = 64 * 1024
+
+    # aiosmtpd parses every MAIL/RCPT address with the email header parser and defines a
+    # typing.Protocol class per call: a fifth of a listener's CPU in profiles. The result
+    # depends only on the argument and the local-part limit, and bulk mail repeats senders.
+    _address_cache: ClassVar[dict[tuple[str, int], tuple[str | None, str | None]]] = {}
+    _ADDRESS_CACHE_SIZE = 10_000
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        key = (arg, self.local_part_limit)
+        cached = self._address_cache.get(key)
+        if cached is None:
+            cached = super()._getaddr(arg)
+            if len(self._address_cache) >= self._ADDRESS_CACHE_SIZE:
+                self._address_cache.clear()
+            self._address_cache[key] = cached
+        return cached
 
 
 def bind_listeners(config: InstanceConfig) -> list[socket.socket]:

@@ -7,22 +7,27 @@ export SENDWORX_HOME ?= $(CURDIR)/var
 
 .PHONY: run test lint typecheck unit bench clean system-packages
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# Debian's own python3 needs python3-venv for this; install it when venv is missing.
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && \
+		$(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 # smtp-sink and smtp-source (Postfix) are the real SMTP peers of the tests and benchmarks.
 system-packages:
-	@if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \
+	@export PATH="$$PATH:/usr/sbin"; \
+	if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \
 		echo "installing Debian's postfix package for smtp-sink/smtp-source"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postfix >/dev/null; \
-	fi
-	@export PATH="$$PATH:/usr/sbin"; command -v smtp-sink >/dev/null
+		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postfix >/dev/null; \
+	fi; \
+	command -v smtp-sink >/dev/null
 
 run: $(STAMP)
 	$(BIN)/sendworx init

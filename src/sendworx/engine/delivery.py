@@ -254,6 +254,14 @@ class DeliveryPool:
                     job.finish_all(Outcome.DEFERRED, lost.reason, "4.4.2", None)
                 except MessageGone:
                     job.finish([])
+                except Exception as error:
+                    # A bug or an unreadable queue file must not strand the message: defer it,
+                    # and drop the connection, whose protocol state is now unknown.
+                    log.exception("delivery of %s failed unexpectedly", job.message_id)
+                    job.finish_all(Outcome.DEFERRED, f"local error: {error}", "4.3.0", None)
+                    connection.abort()
+                    self.open_connections -= 1
+                    connection = None
                 tries_left = len(hosts)
                 job = await self._next_job(destination)
         except BaseException:

@@ -66,6 +66,22 @@ class DeliveryConfig(_Section):
     double_bounce_to: str = Field(default="postmaster", min_length=1, max_length=320)
 
 
+class PanelConfig(_Section):
+    listen: str = "127.0.0.1"
+    https_port: Port = Field(default=2443, description="0 disables HTTPS")
+    http_port: Port = Field(default=2080, description="0 disables plain HTTP")
+    certificate: Path | None = Field(
+        default=None, description="PEM chain; replaces the generated one"
+    )
+    private_key: Path | None = None
+    node_id: str | None = Field(default=None, description="this node's id; default helo_name")
+    session_seconds: float = Field(default=3600.0, gt=0, le=30 * 86400)
+    max_failures: int = Field(default=10, ge=1, le=10_000)
+    failure_window_seconds: float = Field(default=60.0, gt=0)
+    lockout_seconds: float = Field(default=60.0, ge=0)
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+
 class MetricsConfig(_Section):
     listen: str = "127.0.0.1"
     port: Port = Field(default=9465, description="0 disables the metrics endpoint")
@@ -77,6 +93,7 @@ class InstanceConfig(_Section):
     smtpd: SmtpdConfig = Field(default_factory=SmtpdConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    panel: PanelConfig = Field(default_factory=PanelConfig)
 
     @field_validator("helo_name")
     @classmethod
@@ -120,6 +137,19 @@ DEFAULT_CONFIG_TEXT = """\
 [metrics]
 # listen = "127.0.0.1"
 # port = 9465               # 0 disables
+
+[panel]
+# listen = "127.0.0.1"
+# https_port = 2443         # 0 disables
+# http_port = 2080          # 0 disables
+# certificate = "/path/to/chain.pem"   # replaces the generated certificate
+# private_key = "/path/to/key.pem"
+# node_id = "this host's helo_name"
+# session_seconds = 3600
+# max_failures = 10         # failed logins from one address within the window...
+# failure_window_seconds = 60
+# lockout_seconds = 60      # ...lock it out this long
+# max_request_bytes = 10485760
 """
 
 

@@ -51,6 +51,19 @@ class Instance:
         return self.run_dir / "send.sock"
 
     @property
+    def panel_dir(self) -> Path:
+        """Users, keys and TLS material: readable by the instance owner only."""
+        return self.home / "panel"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.panel_dir / "master.key"
+
+    @property
+    def panel_pid_file(self) -> Path:
+        return self.run_dir / "panel.pid"
+
+    @property
     def smtpd_pid_file(self) -> Path:
         return self.run_dir / "smtpd.pid"
 

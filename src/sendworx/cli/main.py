@@ -22,7 +22,24 @@ def _parser() -> argparse.ArgumentParser:
         "--home", type=Path, help="instance directory (default $SENDWORX_HOME or ./var)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("init", help="create the instance directory and its config file")
+    init = commands.add_parser("init", help="create the instance, its master user and API key")
+    init.add_argument("--email", help="the master user's e-mail (default admin@helo_name)")
+    commands.add_parser("panel", help="run the NodeWorx API (HTTPS and HTTP) in the foreground")
+    user = commands.add_parser("user", help="manage NodeWorx users")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_commands.add_parser(
+        "add", help="add a user (password from the terminal or stdin)"
+    )
+    user_add.add_argument("email")
+    user_add.add_argument("--name", default="")
+    user_add.add_argument(
+        "--permission", action="append", default=[], help="EMAIL, SERVICES or CLUSTER; repeatable"
+    )
+    user_commands.add_parser("list", help="list users")
+    user_remove = user_commands.add_parser("remove", help="remove a user and their keys")
+    user_remove.add_argument("email")
+    key = commands.add_parser("apikey", help="issue a new API key (the old one stops working)")
+    key.add_argument("--user", help="whose key (default the master user)")
     commands.add_parser("run", help="run the submission listener and the engine together")
     commands.add_parser("send", help="run the delivery engine in the foreground")
     commands.add_parser("smtpd", help="run the SMTP submission listener in the foreground")
@@ -55,16 +72,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
-    from sendworx.cli import processes, queue_command, supervisor
+    from sendworx.cli import processes, queue_command, supervisor, users_command
     from sendworx.engine.queue import Queue
     from sendworx.inject import sendmail
 
     command = arguments.command
     if command == "init":
+        return users_command.init(instance, arguments.email)
+    if command == "panel":
         instance.ensure()
-        Queue(instance.queue_dir, instance.home).ensure()
-        print(f"instance ready in {instance.home}")
-        return 0
+        return processes.run_panel(instance)
+    if command == "user":
+        if arguments.user_command == "add":
+            return users_command.add(
+                instance, arguments.email, arguments.name, arguments.permission
+            )
+        if arguments.user_command == "list":
+            return users_command.list_users(instance)
+        return users_command.remove(instance, arguments.email)
+    if command == "apikey":
+        return users_command.apikey(instance, arguments.user)
     if command == "run":
         return supervisor.run(instance)
     if command == "send":

@@ -18,6 +18,7 @@ from sendworx.inject import smtpd
 from sendworx.inject import workers as workers_module
 from sendworx.instance import Instance
 from sendworx.logs import setup_logging
+from sendworx.panel.server import serve_panel
 from sendworx.pidfile import AlreadyRunning, PidFile
 
 log = logging.getLogger("sendworx.smtpd")
@@ -74,6 +75,18 @@ def run_smtpd(instance: Instance) -> int:
         else:
             workers_module.supervise(workers, serve)
         log.info("stopped")
+    finally:
+        pid_file.release()
+    return 0
+
+
+def run_panel(instance: Instance) -> int:
+    pid_file = PidFile(instance.panel_pid_file)
+    if not _hold_pid(pid_file, "panel"):
+        return 1
+    try:
+        setup_logging(instance.log_dir / "panel.log")
+        run_loop(serve_panel(instance))
     finally:
         pid_file.release()
     return 0

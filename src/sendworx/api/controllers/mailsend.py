@@ -1,0 +1,96 @@
+"""/nodeworx/mail/send: the Outbound Mail service controller.
+
+The generic service actions plus `update`, whose inputs come from the settings table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sendworx.api.controllers.common import add_common_actions
+from sendworx.api.controllers.service import (
+    ServiceDescription,
+    cascade_input,
+    service_controller,
+)
+from sendworx.api.errors import ValidationFailed
+from sendworx.api.registry import Action, Caller, Controller, Input
+from sendworx.backends import ServiceBackend
+from sendworx.instance import Instance
+from sendworx.settings import (
+    INTEGER_SETTINGS,
+    ROUTES_INPUT,
+    IntegerSetting,
+    SettingsError,
+    read_settings,
+    validate_integer,
+    validate_routes,
+    write_settings,
+)
+
+OUTBOUND_MAIL = ServiceDescription(
+    service_id="send",
+    general_name="##LG_OUTBOUND_MAIL##",
+    ports=("##LG_NOT_APPLICABLE##",),
+    page="/nodeworx/mail/mta",
+    ctrl="/nodeworx/mail/send",
+    permissions=("EMAIL",),
+)
+ROUTES_HELP = (
+    "Artificial SMTP routes. If the domain matches the host, qmail-remote will connect to relay, "
+    "as if host had relay as its only MX Record. The syntax for this field is "
+    "[domain]:[destination server] and [domain] may be blank if you want all mail to be routed "
+    "to [destination server]"
+)
+
+
+def _integer_input(setting: IntegerSetting) -> Input:
+    return Input(
+        setting.input_name,
+        "integer",
+        lambda value: validate_integer(setting, value),
+        f"{setting.meaning} (default {setting.default})",
+    )
+
+
+def mail_send_controller(
+    instance: Instance, backend: ServiceBackend, local_node: str
+) -> Controller:
+    controller = service_controller(OUTBOUND_MAIL, backend, local_node, "MailSend")
+    # Updates are serialised so concurrent requests leave the files of exactly one of them.
+    update_lock = asyncio.Lock()
+
+    async def current() -> dict[str, Any]:
+        settings = await asyncio.to_thread(read_settings, instance.control_dir)
+        values: dict[str, Any] = {
+            setting.input_name: getattr(settings, setting.input_name)
+            for setting in INTEGER_SETTINGS
+        }
+        values[ROUTES_INPUT] = [str(route) for route in settings.smtp_routes]
+        values["cascade_to_nodes"] = 0
+        return values
+
+    async def update(caller: Caller, values: dict[str, Any]) -> str:
+        changes = {name: value for name, value in values.items() if name != "cascade_to_nodes"}
+        async with update_lock:
+            try:
+                await asyncio.to_thread(write_settings, instance.control_dir, changes)
+            except SettingsError as error:  # validated already; a race with the CLI lands here
+                raise ValidationFailed(error.problems) from error
+            await asyncio.to_thread(backend.apply_settings)
+        return "Outbound mail settings updated"
+
+    inputs = (
+        *(_integer_input(setting) for setting in INTEGER_SETTINGS),
+        Input(
+            ROUTES_INPUT,
+            "struct (string)",
+            lambda value: [str(route) for route in validate_routes(value)],
+            ROUTES_HELP,
+        ),
+        cascade_input(),
+    )
+    controller.add(Action("update", "Update misc outbound mail server settings.", update, inputs))
+    add_common_actions(controller, current)
+    return controller

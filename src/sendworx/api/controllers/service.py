@@ -1,0 +1,159 @@
+"""The fifteen actions every InterWorx service controller has (isRunning ... stopOnNode).
+
+A new service controller is a `ServiceDescription` and a backend, not a copy of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sendworx.api.controllers.common import parse_flag, parse_string
+from sendworx.api.errors import ActionFailed, ValidationFailed
+from sendworx.api.registry import Action, Caller, Controller, Input
+from sendworx.backends import ServiceBackend, ServiceError
+
+NOT_APPLICABLE = "##LG_NOT_APPLICABLE##"
+CASCADE_HELP = (
+    "Selecting this option causes the action to be replayed on all nodes of the cluster "
+    "automatically, as if you had logged in to each node manually"
+)
+
+
+@dataclass(frozen=True)
+class ServiceDescription:
+    service_id: str  # "send"
+    general_name: str  # "##LG_OUTBOUND_MAIL##"
+    ports: tuple[str, ...]  # ("##LG_NOT_APPLICABLE##",) or ("25", "465-587")
+    page: str
+    ctrl: str
+    permissions: tuple[str, ...]
+
+
+def cascade_input() -> Input:
+    return Input("cascade_to_nodes", "integer", parse_flag, CASCADE_HELP, default=lambda: 0)
+
+
+def node_input(local_node: str) -> Input:
+    return Input(
+        "node_id", "string", parse_string, "the node, as registered", default=lambda: local_node
+    )
+
+
+def service_controller(
+    description: ServiceDescription,
+    backend: ServiceBackend,
+    local_node: str,
+    cli_name: str,
+) -> Controller:
+    controller = Controller(description.ctrl, cli_name, description.permissions)
+    ports_text = ",".join(description.ports) if description.ports else NOT_APPLICABLE
+
+    def constant(value: Any) -> Callable[[Caller, dict[str, Any]], Any]:
+        async def handler(caller: Caller, values: dict[str, Any]) -> Any:
+            return value
+
+        return handler
+
+    async def is_running(caller: Caller, values: dict[str, Any]) -> bool:
+        return await asyncio.to_thread(backend.is_running)
+
+    async def service_info(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        running = await asyncio.to_thread(backend.is_running)
+        return {
+            "id": description.service_id,
+            "name": description.general_name,
+            "ports": ports_text,
+            "page": description.page,
+            "ctrl": description.ctrl,
+            "is_running": int(running),
+        }
+
+    def control(operation: Callable[[], None], done: str) -> Callable[..., Any]:
+        async def handler(caller: Caller, values: dict[str, Any]) -> str:
+            try:
+                await asyncio.to_thread(operation)
+            except ServiceError as error:
+                raise ActionFailed(str(error)) from error
+            return done
+
+        return handler
+
+    def on_node(local: Callable[..., Any]) -> Callable[..., Any]:
+        async def handler(caller: Caller, values: dict[str, Any]) -> Any:
+            if values["node_id"] not in ("", local_node):
+                raise ValidationFailed({"node_id": f"no node {values['node_id']!r} is registered"})
+            return await local(caller, values)
+
+        return handler
+
+    start = control(backend.start, f"{description.service_id} started")
+    stop = control(backend.stop, f"{description.service_id} stopped")
+    restart = control(backend.restart, f"{description.service_id} restarted")
+    node = (node_input(local_node),)
+    cascade = (cascade_input(),)
+    for action in (
+        Action("isRunning", "Checks if the service is running or not.", is_running),
+        Action(
+            "isRunningOnNode",
+            "Checks if the service is running on a specific node (Clustering only).",
+            on_node(is_running),
+            node,
+        ),
+        Action(
+            "listGeneralName",
+            'Lists the "normal" name - ie "web server" instead of "httpd".',
+            constant(description.general_name),
+        ),
+        Action(
+            "listPortNumbers",
+            "Lists a string of the port numbers that this service uses, comma-seperated.",
+            constant(ports_text),
+        ),
+        Action(
+            "listPortNumbersArray",
+            "Lists array of port numbers and ranges that this service uses.",
+            constant(list(description.ports) or [NOT_APPLICABLE]),
+        ),
+        Action(
+            "listRequiredPermissions",
+            "Lists an array of permissions required to control the service.",
+            constant(list(description.permissions)),
+        ),
+        Action("listServiceInfo", "Lists the service name, ports, page, and status.", service_info),
+        Action(
+            "listServiceName",
+            'Lists the service name - ie "httpd" instead of "web server".',
+            constant(description.service_id),
+        ),
+        Action(
+            "listServicePage",
+            "Lists the page that controls the service.",
+            constant(description.page),
+        ),
+        Action("restart", "Restarts the service.", restart, cascade),
+        Action(
+            "restartOnNode",
+            "Restarts the service on a specific node (Clustering only).",
+            on_node(restart),
+            node,
+        ),
+        Action("start", "Starts the service.", start, cascade),
+        Action(
+            "startOnNode",
+            "Starts the service on a specific node (Clustering only).",
+            on_node(start),
+            node,
+        ),
+        Action("stop", "Stops the service.", stop, cascade),
+        Action(
+            "stopOnNode",
+            "Stops the service on a specific node (Clustering only).",
+            on_node(stop),
+            node,
+        ),
+    ):
+        controller.add(action)
+    return controller

@@ -1,0 +1,58 @@
+"""One exception per API status code, raised deep and turned into a reply in one place.
+
+InterWorx documents 0, 11 and 401; the other codes are ours and listed in the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+VALIDATION_HEADER = "There was a problem validating the form. Please see details below."
+
+
+class ApiError(Exception):
+    status = 1
+    reply_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def payload(self) -> object:
+        return self.message
+
+
+class ValidationFailed(ApiError):
+    """Status 11: the payload is the header line and one `<field>: <message>` line per field."""
+
+    status = 11
+    reply_code = 400
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        lines = [VALIDATION_HEADER, *(f"{field}: {text}" for field, text in self.problems.items())]
+        super().__init__("\n".join(lines))
+
+
+class AuthenticationFailed(ApiError):
+    status = 401
+    reply_code = 401
+
+
+class PermissionDenied(ApiError):
+    status = 403
+    reply_code = 403
+
+
+class UnknownAction(ApiError):
+    """Status 404: no such controller, or no such action on it."""
+
+    status = 404
+    reply_code = 404
+
+
+class ActionFailed(ApiError):
+    """Status 1: the request was valid but the action did not succeed (service would not start)."""
+
+    status = 1
+    reply_code = 500

@@ -1,0 +1,150 @@
+"""Controllers and actions, defined once: name, typed inputs with rules, permission, handler.
+
+`Registry.route` is the whole request path: authenticate, find, authorise, validate, run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sendworx.api.errors import ApiError, PermissionDenied, UnknownAction, ValidationFailed
+
+log = logging.getLogger("sendworx.api")
+SUCCESS_REPLY_CODE = 205
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    payload: Any
+    reply_code: int
+
+    def as_struct(self) -> dict[str, Any]:
+        return {"status": self.status, "payload": self.payload, "reply_code": self.reply_code}
+
+    @classmethod
+    def success(cls, payload: Any) -> Reply:
+        return cls(0, payload, SUCCESS_REPLY_CODE)
+
+    @classmethod
+    def from_error(cls, error: ApiError) -> Reply:
+        return cls(error.status, error.payload(), error.reply_code)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of an action; `parse` turns a wire value into a clean one or raises ValueError."""
+
+    name: str
+    kind: str  # as the InterWorx docs name it: integer, string, struct (string)
+    parse: Callable[[object], object]
+    help: str = ""
+    default: Callable[[], object] | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the authenticated NodeWorx user and where the request came from."""
+
+    email: str
+    permissions: frozenset[str]
+    master: bool
+    peer: str
+
+    def may(self, permissions: tuple[str, ...]) -> bool:
+        return self.master or set(permissions) <= self.permissions
+
+
+Handler = Callable[[Caller, dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    description: str
+    handler: Handler
+    inputs: tuple[Input, ...] = ()
+
+
+@dataclass
+class Controller:
+    path: str  # "/nodeworx/mail/send"
+    cli_name: str  # "MailSend"
+    permissions: tuple[str, ...]
+    actions: dict[str, Action] = field(default_factory=dict)
+
+    def add(self, action: Action) -> None:
+        self.actions[action.name] = action
+
+
+def normalize_input(raw: object) -> dict[str, Any]:
+    """Missing, nil, empty struct and empty array all mean "no input"."""
+    if raw is None or raw == "" or raw == [] or raw == {}:
+        return {}
+    if isinstance(raw, Mapping):
+        return {str(key): value for key, value in raw.items()}
+    raise ValidationFailed({"input": "must be a struct of named inputs"})
+
+
+def validate(action: Action, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse every declared input; unknown keys (billing modules send `perms`) are ignored."""
+    values: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for spec in action.inputs:
+        if spec.name in raw:
+            try:
+                values[spec.name] = spec.parse(raw[spec.name])
+            except ValueError as error:
+                problems[spec.name] = str(error)
+        elif spec.default is not None:
+            values[spec.name] = spec.default()
+        elif spec.required:
+            problems[spec.name] = "is required"
+    if problems:
+        raise ValidationFailed(problems)
+    return values
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._controllers: dict[str, Controller] = {}
+
+    def register(self, controller: Controller) -> None:
+        self._controllers[controller.path.lower()] = controller
+        self._controllers[controller.cli_name.lower()] = controller
+
+    @property
+    def controllers(self) -> list[Controller]:
+        return list({id(c): c for c in self._controllers.values()}.values())
+
+    def find(self, name: str) -> Controller:
+        """`/nodeworx/mail/send`, `nodeworx/mail/send` and `MailSend` name the same controller."""
+        key = name.strip().lower()
+        controller = self._controllers.get(key) or self._controllers.get("/" + key)
+        if controller is None:
+            raise UnknownAction(f"unknown controller {name[:200]!r}")
+        return controller
+
+    async def run(
+        self, caller: Caller, controller_name: str, action_name: str, raw: object
+    ) -> Reply:
+        try:
+            controller = self.find(controller_name)
+            action = controller.actions.get(action_name)
+            if action is None:
+                raise UnknownAction(f"unknown action {action_name[:200]!r} on {controller.path}")
+            if not caller.may(controller.permissions):
+                needed = ", ".join(controller.permissions)
+                raise PermissionDenied(f"permission denied: {controller.path} requires {needed}")
+            values = validate(action, normalize_input(raw))
+            return Reply.success(await action.handler(caller, values))
+        except ApiError as error:
+            return Reply.from_error(error)
+        except Exception:
+            # A bug must still answer in the API's own format, never as an HTTP error page.
+            log.exception("action %s on %s failed", action_name[:100], controller_name[:100])
+            return Reply(1, "internal error; see the panel log", 500)

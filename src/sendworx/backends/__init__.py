@@ -1,0 +1,26 @@
+"""Service backends: what `start`, `stop`, `restart`, `isRunning` and `update` act on.
+
+The built-in engine is the default; qmail and Postfix backends implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ServiceBackend(Protocol):
+    def is_running(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def apply_settings(self) -> None:
+        """Make a running service use the control files as they are now."""
+        ...
+
+
+class ServiceError(Exception):
+    """The service could not be brought to the requested state; the message says why."""

@@ -1,0 +1,127 @@
+"""The built-in backend: supervises `sendworx send` through its pid lock and control socket.
+
+Every state change holds `run/control.lock` (flock), so concurrent API calls and the CLI
+never start two engines or interleave a stop with a start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from sendworx.backends import ServiceError
+from sendworx.engine.service import query_engine
+from sendworx.instance import Instance
+from sendworx.pidfile import running_pid
+
+START_TIMEOUT_SECONDS = 20.0
+
+
+class BuiltinBackend:
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        # Engines this process started; polled so that stopped ones leave no zombies.
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        self.instance.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.instance.run_dir / "control.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _answering_pid(self) -> int | None:
+        """The engine's pid if it holds its lock and answers on its control socket."""
+        pid = running_pid(self.instance.engine_pid_file)
+        if pid is None:
+            return None
+        try:
+            status = query_engine(self.instance, "status", timeout=2)
+        except (OSError, ValueError):
+            return None
+        return pid if status.get("pid") == pid and not status.get("stopping") else None
+
+    def is_running(self) -> bool:
+        return self._answering_pid() is not None
+
+    def start(self) -> None:
+        with self._exclusive():
+            self._start_locked()
+
+    def stop(self) -> None:
+        with self._exclusive():
+            self._stop_locked()
+
+    def restart(self) -> None:
+        with self._exclusive():
+            self._stop_locked()
+            self._start_locked()
+
+    def apply_settings(self) -> None:
+        pid = running_pid(self.instance.engine_pid_file)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    def _start_locked(self) -> None:
+        self._children = [child for child in self._children if child.poll() is None]
+        if self._answering_pid() is not None:
+            return
+        if running_pid(self.instance.engine_pid_file) is not None:
+            # Holding the lock but not answering (still starting or stopping): wait it out.
+            self._wait(lambda: self._answering_pid() is not None or not self._holds_lock())
+            if self._answering_pid() is not None:
+                return
+        self.instance.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.instance.log_dir / "send.stderr").open("ab") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "sendworx", "--home", str(self.instance.home), "send"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # outlives the panel, as a daemon should
+            )
+        self._children.append(process)
+        if not self._wait(
+            lambda: self._answering_pid() == process.pid or process.poll() is not None
+        ):
+            raise ServiceError("the Outbound Mail engine did not come up in time")
+        if process.poll() is not None:
+            raise ServiceError(
+                f"the Outbound Mail engine exited with status {process.returncode}; "
+                f"see {self.instance.log_dir / 'send.log'}"
+            )
+
+    def _holds_lock(self) -> bool:
+        return running_pid(self.instance.engine_pid_file) is not None
+
+    def _stop_locked(self) -> None:
+        pid = running_pid(self.instance.engine_pid_file)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        grace = self.instance.config.delivery.shutdown_grace_seconds + 10
+        if not self._wait(lambda: not self._holds_lock(), timeout=grace):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not self._wait(lambda: not self._holds_lock(), timeout=10):
+                raise ServiceError(f"the Outbound Mail engine (pid {pid}) would not stop")
+        self._children = [child for child in self._children if child.poll() is None]
+
+    @staticmethod
+    def _wait(done: Callable[[], bool], timeout: float = START_TIMEOUT_SECONDS) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            time.sleep(0.05)
+        return bool(done())

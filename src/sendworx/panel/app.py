@@ -1,0 +1,71 @@
+"""The panel's HTTP surface: POST /xmlrpc (query strings ignored, errors always HTTP 200).
+
+Bodies are read with a size cap so a huge upload costs nothing but a fault reply.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sendworx.api.auth import Authenticator
+from sendworx.api.errors import ApiError
+from sendworx.api.registry import Registry, Reply
+from sendworx.transports import xmlrpc
+
+log = logging.getLogger("sendworx.panel")
+XML = "text/xml; charset=utf-8"
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    registry: Registry, authenticator: Authenticator, max_request_bytes: int
+) -> Starlette:
+    async def route_xmlrpc(request: Request) -> Response:
+        try:
+            body = await read_capped(request, max_request_bytes)
+            call = xmlrpc.parse_call(body)
+        except TooLarge:
+            fault = xmlrpc.encode_fault(
+                xmlrpc.FAULT_TOO_LARGE, f"request larger than {max_request_bytes} bytes"
+            )
+            return Response(fault, media_type=XML, headers={"Connection": "close"})
+        except xmlrpc.MalformedRequest as error:
+            return Response(xmlrpc.encode_fault(error.code, error.message), media_type=XML)
+        peer = request.client.host if request.client else "unknown"
+        try:
+            caller = await authenticator.authenticate(call.auth, peer)
+        except ApiError as error:
+            reply = Reply.from_error(error)
+        else:
+            reply = await registry.run(caller, call.controller, call.action, call.input)
+        log.info(
+            "api peer=%s controller=%r action=%r status=%d",
+            peer,
+            call.controller[:100],
+            call.action[:100],
+            reply.status,
+        )
+        return Response(xmlrpc.encode_reply(reply.as_struct()), media_type=XML)
+
+    return Starlette(routes=[Route("/xmlrpc", route_xmlrpc, methods=["POST"])])

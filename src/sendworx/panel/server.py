@@ -1,0 +1,88 @@
+"""Runs the panel: HTTPS and plain HTTP listeners for the same application in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.applications import Starlette
+
+from sendworx.api.auth import Authenticator, FailureTracker
+from sendworx.api.controllers import build_registry
+from sendworx.api.users import UserStore
+from sendworx.backends.builtin import BuiltinBackend
+from sendworx.instance import Instance
+from sendworx.panel.app import create_app
+from sendworx.panel.tls import TlsFiles, ensure_certificates, host_names
+
+log = logging.getLogger("sendworx.panel")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # Two servers share one process; `serve_panel` handles the signals for both.
+        yield
+
+
+def tls_files(instance: Instance) -> TlsFiles:
+    panel = instance.config.panel
+    if panel.certificate is not None and panel.private_key is not None:
+        return TlsFiles(panel.certificate, panel.private_key, None)
+    return ensure_certificates(instance.panel_dir / "tls", host_names([instance.config.helo_name]))
+
+
+def build_app(instance: Instance) -> Starlette:
+    panel = instance.config.panel
+    authenticator = Authenticator(
+        UserStore(instance.panel_dir / "users.json"),
+        session_seconds=panel.session_seconds,
+        failures=FailureTracker(
+            panel.max_failures, panel.failure_window_seconds, panel.lockout_seconds
+        ),
+    )
+    node_id = panel.node_id or instance.config.helo_name
+    registry = build_registry(instance, BuiltinBackend(instance), authenticator, node_id)
+    return create_app(registry, authenticator, panel.max_request_bytes)
+
+
+async def serve_panel(instance: Instance) -> None:
+    panel = instance.config.panel
+    app = build_app(instance)
+    common = {"host": panel.listen, "log_level": "warning", "access_log": False, "lifespan": "off"}
+    servers = []
+    if panel.https_port:
+        tls = tls_files(instance)
+        servers.append(
+            _Server(
+                uvicorn.Config(
+                    app,
+                    port=panel.https_port,
+                    ssl_certfile=str(tls.certificate),
+                    ssl_keyfile=str(tls.private_key),
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+        )
+    if panel.http_port:
+        servers.append(_Server(uvicorn.Config(app, port=panel.http_port, **common)))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+    log.info(
+        "panel listening on %s: https %s, http %s",
+        panel.listen,
+        panel.https_port or "off",
+        panel.http_port or "off",
+    )
+    await asyncio.gather(*(server.serve() for server in servers))
+    log.info("panel stopped")

@@ -9,6 +9,7 @@ import pytest
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import free_port
+from support.panel import Panel
 
 
 @pytest.fixture
@@ -30,3 +31,12 @@ def home(tmp_path: Path, dns_server: DNSServer, sink_port: int) -> Iterator[Send
         yield instance
     finally:
         instance.close()
+
+
+@pytest.fixture
+def panel(home: SendworxHome) -> Iterator[Panel]:
+    running = Panel(home).start()
+    try:
+        yield running
+    finally:
+        running.close()

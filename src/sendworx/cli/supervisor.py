@@ -1,6 +1,7 @@
 """`sendworx run`: the whole service in the foreground, for `make run` and for trying it out.
 
-Starts the submission listener and the engine as child processes and stops both on Ctrl-C.
+Runs the panel and the submission listener as children and starts the engine through the
+same backend the API uses (the API may stop and start it); Ctrl-C stops all three.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from sendworx.backends import ServiceError
+from sendworx.backends.builtin import BuiltinBackend
 from sendworx.instance import Instance
 
-CHILDREN = ("smtpd", "send")
+CHILDREN = ("smtpd", "panel")
 
 
 def _spawn(instance: Instance, command: str) -> subprocess.Popen[bytes]:
@@ -26,25 +29,46 @@ def _spawn(instance: Instance, command: str) -> subprocess.Popen[bytes]:
 
 def _banner(instance: Instance) -> str:
     config = instance.config
-    sendmail = f"{Path(sys.executable).parent / 'sendworx'} --home {instance.home} sendmail"
-    return "\n".join(
-        [
-            "sendworx is running.",
-            f"  home:        {instance.home}",
-            f"  settings:    {instance.control_dir} (qmail-style control files)",
-            f"  submission:  smtp://{config.smtpd.listen[0]}:{config.smtpd.port}",
-            f"  metrics:     http://{config.metrics.listen}:{config.metrics.port}/metrics",
-            f"  logs:        {instance.log_dir}",
-            "Send a test message:",
-            f"  printf 'Subject: hello\\n\\nhi\\n' | {sendmail} you@example.com",
-            "Stop with Ctrl-C.",
+    sendworx = f"{Path(sys.executable).parent / 'sendworx'} --home {instance.home}"
+    panel = config.panel
+    lines = [
+        "sendworx is running.",
+        f"  home:        {instance.home}",
+        f"  settings:    {instance.control_dir} (qmail-style control files)",
+        f"  submission:  smtp://{config.smtpd.listen[0]}:{config.smtpd.port}",
+    ]
+    if panel.https_port:
+        lines.append(f"  API:         https://{panel.listen}:{panel.https_port}/xmlrpc")
+        lines.append(f"  CA file:     {instance.panel_dir / 'tls' / 'ca.pem'}")
+    if panel.http_port:
+        lines.append(f"  API (plain): http://{panel.listen}:{panel.http_port}/xmlrpc")
+    lines += [
+        f"  API key:     {instance.master_key_file} (master user, mode 0600)",
+        f"  metrics:     http://{config.metrics.listen}:{config.metrics.port}/metrics",
+        f"  logs:        {instance.log_dir}",
+        "Send a test message:",
+        f"  printf 'Subject: hello\\n\\nhi\\n' | {sendworx} sendmail you@example.com",
+    ]
+    if panel.http_port:
+        lines += [
+            "Ask the API whether Outbound Mail runs:",
+            f'  python3 -c "import xmlrpc.client as x; print(x.ServerProxy('
+            f"'http://{panel.listen}:{panel.http_port}/xmlrpc').iworx.route("
+            f"open('{instance.master_key_file}').read(), "
+            "'/nodeworx/mail/send', 'isRunning', {}))\"",
         ]
-    )
+    lines.append("Stop with Ctrl-C.")
+    return "\n".join(lines)
 
 
 def run(instance: Instance) -> int:
     instance.ensure()
+    backend = BuiltinBackend(instance)
     children = {name: _spawn(instance, name) for name in CHILDREN}
+    try:
+        backend.start()
+    except ServiceError as error:
+        print(f"sendworx run: {error}", file=sys.stderr)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -64,6 +88,10 @@ def run(instance: Instance) -> int:
     for child in children.values():
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGTERM)
+    try:
+        backend.stop()
+    except ServiceError as error:
+        print(f"sendworx run: {error}", file=sys.stderr)
     for child in children.values():
         try:
             child.wait(timeout=instance.config.delivery.shutdown_grace_seconds + 5)

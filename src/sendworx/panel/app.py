@@ -25,16 +25,24 @@ class TooLarge(Exception):
     pass
 
 
+def drain_limit(limit: int) -> int:
+    """Oversized bodies are read and discarded up to here so the client can read our fault."""
+    return max(limit * 8, 64 * 1024 * 1024)
+
+
 async def read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isdigit() and int(declared) > drain_limit(limit):
         raise TooLarge
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
+        if size > drain_limit(limit):
             raise TooLarge
-        chunks.append(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise TooLarge
     return b"".join(chunks)
 
 
@@ -49,7 +57,7 @@ def create_app(
             fault = xmlrpc.encode_fault(
                 xmlrpc.FAULT_TOO_LARGE, f"request larger than {max_request_bytes} bytes"
             )
-            return Response(fault, media_type=XML, headers={"Connection": "close"})
+            return Response(fault, media_type=XML)
         except xmlrpc.MalformedRequest as error:
             return Response(xmlrpc.encode_fault(error.code, error.message), media_type=XML)
         peer = request.client.host if request.client else "unknown"

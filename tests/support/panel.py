@@ -1,0 +1,114 @@
+"""A running `sendworx panel` for tests, with clients for every auth form.
+
+The panel really controls an engine; teardown kills whatever it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import ssl
+import subprocess
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+from sendworx.pidfile import running_pid
+from support.instance import SendworxHome
+from support.net import free_port, port_open, wait_for
+
+SEND = "/nodeworx/mail/send"
+
+
+class Panel:
+    def __init__(self, home: SendworxHome, **panel_config: Any) -> None:
+        self.home = home
+        self.https_port, self.http_port = free_port(), free_port()
+        home.write_config(
+            panel={"https_port": self.https_port, "http_port": self.http_port, **panel_config}
+        )
+        subprocess.run(home.command("init"), check=True, capture_output=True)
+        panel_dir = home.home / "panel"
+        self.key = (panel_dir / "master.key").read_text()
+        self.password = (panel_dir / "master.password").read_text().strip()
+        self.email = "admin@sendworx.test"
+        self.ca = panel_dir / "tls" / "ca.pem"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Panel:
+        self.process = self.home._spawn("panel")
+        process = self.process
+        wait_for(
+            lambda: (
+                process.poll() is None
+                and port_open("127.0.0.1", self.https_port)
+                and port_open("127.0.0.1", self.http_port)
+            ),
+            timeout=20,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.home.stop(self.process)
+
+    def kill_engine(self) -> None:
+        pid = running_pid(self.home.instance.engine_pid_file)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: running_pid(self.home.instance.engine_pid_file) is None)
+
+    def close(self) -> None:
+        self.kill_engine()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def https(self, path: str = "/xmlrpc") -> xmlrpc.client.ServerProxy:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        return xmlrpc.client.ServerProxy(
+            f"https://127.0.0.1:{self.https_port}{path}", context=context, allow_none=True
+        )
+
+    def http(self, path: str = "/xmlrpc") -> xmlrpc.client.ServerProxy:
+        return xmlrpc.client.ServerProxy(
+            f"http://127.0.0.1:{self.http_port}{path}", allow_none=True
+        )
+
+    def call(
+        self, action: str, data: Any = None, *, auth: Any = None, controller: str = SEND
+    ) -> Any:
+        arguments = [self.key if auth is None else auth, controller, action]
+        if data is not None:
+            arguments.append(data)
+        return self.https().iworx.route(*arguments)
+
+    def post(self, body: bytes) -> bytes:
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        connection.request("POST", "/xmlrpc", body, {"Content-Type": "text/xml"})
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        return response.read()
+
+    def add_user(self, email: str, *permissions: str, password: str = "correct horse 1") -> str:
+        arguments = ["user", "add", email, *(f"--permission={p}" for p in permissions)]
+        subprocess.run(
+            self.home.command(*arguments),
+            input=password + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        result = subprocess.run(
+            self.home.command("apikey", "--user", email), capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+
+def control_file(home: SendworxHome, name: str) -> str | None:
+    path: Path = home.home / "control" / name
+    return path.read_text() if path.exists() else None

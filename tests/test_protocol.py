@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+import pytest
 import trustme
 from support.instance import SendworxHome
 from support.net import wait_for
@@ -102,13 +103,18 @@ def test_starttls_can_be_switched_off(home: SendworxHome) -> None:
     assert not message.encrypted
 
 
-def test_failed_tls_handshake_falls_back_to_plain_text(home: SendworxHome) -> None:
+@pytest.mark.parametrize("one_write", [False, True], ids=["separate-writes", "one-write"])
+def test_failed_tls_handshake_falls_back_to_plain_text(home: SendworxHome, one_write: bool) -> None:
     async def garbage_after_starttls(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
-        writer.write(b"220 go ahead\r\n")
-        await writer.drain()
-        writer.write(b"this is not a TLS record at all\r\n" * 4)
+        garbage = b"this is not a TLS record at all\r\n" * 4
+        if one_write:  # 220 and garbage in one segment: the client must not parse the garbage
+            writer.write(b"220 go ahead\r\n" + garbage)
+        else:
+            writer.write(b"220 go ahead\r\n")
+            await writer.drain()
+            writer.write(garbage)
         await writer.drain()
         return True
 

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import threading
@@ -83,12 +84,13 @@ class UserStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._path_text = str(path)  # os.stat on a str: this runs on every API request
         self._lock = threading.Lock()
-        self._cache: tuple[float, dict[str, User]] | None = None
+        self._cache: tuple[int, dict[str, User]] | None = None
 
     def _load(self) -> dict[str, User]:
         try:
-            stamp = self.path.stat().st_mtime
+            stamp = os.stat(self._path_text).st_mtime_ns
         except FileNotFoundError:
             return {}
         if self._cache is not None and self._cache[0] == stamp:

@@ -21,6 +21,8 @@ from sendworx.instance import Instance
 from sendworx.pidfile import running_pid
 
 START_TIMEOUT_SECONDS = 20.0
+# How long a successful "does it answer" probe is trusted; death shows at once via the lock.
+LIVENESS_TTL_SECONDS = 1.0
 
 
 class BuiltinBackend:
@@ -28,6 +30,8 @@ class BuiltinBackend:
         self.instance = instance
         # Engines this process started; polled so that stopped ones leave no zombies.
         self._children: list[subprocess.Popen[bytes]] = []
+        self._answered: tuple[int, float] | None = None  # (pid, monotonic time it answered)
+        self._pid_path = str(instance.engine_pid_file)
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -51,7 +55,28 @@ class BuiltinBackend:
         return pid if status.get("pid") == pid and not status.get("stopping") else None
 
     def is_running(self) -> bool:
-        return self._answering_pid() is not None
+        known = self.is_running_now()
+        if known is not None:
+            return known
+        pid = self._answering_pid()
+        if pid is not None:
+            self._answered = (pid, time.monotonic())
+        return pid is not None
+
+    def is_running_now(self) -> bool | None:
+        """False at once when nobody holds the engine's lock (kill -9 frees it); True while
+        the lock holder answered a probe less than a second ago; None: probe needed."""
+        pid = running_pid(self._pid_path)
+        if pid is None:
+            return False
+        answered = self._answered
+        if (
+            answered
+            and answered[0] == pid
+            and time.monotonic() - answered[1] < LIVENESS_TTL_SECONDS
+        ):
+            return True
+        return None
 
     def start(self) -> None:
         with self._exclusive():
@@ -104,6 +129,7 @@ class BuiltinBackend:
         return running_pid(self.instance.engine_pid_file) is not None
 
     def _stop_locked(self) -> None:
+        self._answered = None
         pid = running_pid(self.instance.engine_pid_file)
         if pid is None:
             return

@@ -117,9 +117,16 @@ class SMTPConnection:
             raise SessionLost(f"{self.remote} greeted with {greeting}", greeting)
         await self._hello(helo_name)
         if tls_context is not None and "STARTTLS" in self.extensions:
-            reply = await self._command(b"STARTTLS\r\n")
+            try:
+                reply = await self._command(b"STARTTLS\r\n")
+            except SessionLost as lost:
+                raise TLSHandshakeFailed(f"STARTTLS with {self.remote}: {lost.reason}") from lost
             if reply.code != 220:
                 return
+            if self._pending or self._parser.holds_data:
+                # Bytes before the handshake are a command-injection attempt (CVE-2011-0411
+                # style): never act on them, and never let TLS start on top of them.
+                raise TLSHandshakeFailed(f"{self.remote} sent data before the TLS handshake")
             try:
                 async with asyncio.timeout(self.timeouts.remote):
                     await self._writer.start_tls(tls_context, server_hostname=server_name)

@@ -60,6 +60,11 @@ class ReplyParser:
         self._lines: list[str] = []
         self._code: int | None = None
 
+    @property
+    def holds_data(self) -> bool:
+        """True if bytes beyond the last complete reply are waiting."""
+        return bool(self._buffer or self._lines)
+
     def feed(self, data: bytes) -> list[Reply]:
         self._buffer += data
         replies: list[Reply] = []

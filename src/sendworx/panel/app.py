@@ -19,6 +19,7 @@ from sendworx.transports import xmlrpc
 
 log = logging.getLogger("sendworx.panel")
 XML = "text/xml; charset=utf-8"
+READ_ONLY_PREFIXES = ("is", "list", "query", "getSession")
 
 
 class TooLarge(Exception):
@@ -34,6 +35,8 @@ async def read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > drain_limit(limit):
         raise TooLarge
+    if declared.isdigit() and int(declared) <= limit:
+        return await request.body()  # the common case: a declared, acceptable length
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -61,15 +64,21 @@ def create_app(
         except xmlrpc.MalformedRequest as error:
             return Response(xmlrpc.encode_fault(error.code, error.message), media_type=XML)
         peer = request.client.host if request.client else "unknown"
+        caller_email = "-"
         try:
             caller = await authenticator.authenticate(call.auth, peer)
         except ApiError as error:
             reply = Reply.from_error(error)
         else:
+            caller_email = caller.email
             reply = await registry.run(caller, call.controller, call.action, call.input)
-        log.info(
-            "api peer=%s controller=%r action=%r status=%d",
+        # Monitoring polls (successful reads) at DEBUG; changes and failures are the audit trail.
+        quiet = reply.status == 0 and call.action.startswith(READ_ONLY_PREFIXES)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "api peer=%s user=%s controller=%r action=%r status=%d",
             peer,
+            caller_email,
             call.controller[:100],
             call.action[:100],
             reply.status,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -70,6 +71,10 @@ async def serve_panel(instance: Instance) -> None:
         )
     if panel.http_port:
         servers.append(_Server(uvicorn.Config(app, port=panel.http_port, **common)))  # type: ignore[arg-type]
+    # Everything built so far lives as long as the process: keep the cyclic GC from
+    # re-scanning it on every collection (measured: a large share of per-request cost).
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

@@ -57,18 +57,22 @@ def service_controller(
 
         return handler
 
+    async def running() -> bool:
+        known = backend.is_running_now()
+        return known if known is not None else await asyncio.to_thread(backend.is_running)
+
     async def is_running(caller: Caller, values: dict[str, Any]) -> bool:
-        return await asyncio.to_thread(backend.is_running)
+        return await running()
 
     async def service_info(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
-        running = await asyncio.to_thread(backend.is_running)
+        is_up = await running()
         return {
             "id": description.service_id,
             "name": description.general_name,
             "ports": ports_text,
             "page": description.page,
             "ctrl": description.ctrl,
-            "is_running": int(running),
+            "is_running": int(is_up),
         }
 
     def control(operation: Callable[[], None], done: str) -> Callable[..., Any]:

@@ -8,6 +8,7 @@ import subprocess
 import time
 import xmlrpc.client
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -343,3 +344,28 @@ def test_fifty_concurrent_updates_and_restarts_leave_one_engine_and_whole_files(
     assert len(engines) == 1
     assert int(engines[0]) == running_pid(panel.home.instance.engine_pid_file)
     assert not [name for name in os.listdir(panel.home.home / "control") if name.startswith(".")]
+
+
+def test_a_configured_certificate_replaces_the_generated_one(
+    home: SendworxHome, tmp_path: Path
+) -> None:
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "mail.example.test")
+    chain, private_key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    issued.private_key_pem.write_to_path(str(private_key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    panel = Panel(home, certificate=str(chain), private_key=str(private_key)).start()
+    try:
+        context = ssl.create_default_context()
+        authority.configure_trust(context)
+        proxy = xmlrpc.client.ServerProxy(
+            f"https://127.0.0.1:{panel.https_port}/xmlrpc", context=context
+        )
+        assert proxy.iworx.route(panel.key, SEND, "listServiceName", {}) == ok("send")
+        assert not (home.home / "panel" / "tls").exists()
+    finally:
+        panel.close()

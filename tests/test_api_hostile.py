@@ -113,3 +113,18 @@ def test_wrong_types_for_inputs_are_validation_errors(panel: Panel) -> None:
         "queue_lifetime: must be an integer",
         "smtp_routes: must be a list of routes",
     ]
+
+
+def test_absurdly_deep_nesting_is_answered_cleanly(panel: Panel) -> None:
+    depth = 20_000
+    nested = "<value><array><data>" * depth + "</data></array></value>" * depth
+    body = (
+        "<?xml version='1.0'?><methodCall><methodName>iworx.route</methodName><params>"
+        f"<param><value><string>{panel.key}</string></value></param>"
+        f"<param><value><string>{SEND}</string></value></param>"
+        "<param><value><string>update</string></value></param>"
+        f"<param>{nested}</param></params></methodCall>"
+    ).encode()
+    (reply,), _ = xmlrpc.client.loads(panel.post(body))
+    assert isinstance(reply, dict) and reply["status"] == 11
+    _still_answers(panel)

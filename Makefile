@@ -44,8 +44,11 @@ test: $(STAMP) system-packages lint typecheck
 	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q
 
 bench: $(STAMP) system-packages
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/relay --postfix
 	$(BIN)/python bench/queue_memory
+	$(BIN)/python bench/api
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,8 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from sendworx.engine.queue import Queue
@@ -33,33 +34,38 @@ def run_loop(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coroutine)
 
 
-def _hold_pid(pid_file: PidFile, name: str) -> bool:
+def _in_foreground(
+    instance: Instance, name: str, pid_path: Path, main: Callable[[PidFile], None]
+) -> int:
+    """Hold `name`'s pid lock, log to log/<name>.log, run `main`, release; 1 if already running."""
+    pid_file = PidFile(pid_path)
     try:
         pid_file.acquire()
     except AlreadyRunning as running:
         print(f"sendworx {name}: already running (pid {running.pid})", file=sys.stderr)
-        return False
-    return True
-
-
-def run_engine(instance: Instance) -> int:
-    pid_file = PidFile(instance.engine_pid_file)
-    if not _hold_pid(pid_file, "send"):
         return 1
     try:
-        setup_logging(instance.log_dir / "send.log")
-        run_loop(Engine(instance).run())
+        setup_logging(instance.log_dir / f"{name}.log")
+        main(pid_file)
     finally:
         pid_file.release()
     return 0
 
 
+def run_engine(instance: Instance) -> int:
+    return _in_foreground(
+        instance, "send", instance.engine_pid_file, lambda _: run_loop(Engine(instance).run())
+    )
+
+
+def run_panel(instance: Instance) -> int:
+    return _in_foreground(
+        instance, "panel", instance.panel_pid_file, lambda _: run_loop(serve_panel(instance))
+    )
+
+
 def run_smtpd(instance: Instance) -> int:
-    pid_file = PidFile(instance.smtpd_pid_file)
-    if not _hold_pid(pid_file, "smtpd"):
-        return 1
-    try:
-        setup_logging(instance.log_dir / "smtpd.log")
+    def main(pid_file: PidFile) -> None:
         config = instance.config
         queue = Queue(instance.queue_dir, instance.home).ensure()
         listeners = smtpd.bind_listeners(config)
@@ -75,18 +81,5 @@ def run_smtpd(instance: Instance) -> int:
         else:
             workers_module.supervise(workers, serve)
         log.info("stopped")
-    finally:
-        pid_file.release()
-    return 0
 
-
-def run_panel(instance: Instance) -> int:
-    pid_file = PidFile(instance.panel_pid_file)
-    if not _hold_pid(pid_file, "panel"):
-        return 1
-    try:
-        setup_logging(instance.log_dir / "panel.log")
-        run_loop(serve_panel(instance))
-    finally:
-        pid_file.release()
-    return 0
+    return _in_foreground(instance, "smtpd", instance.smtpd_pid_file, main)

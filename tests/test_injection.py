@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.instance import SendworxHome
-from support.net import wait_for
+from support.net import port_open, wait_for
 from support.postfix_sink import PostfixSink
 from support.sink import RecordingSink
 
@@ -310,7 +310,8 @@ def test_smtpd_workers_die_with_their_parent_and_stop_with_it(home: SendworxHome
     workers = _workers(parent.pid)
     home.kill(parent)
     wait_for(lambda: not any(_alive(worker) for worker in workers))
-    replacement = home.start_smtpd()  # the port is free again
+    wait_for(lambda: not port_open("127.0.0.1", home.smtpd_port))  # nothing holds the port
+    replacement = home.start_smtpd()
     _submit(home)
     wait_for(lambda: len(_workers(replacement.pid)) == 2)
     workers = _workers(replacement.pid)

@@ -20,6 +20,7 @@ from typing import Any
 from sendworx.engine.queue import Envelope, Queue
 from sendworx.engine.service import query_engine
 from sendworx.instance import Instance
+from sendworx.pidfile import running_pid
 from support.net import free_port, port_open, wait_for
 
 DELIVERY_LINE = re.compile(
@@ -82,8 +83,18 @@ class SendworxHome:
         return process
 
     def start_smtpd(self) -> subprocess.Popen[bytes]:
+        """Ready means: this process holds the smtpd lock and the port answers.
+
+        The port alone could still be answered by a dying predecessor."""
         process = self._spawn("smtpd")
-        wait_for(lambda: process.poll() is None and port_open("127.0.0.1", self.smtpd_port), 15)
+        pid_file = self.instance.smtpd_pid_file
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"smtpd exited: {self.stderr('smtpd')[-2000:]}")
+            return running_pid(pid_file) == process.pid and port_open("127.0.0.1", self.smtpd_port)
+
+        wait_for(ready, 15)
         return process
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:

@@ -128,3 +128,11 @@ def test_absurdly_deep_nesting_is_answered_cleanly(panel: Panel) -> None:
     (reply,), _ = xmlrpc.client.loads(panel.post(body))
     assert isinstance(reply, dict) and reply["status"] == 11
     _still_answers(panel)
+
+
+def test_a_corrupt_users_file_answers_in_the_api_format(panel: Panel) -> None:
+    users = panel.home.home / "panel" / "users.json"
+    users.write_text("{ this is not json")
+    reply = panel.call("isRunning")
+    assert (reply["status"], reply["reply_code"]) == (1, 500)
+    assert "authentication failed unexpectedly" in panel.home.log_text("panel")

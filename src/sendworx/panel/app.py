@@ -69,6 +69,10 @@ def create_app(
             caller = await authenticator.authenticate(call.auth, peer)
         except ApiError as error:
             reply = Reply.from_error(error)
+        except Exception:
+            # A broken users file must still answer in the API's format, not as an HTTP 500.
+            log.exception("authentication failed unexpectedly")
+            reply = Reply(1, "internal error; see the panel log", 500)
         else:
             caller_email = caller.email
             reply = await registry.run(caller, call.controller, call.action, call.input)

@@ -43,9 +43,19 @@ class BuiltinBackend:
         finally:
             os.close(fd)
 
+    def _engine_pid(self) -> int | None:
+        """The pid holding the engine's lock, or None."""
+        return running_pid(self._pid_path)
+
+    def _holds_lock(self) -> bool:
+        return self._engine_pid() is not None
+
+    def _reap_children(self) -> None:
+        self._children = [child for child in self._children if child.poll() is None]
+
     def _answering_pid(self) -> int | None:
         """The engine's pid if it holds its lock and answers on its control socket."""
-        pid = running_pid(self.instance.engine_pid_file)
+        pid = self._engine_pid()
         if pid is None:
             return None
         try:
@@ -66,7 +76,7 @@ class BuiltinBackend:
     def is_running_now(self) -> bool | None:
         """False at once when nobody holds the engine's lock (kill -9 frees it); True while
         the lock holder answered a probe less than a second ago; None: probe needed."""
-        pid = running_pid(self._pid_path)
+        pid = self._engine_pid()
         if pid is None:
             return False
         answered = self._answered
@@ -92,15 +102,15 @@ class BuiltinBackend:
             self._start_locked()
 
     def apply_settings(self) -> None:
-        pid = running_pid(self.instance.engine_pid_file)
+        pid = self._engine_pid()
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
 
     def _start_locked(self) -> None:
-        self._children = [child for child in self._children if child.poll() is None]
+        self._reap_children()
         if self._answering_pid() is not None:
             return
-        if running_pid(self.instance.engine_pid_file) is not None:
+        if self._holds_lock():
             # Holding the lock but not answering (still starting or stopping): wait it out.
             self._wait(lambda: self._answering_pid() is not None or not self._holds_lock())
             if self._answering_pid() is not None:
@@ -125,12 +135,9 @@ class BuiltinBackend:
                 f"see {self.instance.log_dir / 'send.log'}"
             )
 
-    def _holds_lock(self) -> bool:
-        return running_pid(self.instance.engine_pid_file) is not None
-
     def _stop_locked(self) -> None:
         self._answered = None
-        pid = running_pid(self.instance.engine_pid_file)
+        pid = self._engine_pid()
         if pid is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -141,7 +148,7 @@ class BuiltinBackend:
                 os.kill(pid, signal.SIGKILL)
             if not self._wait(lambda: not self._holds_lock(), timeout=10):
                 raise ServiceError(f"the Outbound Mail engine (pid {pid}) would not stop")
-        self._children = [child for child in self._children if child.poll() is None]
+        self._reap_children()
 
     @staticmethod
     def _wait(done: Callable[[], bool], timeout: float = START_TIMEOUT_SECONDS) -> bool:

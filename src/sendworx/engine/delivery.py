@@ -244,8 +244,7 @@ class DeliveryPool:
                 try:
                     await self._transact(connection, job)
                 except SessionLost as lost:
-                    connection.abort()
-                    self.open_connections -= 1
+                    self._drop(connection)
                     connection = None
                     host_index = (host_index + 1) % len(hosts)
                     tries_left -= 1
@@ -259,8 +258,7 @@ class DeliveryPool:
                     # and drop the connection, whose protocol state is now unknown.
                     log.exception("delivery of %s failed unexpectedly", job.message_id)
                     job.finish_all(Outcome.DEFERRED, f"local error: {error}", "4.3.0", None)
-                    connection.abort()
-                    self.open_connections -= 1
+                    self._drop(connection)
                     connection = None
                 tries_left = len(hosts)
                 job = await self._next_job(destination)
@@ -270,12 +268,16 @@ class DeliveryPool:
             if job is not None:
                 job.finished = True
             if connection is not None:
-                connection.abort()
-                self.open_connections -= 1
+                self._drop(connection)
             raise
         if connection is not None:
             await connection.quit()
             self.open_connections -= 1
+
+    def _drop(self, connection: SMTPConnection) -> None:
+        """Cut a connection whose protocol state can no longer be trusted."""
+        connection.abort()
+        self.open_connections -= 1
 
     async def _connect(
         self, hosts: list[Host], start: int, timeouts: Timeouts

@@ -148,12 +148,7 @@ def bind_listeners(config: InstanceConfig) -> list[socket.socket]:
     return listeners
 
 
-async def serve(
-    queue: Queue,
-    config: InstanceConfig,
-    listeners: list[socket.socket],
-    ready: asyncio.Event | None = None,
-) -> None:
+async def serve(queue: Queue, config: InstanceConfig, listeners: list[socket.socket]) -> None:
     """Serve until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried."""
     loop = asyncio.get_running_loop()
     committer = GroupCommitter(queue)
@@ -174,8 +169,6 @@ async def serve(
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
-    if ready is not None:
-        ready.set()
     await stopped.wait()
     for server in servers:
         server.close()

@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# smtp-sink and smtp-source (Postfix) are the real SMTP peers of the tests and benchmarks.
+# smtp-sink and smtp-source (Postfix) are the real SMTP peers of the tests and benchmarks;
+# PHP's SoapClient (php-cli, php-soap) is the real SOAP client most integrations use.
 system-packages:
 	@export PATH="$$PATH:/usr/sbin"; \
 	if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \
@@ -27,7 +28,12 @@ system-packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postfix >/dev/null; \
 	fi; \
-	command -v smtp-sink >/dev/null
+	if ! php -m 2>/dev/null | grep -qx soap; then \
+		echo "installing Debian's php-cli and php-soap for the SOAP tests"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq php-cli php-soap >/dev/null; \
+	fi; \
+	command -v smtp-sink >/dev/null && php -m | grep -qx soap
 
 run: $(STAMP)
 	$(BIN)/sendworx init

@@ -92,11 +92,14 @@ class SettingsError(ValueError):
 
 
 def validate_integer(setting: IntegerSetting, value: object) -> int:
-    """Accept an int or a numeric string (PHP clients send both); raise ValueError otherwise."""
+    """Accept an int or a numeric string (PHP clients send both), or a whole float (JSON from
+    JavaScript cannot tell 5 from 5.0); raise ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError("must be an integer")
     if isinstance(value, int):
         number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
     elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and value.isascii():
         number = int(value.strip())
     else:

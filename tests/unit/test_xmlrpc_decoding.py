@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sendworx.transports.xmlrpc import FAULT_METHOD, FAULT_PARSE, MalformedRequest, parse_call
+from sendworx.transports.route_call import FAULT_METHOD, FAULT_PARSE, MalformedRequest
+from sendworx.transports.xmlrpc import parse_call
 
 CALL = (
     b"<?xml version='1.0'?><methodCall><methodName>iworx.route</methodName>"

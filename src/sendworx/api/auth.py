@@ -66,6 +66,9 @@ class Authenticator:
         self._sessions[session_id] = Session(email, time.time() + self._session_seconds)
         return session_id
 
+    def has_session(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
     async def authenticate(self, auth: object, peer: str) -> Caller:
         now = time.time()
         wait = self._failures.locked_for(peer, now)

@@ -21,6 +21,13 @@ class Reply:
     status: int
     payload: Any
     reply_code: int
+    # Field -> message for a validation failure; the JSON API sends it structured.
+    problems: Mapping[str, str] = field(default_factory=dict)
+    internal: bool = False  # a bug on our side, not a failed action; HTTP adapters say 500
+
+    @classmethod
+    def internal_error(cls) -> Reply:
+        return cls(1, "internal error; see the panel log", 500, internal=True)
 
     def as_struct(self) -> dict[str, Any]:
         return {"status": self.status, "payload": self.payload, "reply_code": self.reply_code}
@@ -31,7 +38,8 @@ class Reply:
 
     @classmethod
     def from_error(cls, error: ApiError) -> Reply:
-        return cls(error.status, error.payload(), error.reply_code)
+        problems = error.problems if isinstance(error, ValidationFailed) else {}
+        return cls(error.status, error.payload(), error.reply_code, problems)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Input:
     help: str = ""
     default: Callable[[], object] | None = None
     required: bool = False
+    schema: Mapping[str, Any] | None = None  # JSON Schema; None derives it from `kind`
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Action:
     description: str
     handler: Handler
     inputs: tuple[Input, ...] = ()
+    returns: Mapping[str, Any] | None = None  # JSON Schema of the payload; None means any value
 
 
 @dataclass
@@ -147,4 +157,4 @@ class Registry:
         except Exception:
             # A bug must still answer in the API's own format, never as an HTTP error page.
             log.exception("action %s on %s failed", action_name[:100], controller_name[:100])
-            return Reply(1, "internal error; see the panel log", 500)
+            return Reply.internal_error()

@@ -1,92 +1,34 @@
-"""The panel's HTTP surface: POST /xmlrpc (query strings ignored, errors always HTTP 200).
+"""The panel's HTTP surface: XML-RPC at /xmlrpc, SOAP at /soap, the JSON API under /api/v1.
 
-Bodies are read with a size cap so a huge upload costs nothing but a fault reply.
+Every endpoint only translates; the same Dispatcher authenticates and runs each call.
 """
 
 from __future__ import annotations
 
-import logging
-
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from sendworx.api.auth import Authenticator
-from sendworx.api.errors import ApiError
-from sendworx.api.registry import Registry, Reply
-from sendworx.transports import xmlrpc
-
-log = logging.getLogger("sendworx.panel")
-XML = "text/xml; charset=utf-8"
-READ_ONLY_PREFIXES = ("is", "list", "query", "getSession")
-
-
-class TooLarge(Exception):
-    pass
-
-
-def drain_limit(limit: int) -> int:
-    """Oversized bodies are read and discarded up to here so the client can read our fault."""
-    return max(limit * 8, 64 * 1024 * 1024)
-
-
-async def read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > drain_limit(limit):
-        raise TooLarge
-    if declared.isdigit() and int(declared) <= limit:
-        return await request.body()  # the common case: a declared, acceptable length
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > drain_limit(limit):
-            raise TooLarge
-        if size <= limit:
-            chunks.append(chunk)
-    if size > limit:
-        raise TooLarge
-    return b"".join(chunks)
+from sendworx.api.registry import Registry
+from sendworx.panel.dispatch import Dispatcher
+from sendworx.panel.json_endpoint import json_endpoints
+from sendworx.panel.soap_endpoint import soap_endpoint
+from sendworx.panel.xmlrpc_endpoint import xmlrpc_endpoint
+from sendworx.transports.jsonapi import PREFIX
 
 
 def create_app(
     registry: Registry, authenticator: Authenticator, max_request_bytes: int
 ) -> Starlette:
-    async def route_xmlrpc(request: Request) -> Response:
-        try:
-            body = await read_capped(request, max_request_bytes)
-            call = xmlrpc.parse_call(body)
-        except TooLarge:
-            fault = xmlrpc.encode_fault(
-                xmlrpc.FAULT_TOO_LARGE, f"request larger than {max_request_bytes} bytes"
-            )
-            return Response(fault, media_type=XML)
-        except xmlrpc.MalformedRequest as error:
-            return Response(xmlrpc.encode_fault(error.code, error.message), media_type=XML)
-        peer = request.client.host if request.client else "unknown"
-        caller_email = "-"
-        try:
-            caller = await authenticator.authenticate(call.auth, peer)
-        except ApiError as error:
-            reply = Reply.from_error(error)
-        except Exception:
-            # A broken users file must still answer in the API's format, not as an HTTP 500.
-            log.exception("authentication failed unexpectedly")
-            reply = Reply(1, "internal error; see the panel log", 500)
-        else:
-            caller_email = caller.email
-            reply = await registry.run(caller, call.controller, call.action, call.input)
-        # Monitoring polls (successful reads) at DEBUG; changes and failures are the audit trail.
-        quiet = reply.status == 0 and call.action.startswith(READ_ONLY_PREFIXES)
-        log.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "api peer=%s user=%s controller=%r action=%r status=%d",
-            peer,
-            caller_email,
-            call.controller[:100],
-            call.action[:100],
-            reply.status,
-        )
-        return Response(xmlrpc.encode_reply(reply.as_struct()), media_type=XML)
-
-    return Starlette(routes=[Route("/xmlrpc", route_xmlrpc, methods=["POST"])])
+    dispatcher = Dispatcher(registry, authenticator, max_request_bytes)
+    soap = soap_endpoint(dispatcher)
+    json_action, openapi = json_endpoints(dispatcher)
+    return Starlette(
+        routes=[
+            Route("/xmlrpc", xmlrpc_endpoint(dispatcher), methods=["POST"]),
+            Route("/soap", soap, methods=["GET", "POST"]),
+            Route("/nodeworx/soap", soap, methods=["GET", "POST"]),
+            Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"]),
+            Route(PREFIX + "/{target:path}", json_action, methods=["POST"]),
+        ]
+    )

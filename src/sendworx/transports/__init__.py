@@ -1,4 +1,4 @@
 """Wire formats for the API: each module only translates to and from the registry.
 
-XML-RPC here; SOAP and JSON come next and follow the same shape.
+XML-RPC and SOAP carry `route(auth, controller, action, input)`; the JSON API one call per URL.
 """

@@ -6,33 +6,21 @@ Malformed requests get an XML-RPC fault; everything else gets a {status, payload
 from __future__ import annotations
 
 import xmlrpc.client
-from dataclasses import dataclass
 from typing import Any
 from xml.parsers.expat import ExpatError
 
 from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
+from sendworx.transports.route_call import (
+    FAULT_METHOD,
+    FAULT_PARSE,
+    MalformedRequest,
+    RouteCall,
+    route_call,
+)
+
 METHOD = "iworx.route"
-FAULT_PARSE = -32700
-FAULT_METHOD = -32601
-FAULT_PARAMS = -32602
-FAULT_TOO_LARGE = -32000
-
-
-class MalformedRequest(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class RouteCall:
-    auth: object
-    controller: str
-    action: str
-    input: object
 
 
 def parse_call(body: bytes) -> RouteCall:
@@ -56,14 +44,7 @@ def parse_call(body: bytes) -> RouteCall:
         raise MalformedRequest(FAULT_PARSE, f"malformed XML-RPC request: {error}") from error
     if method != METHOD:
         raise MalformedRequest(FAULT_METHOD, f"unknown method {str(method)[:100]!r}; use {METHOD}")
-    if not 3 <= len(params) <= 4:
-        raise MalformedRequest(
-            FAULT_PARAMS, f"{METHOD} takes 4 parameters (auth, controller, action, input)"
-        )
-    auth, controller, action = params[:3]
-    if not isinstance(controller, str) or not isinstance(action, str):
-        raise MalformedRequest(FAULT_PARAMS, "controller and action must be strings")
-    return RouteCall(auth, controller, action, params[3] if len(params) == 4 else None)
+    return route_call(params)
 
 
 def encode_reply(reply: dict[str, Any]) -> bytes:

@@ -9,6 +9,12 @@ from typing import Any
 from sendworx.api.errors import ActionFailed, ValidationFailed
 from sendworx.api.registry import Action, Caller, Controller, Input, normalize_input, validate
 
+# JSON Schemas of payloads, for the JSON API's OpenAPI document.
+STRING: dict[str, Any] = {"type": "string"}
+BOOLEAN: dict[str, Any] = {"type": "boolean"}
+STRING_LIST: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+ANY_STRUCT: dict[str, Any] = {"type": "object"}
+
 
 def parse_flag(value: object) -> int:
     """0 or 1, as an int, a numeric string or a boolean (PHP clients send all three)."""
@@ -45,7 +51,9 @@ def add_common_actions(
             raise ValidationFailed({"action": f"no action {values['action']!r} to reroute to"})
         return await target.handler(caller, validate(target, normalize_input(values["input"])))
 
-    controller.add(Action("queryUpdate", "Current values of every input of update.", query))
+    controller.add(
+        Action("queryUpdate", "Current values of every input of update.", query, returns=ANY_STRUCT)
+    )
     controller.add(Action("fail", "Always fails (for testing error handling).", fail))
     controller.add(
         Action(
@@ -53,7 +61,14 @@ def add_common_actions(
             "Runs another action of this controller with the given input.",
             reroute,
             (
-                Input("action", "string", parse_string, "the action to run", required=True),
+                Input(
+                    "action",
+                    "string",
+                    parse_string,
+                    "the action to run",
+                    required=True,
+                    schema={"enum": sorted(controller.actions)},
+                ),
                 Input("input", "struct", lambda value: value, "its input", default=dict),
             ),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sendworx.api.auth import Authenticator
+from sendworx.api.controllers.common import STRING
 from sendworx.api.registry import Action, Caller, Controller
 
 
@@ -15,6 +16,11 @@ def index_controller(authenticator: Authenticator) -> Controller:
         return authenticator.new_session(caller.email)
 
     controller.add(
-        Action("getSession", "Returns a session id for the authenticated user.", get_session)
+        Action(
+            "getSession",
+            "Returns a session id for the authenticated user.",
+            get_session,
+            returns=STRING,
+        )
     )
     return controller

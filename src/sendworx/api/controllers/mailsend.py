@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sendworx.api.controllers.common import add_common_actions
+from sendworx.api.controllers.common import STRING, add_common_actions
 from sendworx.api.controllers.service import (
     ServiceDescription,
     cascade_input,
@@ -51,6 +51,7 @@ def _integer_input(setting: IntegerSetting) -> Input:
         "integer",
         lambda value: validate_integer(setting, value),
         f"{setting.meaning} (default {setting.default})",
+        schema={"type": "integer", "minimum": setting.minimum, "maximum": setting.maximum},
     )
 
 
@@ -91,6 +92,8 @@ def mail_send_controller(
         ),
         cascade_input(),
     )
-    controller.add(Action("update", "Update misc outbound mail server settings.", update, inputs))
+    controller.add(
+        Action("update", "Update misc outbound mail server settings.", update, inputs, STRING)
+    )
     add_common_actions(controller, current)
     return controller

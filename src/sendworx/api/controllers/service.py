@@ -10,7 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sendworx.api.controllers.common import parse_flag, parse_string
+from sendworx.api.controllers.common import (
+    BOOLEAN,
+    STRING,
+    STRING_LIST,
+    parse_flag,
+    parse_string,
+)
 from sendworx.api.errors import ActionFailed, ValidationFailed
 from sendworx.api.registry import Action, Caller, Controller, Input
 from sendworx.backends import ServiceBackend, ServiceError
@@ -33,13 +39,34 @@ class ServiceDescription:
 
 
 def cascade_input() -> Input:
-    return Input("cascade_to_nodes", "integer", parse_flag, CASCADE_HELP, default=lambda: 0)
+    return Input(
+        "cascade_to_nodes",
+        "integer",
+        parse_flag,
+        CASCADE_HELP,
+        default=lambda: 0,
+        schema={"enum": [0, 1, False, True]},
+    )
 
 
 def node_input(local_node: str) -> Input:
     return Input(
         "node_id", "string", parse_string, "the node, as registered", default=lambda: local_node
     )
+
+
+SERVICE_INFO: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": STRING,
+        "name": STRING,
+        "ports": STRING,
+        "page": STRING,
+        "ctrl": STRING,
+        "is_running": {"type": "integer", "enum": [0, 1]},
+    },
+    "required": ["id", "name", "ports", "page", "ctrl", "is_running"],
+}
 
 
 def service_controller(
@@ -99,64 +126,81 @@ def service_controller(
     node = (node_input(local_node),)
     cascade = (cascade_input(),)
     for action in (
-        Action("isRunning", "Checks if the service is running or not.", is_running),
+        Action(
+            "isRunning", "Checks if the service is running or not.", is_running, returns=BOOLEAN
+        ),
         Action(
             "isRunningOnNode",
             "Checks if the service is running on a specific node (Clustering only).",
             on_node(is_running),
             node,
+            BOOLEAN,
         ),
         Action(
             "listGeneralName",
             'Lists the "normal" name - ie "web server" instead of "httpd".',
             constant(description.general_name),
+            returns=STRING,
         ),
         Action(
             "listPortNumbers",
             "Lists a string of the port numbers that this service uses, comma-seperated.",
             constant(ports_text),
+            returns=STRING,
         ),
         Action(
             "listPortNumbersArray",
             "Lists array of port numbers and ranges that this service uses.",
             constant(list(description.ports) or [NOT_APPLICABLE]),
+            returns=STRING_LIST,
         ),
         Action(
             "listRequiredPermissions",
             "Lists an array of permissions required to control the service.",
             constant(list(description.permissions)),
+            returns=STRING_LIST,
         ),
-        Action("listServiceInfo", "Lists the service name, ports, page, and status.", service_info),
+        Action(
+            "listServiceInfo",
+            "Lists the service name, ports, page, and status.",
+            service_info,
+            returns=SERVICE_INFO,
+        ),
         Action(
             "listServiceName",
             'Lists the service name - ie "httpd" instead of "web server".',
             constant(description.service_id),
+            returns=STRING,
         ),
         Action(
             "listServicePage",
             "Lists the page that controls the service.",
             constant(description.page),
+            returns=STRING,
         ),
-        Action("restart", "Restarts the service.", restart, cascade),
+        Action("restart", "Restarts the service.", restart, cascade, STRING),
         Action(
             "restartOnNode",
             "Restarts the service on a specific node (Clustering only).",
             on_node(restart),
             node,
+            STRING,
         ),
-        Action("start", "Starts the service.", start, cascade),
+        Action("start", "Starts the service.", start, cascade, STRING),
         Action(
             "startOnNode",
             "Starts the service on a specific node (Clustering only).",
             on_node(start),
             node,
+            STRING,
         ),
-        Action("stop", "Stops the service.", stop, cascade),
+        Action("stop", "Stops the service.", stop, cascade, STRING),
         Action(
             "stopOnNode",
             "Stops the service on a specific node (Clustering only).",
             on_node(stop),
             node,
+            STRING,
         ),
     ):
         controller.add(action)

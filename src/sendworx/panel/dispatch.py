@@ -1,0 +1,85 @@
+"""What every endpoint shares: reading a capped body, and running one route call for a peer.
+
+Authentication, the registry and the audit log line are the same whatever the wire format.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+
+from sendworx.api.auth import Authenticator
+from sendworx.api.errors import ApiError
+from sendworx.api.registry import Registry, Reply
+from sendworx.transports.route_call import RouteCall
+
+log = logging.getLogger("sendworx.panel")
+READ_ONLY_PREFIXES = ("is", "list", "query", "getSession")
+
+
+class TooLarge(Exception):
+    pass
+
+
+def drain_limit(limit: int) -> int:
+    """Oversized bodies are read and discarded up to here so the client can read our fault."""
+    return max(limit * 8, 64 * 1024 * 1024)
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > drain_limit(limit):
+        raise TooLarge
+    if declared.isdigit() and int(declared) <= limit:
+        return await request.body()  # the common case: a declared, acceptable length
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > drain_limit(limit):
+            raise TooLarge
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise TooLarge
+    return b"".join(chunks)
+
+
+def peer_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class Dispatcher:
+    def __init__(
+        self, registry: Registry, authenticator: Authenticator, max_request_bytes: int
+    ) -> None:
+        self.registry = registry
+        self.authenticator = authenticator
+        self.max_request_bytes = max_request_bytes
+
+    async def dispatch(self, call: RouteCall, peer: str, transport: str) -> Reply:
+        caller_email = "-"
+        try:
+            caller = await self.authenticator.authenticate(call.auth, peer)
+        except ApiError as error:
+            reply = Reply.from_error(error)
+        except Exception:
+            # A broken users file must still answer in the API's format, not as an HTTP 500.
+            log.exception("authentication failed unexpectedly")
+            reply = Reply.internal_error()
+        else:
+            caller_email = caller.email
+            reply = await self.registry.run(caller, call.controller, call.action, call.input)
+        # Monitoring polls (successful reads) at DEBUG; changes and failures are the audit trail.
+        quiet = reply.status == 0 and call.action.startswith(READ_ONLY_PREFIXES)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "api %s peer=%s user=%s controller=%r action=%r status=%d",
+            transport,
+            peer,
+            caller_email,
+            call.controller[:100],
+            call.action[:100],
+            reply.status,
+        )
+        return reply

@@ -1,0 +1,45 @@
+"""/api/v1: one POST endpoint per controller action, and the OpenAPI document describing them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sendworx.api.errors import ApiError, ValidationFailed
+from sendworx.panel.dispatch import Dispatcher, TooLarge, peer_of, read_capped
+from sendworx.transports import jsonapi
+from sendworx.transports.openapi import openapi_document
+from sendworx.transports.route_call import RouteCall
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def json_endpoints(dispatcher: Dispatcher) -> tuple[Endpoint, Endpoint]:
+    """The action endpoint (path `/api/v1/{target:path}`) and the OpenAPI endpoint."""
+    limit = dispatcher.max_request_bytes
+    document = openapi_document(dispatcher.registry)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def action(request: Request) -> Response:
+        controller, _, action_name = request.path_params["target"].rpartition("/")
+        try:
+            auth = jsonapi.auth_from_header(
+                request.headers.get("authorization", ""), dispatcher.authenticator.has_session
+            )
+            try:
+                body = await read_capped(request, limit)
+            except TooLarge:
+                error = ValidationFailed({"body": f"is larger than {limit} bytes"})
+                return JSONResponse(jsonapi.error_body(error)[1], status_code=413)
+            call = RouteCall(auth, "/" + controller, action_name, jsonapi.parse_input(body))
+        except ApiError as error:
+            status, body_json = jsonapi.error_body(error)
+            return JSONResponse(body_json, status_code=status)
+        reply = await dispatcher.dispatch(call, peer_of(request), "json")
+        return JSONResponse(jsonapi.reply_body(reply), status_code=jsonapi.http_status(reply))
+
+    return action, openapi

@@ -33,6 +33,12 @@ class ValidationFailed(ApiError):
         lines = [VALIDATION_HEADER, *(f"{field}: {text}" for field, text in self.problems.items())]
         super().__init__("\n".join(lines))
 
+    @classmethod
+    def from_payload(cls, payload: str) -> ValidationFailed:
+        """The problems back from the payload's lines (how clients read a status 11 reply)."""
+        lines = [line for line in payload.split("\n")[1:] if line]
+        return cls(dict(line.partition(": ")[::2] for line in lines))
+
 
 class AuthenticationFailed(ApiError):
     status = 401
@@ -56,3 +62,18 @@ class ActionFailed(ApiError):
 
     status = 1
     reply_code = 500
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    error.status: error for error in (AuthenticationFailed, PermissionDenied, UnknownAction)
+}
+
+
+def error_for_reply(status: int, payload: object, reply_code: int) -> ApiError:
+    """The exception a client raises for a reply with status != 0."""
+    if status == ValidationFailed.status and isinstance(payload, str):
+        return ValidationFailed.from_payload(payload)
+    error_type = _BY_STATUS.get(status, ActionFailed)
+    error = error_type(payload if isinstance(payload, str) else repr(payload))
+    error.status, error.reply_code = status, reply_code  # keep codes we do not know as they came
+    return error

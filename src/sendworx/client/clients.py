@@ -1,0 +1,154 @@
+"""Blocking and asyncio clients for the NodeWorx API, over XML-RPC `iworx.route` with httpx.
+
+Both share the request encoding and reply decoding; only the HTTP call differs.
+"""
+
+from __future__ import annotations
+
+import ssl
+import xmlrpc.client
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from sendworx.api.errors import error_for_reply
+from sendworx.api.registry import Reply
+from sendworx.client.calls import Call, get_session
+from sendworx.client.errors import BadResponse, client_error
+
+T = TypeVar("T")
+# The armored key, {"apikey": ...}, {"sessionid": ...} or {"email": ..., "password": ...}.
+Auth = str | Mapping[str, str]
+Verify = ssl.SSLContext | bool
+
+
+def pinned_context(certificate_pem: str) -> ssl.SSLContext:
+    """Trust exactly this certificate (and nothing else), checked during the handshake, before
+    any credential is sent. Host names are not checked: the pin is stricter than a name."""
+    context = ssl.create_default_context(cadata=certificate_pem)
+    context.check_hostname = False
+    # The leaf itself is the trust anchor; OpenSSL needs this flag to stop the chain there.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+def ca_context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+class _Base:
+    def __init__(self, url: str, auth: Auth) -> None:
+        self.url = url if url.rstrip("/").endswith("/xmlrpc") else url.rstrip("/") + "/xmlrpc"
+        self.auth: Auth = auth
+
+    def _body(self, call: Call[Any]) -> bytes:
+        auth = self.auth if isinstance(self.auth, str) else dict(self.auth)
+        params: tuple[Any, ...] = (auth, call.controller, call.action, dict(call.input))
+        return xmlrpc.client.dumps(params, "iworx.route", allow_none=True).encode()
+
+    @staticmethod
+    def _reply(response: httpx.Response) -> Reply:
+        if response.status_code != 200:
+            raise BadResponse(f"HTTP {response.status_code} from {response.url}")
+        try:
+            (struct,), _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
+        except xmlrpc.client.Fault as fault:
+            raise BadResponse(f"fault {fault.faultCode}: {fault.faultString}") from fault
+        except Exception as error:  # anything unparseable is not a route reply
+            raise BadResponse(f"not an XML-RPC reply: {error}") from error
+        if not isinstance(struct, dict) or not {"status", "payload"} <= struct.keys():
+            raise BadResponse("the reply has no status and payload")
+        return Reply(int(struct["status"]), struct["payload"], int(struct.get("reply_code", 0)))
+
+    @staticmethod
+    def _payload(reply: Reply, call: Call[T]) -> T:
+        if reply.status != 0:
+            raise error_for_reply(reply.status, reply.payload, reply.reply_code)
+        return call.convert(reply.payload)
+
+
+class Client(_Base):
+    """`with Client(url, key, verify=ca_context(ca)) as api: api.run(is_running())`."""
+
+    def __init__(
+        self, url: str, auth: Auth, *, verify: Verify = True, timeout: float = 30.0
+    ) -> None:
+        super().__init__(url, auth)
+        self._http = httpx.Client(verify=verify, timeout=timeout)
+
+    def reply(self, call: Call[Any]) -> Reply:
+        """The raw reply, whatever its status; raises only when there is no reply."""
+        try:
+            response = self._http.post(
+                self.url, content=self._body(call), headers={"Content-Type": "text/xml"}
+            )
+        except httpx.HTTPError as error:
+            raise client_error(error) from error
+        return self._reply(response)
+
+    def run(self, call: Call[T]) -> T:
+        """The payload, converted; a status other than 0 raises its ApiError subclass."""
+        return self._payload(self.reply(call), call)
+
+    def login(self) -> str:
+        """Trades the credentials for a session id and uses the session from now on."""
+        session = self.run(get_session())
+        self.auth = {"sessionid": session}
+        return session
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """`async with AsyncClient(url, key) as api: await api.run(is_running())`."""
+
+    def __init__(
+        self, url: str, auth: Auth, *, verify: Verify = True, timeout: float = 30.0
+    ) -> None:
+        super().__init__(url, auth)
+        self._http = httpx.AsyncClient(verify=verify, timeout=timeout)
+
+    async def reply(self, call: Call[Any]) -> Reply:
+        try:
+            response = await self._http.post(
+                self.url, content=self._body(call), headers={"Content-Type": "text/xml"}
+            )
+        except httpx.HTTPError as error:
+            raise client_error(error) from error
+        return self._reply(response)
+
+    async def run(self, call: Call[T]) -> T:
+        return self._payload(await self.reply(call), call)
+
+    async def login(self) -> str:
+        session = await self.run(get_session())
+        self.auth = {"sessionid": session}
+        return session
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self.aclose()

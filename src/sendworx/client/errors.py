@@ -1,0 +1,69 @@
+"""What a client call can raise: an API status (the server answered) or a ClientError (it did not).
+
+API statuses are the server's own exception types, so `except ValidationFailed` reads the same
+on both sides.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+
+from sendworx.api.errors import (
+    ActionFailed,
+    ApiError,
+    AuthenticationFailed,
+    PermissionDenied,
+    UnknownAction,
+    ValidationFailed,
+)
+
+__all__ = [
+    "ActionFailed",
+    "ApiError",
+    "AuthenticationFailed",
+    "BadResponse",
+    "CertificateRejected",
+    "ClientError",
+    "PermissionDenied",
+    "TimedOut",
+    "UnknownAction",
+    "Unreachable",
+    "ValidationFailed",
+    "client_error",
+]
+
+
+class ClientError(Exception):
+    """No API reply: the server could not be reached, was too slow, or did not speak the API."""
+
+
+class Unreachable(ClientError):
+    pass
+
+
+class TimedOut(ClientError):
+    pass
+
+
+class CertificateRejected(ClientError):
+    """TLS verification failed: for a pinned node, it presents another certificate."""
+
+
+class BadResponse(ClientError):
+    """An HTTP error page, an XML-RPC fault, or something that is not a route reply."""
+
+
+def client_error(error: httpx.HTTPError) -> ClientError:
+    """Names the transport failure the way an operator would describe it."""
+    if isinstance(error, httpx.TimeoutException):
+        return TimedOut(f"no answer in time ({type(error).__name__})")
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return CertificateRejected(f"certificate rejected: {cause.verify_message}")
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.TransportError):
+        return Unreachable(f"cannot connect: {error}")
+    return BadResponse(str(error))

@@ -57,6 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     queue_commands.add_parser("retry", help="try every queued message now")
     delete = queue_commands.add_parser("delete", help="remove messages without delivering them")
     delete.add_argument("ids", nargs="+")
+    nodeworx = commands.add_parser(
+        "nodeworx",
+        help="run an API action like InterWorx's nodeworx: -u -n -c MailSend -a update --name v",
+        add_help=False,
+        prefix_chars="+",
+    )
+    nodeworx.add_argument("arguments", nargs=argparse.REMAINDER)
+    status = commands.add_parser("status", help="service, since, queue, settings and nodes")
+    status.add_argument("--json", action="store_true")
+    for action in ("start", "stop", "restart"):
+        control = commands.add_parser(action, help=f"{action} the Outbound Mail service")
+        control.add_argument("--json", action="store_true")
+    settings = commands.add_parser("settings", help="show the settings, or `set KEY=VALUE...`")
+    settings.add_argument("--json", action="store_true")
+    settings_commands = settings.add_subparsers(dest="settings_command")
+    settings_set = settings_commands.add_parser("set", help="change settings: KEY=VALUE ...")
+    settings_set.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    settings_set.add_argument("--json", action="store_true")
     return parser
 
 
@@ -72,7 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
-    from sendworx.cli import processes, queue_command, supervisor, users_command
+    from sendworx.cli import (
+        nodeworx_command,
+        processes,
+        queue_command,
+        service_commands,
+        supervisor,
+        users_command,
+    )
     from sendworx.engine.queue import Queue
     from sendworx.inject import sendmail
 
@@ -103,6 +128,16 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
     if command == "sendmail":
         queue = Queue(instance.queue_dir, instance.home).ensure()
         return sendmail.run(arguments.arguments, queue, instance.config.helo_name)
+    if command == "nodeworx":
+        return nodeworx_command.run(arguments.arguments, "sendworx nodeworx", instance.home)
+    if command == "status":
+        return service_commands.status(instance, arguments.json)
+    if command in ("start", "stop", "restart"):
+        return service_commands.control(instance, command, arguments.json)
+    if command == "settings":
+        if arguments.settings_command == "set":
+            return service_commands.settings_set(instance, arguments.assignments, arguments.json)
+        return service_commands.settings(instance, arguments.json)
     sub = arguments.queue_command
     if sub == "stat":
         return queue_command.stat(instance, arguments.json)

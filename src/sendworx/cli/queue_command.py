@@ -64,7 +64,8 @@ def _all_ids(queue: Queue) -> list[str]:
     return sorted(set(queue.message_ids()) | set(queue.pending_new_ids()))
 
 
-def stat(instance: Instance, as_json: bool) -> int:
+def summary(instance: Instance) -> dict[str, Any]:
+    """Messages, deferred, bytes, oldest age, corrupt files and the engine pid, from the files."""
     queue = Queue(instance.queue_dir, instance.home).ensure()
     now = time.time()
     ids = _all_ids(queue)
@@ -76,19 +77,22 @@ def stat(instance: Instance, as_json: bool) -> int:
         if described and "size" in described:
             total_bytes += described["size"]
             oldest = described["birth"] if oldest is None else min(oldest, described["birth"])
-    pid = running_pid(instance.engine_pid_file)
-    summary = {
+    return {
         "messages": len(ids),
         "deferred": deferred,
         "bytes": total_bytes,
         "oldest_age": _age(now - oldest) if oldest else None,
         "corrupt": len(os.listdir(queue.corrupt_dir)),
-        "engine_pid": pid,
+        "engine_pid": running_pid(instance.engine_pid_file),
     }
+
+
+def stat(instance: Instance, as_json: bool) -> int:
+    counts = summary(instance)
     if as_json:
-        print(json.dumps(summary))
+        print(json.dumps(counts))
     else:
-        for key, value in summary.items():
+        for key, value in counts.items():
             print(f"{key}: {'-' if value is None else value}")
     return 0
 

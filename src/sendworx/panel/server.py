@@ -12,10 +12,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 
-from sendworx.api.auth import Authenticator, FailureTracker
-from sendworx.api.controllers import build_registry
-from sendworx.api.users import UserStore
-from sendworx.backends.builtin import BuiltinBackend
+from sendworx.api.controllers import registry_for
 from sendworx.instance import Instance
 from sendworx.panel.app import create_app
 from sendworx.panel.tls import TlsFiles, ensure_certificates, host_names
@@ -38,17 +35,8 @@ def tls_files(instance: Instance) -> TlsFiles:
 
 
 def build_app(instance: Instance) -> Starlette:
-    panel = instance.config.panel
-    authenticator = Authenticator(
-        UserStore(instance.panel_dir / "users.json"),
-        session_seconds=panel.session_seconds,
-        failures=FailureTracker(
-            panel.max_failures, panel.failure_window_seconds, panel.lockout_seconds
-        ),
-    )
-    node_id = panel.node_id or instance.config.helo_name
-    registry = build_registry(instance, BuiltinBackend(instance), authenticator, node_id)
-    return create_app(registry, authenticator, panel.max_request_bytes)
+    registry, authenticator = registry_for(instance)
+    return create_app(registry, authenticator, instance.config.panel.max_request_bytes)
 
 
 async def serve_panel(instance: Instance) -> None:

@@ -1,0 +1,66 @@
+"""How the command line reaches the API: in-process as the local master user, or over the
+network with sendworx.client. Both answer a Call with a Reply, so commands do not care which."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from sendworx.api.controllers import registry_for
+from sendworx.api.registry import Caller, Reply
+from sendworx.api.users import UserStore
+from sendworx.client import Call, Client, ca_context
+from sendworx.instance import Instance
+
+
+class AccessDenied(Exception):
+    pass
+
+
+class ApiAccess(Protocol):
+    def reply(self, call: Call[Any]) -> Reply: ...
+
+
+class LocalApi:
+    """Runs actions in this process as the master user, as InterWorx's own `nodeworx -u` does.
+
+    Only root and the instance's owner may: they can read the master key anyway.
+    """
+
+    def __init__(self, instance: Instance) -> None:
+        try:
+            owner: int | None = instance.home.stat().st_uid
+        except FileNotFoundError:
+            owner = os.geteuid()
+        except PermissionError:
+            owner = None  # we cannot even look: certainly not the owner
+        if os.geteuid() not in (0, owner):
+            raise AccessDenied(
+                f"run as root or as the owner of {instance.home}, or pass --url and --key-file"
+            )
+        master = next(
+            (user for user in UserStore(instance.panel_dir / "users.json").users() if user.master),
+            None,
+        )
+        if master is None:
+            raise AccessDenied(f"no master user in {instance.home}; run `sendworx init` first")
+        self._caller = Caller(master.email, frozenset(master.permissions), True, "cli")
+        self._registry, _ = registry_for(instance)
+
+    def reply(self, call: Call[Any]) -> Reply:
+        return asyncio.run(
+            self._registry.run(self._caller, call.controller, call.action, dict(call.input))
+        )
+
+
+class RemoteApi:
+    """A panel elsewhere, reached with an API key file (and a CA file for HTTPS)."""
+
+    def __init__(self, url: str, key_file: Path, ca_file: Path | None) -> None:
+        verify = ca_context(str(ca_file)) if ca_file else True
+        self._client = Client(url, key_file.read_text(), verify=verify)
+
+    def reply(self, call: Call[Any]) -> Reply:
+        return self._client.reply(call)

@@ -1,0 +1,160 @@
+"""`sendworx status|start|stop|restart|settings`: the same actions as the API, for people.
+
+Each runs through the controller registry as the local master user, so it behaves exactly
+like the API; `--json` prints machine-readable output, a terminal gets rich tables.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sendworx.api.errors import error_for_reply
+from sendworx.api.registry import Reply
+from sendworx.cli import queue_command
+from sendworx.cli.api_access import AccessDenied, LocalApi
+from sendworx.cli.output import plain_lines, print_json, print_table
+from sendworx.client import ApiError, Call, calls
+from sendworx.engine.service import query_engine
+from sendworx.instance import Instance
+
+
+def _run(api: LocalApi, call: Call[Any]) -> Any:
+    reply: Reply = api.reply(call)
+    if reply.status != 0:
+        raise error_for_reply(reply.status, reply.payload, reply.reply_code)
+    return call.convert(reply.payload)
+
+
+def _settings(api: LocalApi) -> dict[str, Any]:
+    """What `update` takes, without `cascade_to_nodes` (an option of the call, not a setting)."""
+    values: dict[str, Any] = _run(api, calls.query_update())
+    values.pop("cascade_to_nodes", None)
+    return values
+
+
+def _guarded(command: str, body: Any) -> int:
+    try:
+        return int(body())
+    except (AccessDenied, ApiError) as error:
+        print(f"sendworx {command}: {error}", file=sys.stderr)
+        return 1
+
+
+def status(instance: Instance, as_json: bool) -> int:
+    def body() -> int:
+        api = LocalApi(instance)
+        running = _run(api, calls.is_running())
+        since = None
+        if running:
+            try:
+                since = query_engine(instance, "status", timeout=2.0).get("started_at")
+            except (OSError, ValueError):
+                since = None
+        report: dict[str, Any] = {
+            "service": "send",
+            "running": running,
+            "since": since,
+            "queue": queue_command.summary(instance),
+            "settings": _settings(api),
+            "nodes": [instance.config.panel.node_id or instance.config.helo_name],
+        }
+        if as_json:
+            print_json(report)
+            return 0
+        queue = report["queue"]
+        print_table(
+            "sendworx",
+            {
+                "service": "send (Outbound Mail): " + ("running" if running else "stopped"),
+                "since": _when(since),
+                "queue": f"{queue['messages']} messages, {queue['deferred']} deferred, "
+                f"{queue['bytes']} bytes, oldest {queue['oldest_age'] or '-'}",
+                "settings": report["settings"],
+                "nodes": report["nodes"],
+            },
+        )
+        return 0
+
+    return _guarded("status", body)
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def control(instance: Instance, action: str, as_json: bool) -> int:
+    """start, stop or restart; prints what the API answered."""
+    builders = {"start": calls.start, "stop": calls.stop, "restart": calls.restart}
+
+    def body() -> int:
+        message = _run(LocalApi(instance), builders[action]())
+        if as_json:
+            print_json({"action": action, "result": message})
+        else:
+            print(message)
+        return 0
+
+    return _guarded(action, body)
+
+
+def settings(instance: Instance, as_json: bool) -> int:
+    def body() -> int:
+        values = _settings(LocalApi(instance))
+        if as_json:
+            print_json(values)
+        else:
+            print_table("Outbound Mail settings", values)
+        return 0
+
+    return _guarded("settings", body)
+
+
+def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` words; `smtp_routes` may repeat (one route each) and `smtp_routes=` clears."""
+    changes: dict[str, Any] = {}
+    for word in assignments:
+        key, equals, value = word.partition("=")
+        if not equals or not key:
+            raise ValueError(f"expected KEY=VALUE, not {word!r}")
+        if key == "smtp_routes":
+            routes = changes.setdefault(key, [])
+            if value:
+                routes.append(value)
+        else:
+            changes[key] = value
+    return changes
+
+
+def settings_set(instance: Instance, assignments: Sequence[str], as_json: bool) -> int:
+    try:
+        changes = parse_assignments(assignments)
+    except ValueError as error:
+        print(f"sendworx settings set: {error}", file=sys.stderr)
+        return 2
+
+    def body() -> int:
+        api = LocalApi(instance)
+        known = set(_settings(api))
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            print(
+                f"sendworx settings set: unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}",
+                file=sys.stderr,
+            )
+            return 2
+        message = _run(api, calls.update(changes))
+        if as_json:
+            print_json({"result": message, "changed": changes})
+        else:
+            print(message)
+            for line in plain_lines(changes):
+                print(f"  {line}")
+        return 0
+
+    return _guarded("settings set", body)

@@ -82,6 +82,12 @@ class PanelConfig(_Section):
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
 
+class ClusterConfig(_Section):
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="per-node limit for a call to a cluster node"
+    )
+
+
 class MetricsConfig(_Section):
     listen: str = "127.0.0.1"
     port: Port = Field(default=9465, description="0 disables the metrics endpoint")
@@ -94,6 +100,7 @@ class InstanceConfig(_Section):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @field_validator("helo_name")
     @classmethod
@@ -150,6 +157,9 @@ DEFAULT_CONFIG_TEXT = """\
 # failure_window_seconds = 60
 # lockout_seconds = 60      # ...lock it out this long
 # max_request_bytes = 10485760
+
+[cluster]
+# timeout_seconds = 10      # a node that takes longer is reported as timed out
 """
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from sendworx.api.controllers.common import add_common_actions
 from sendworx.api.controllers.service import ServiceDescription, service_controller
 from sendworx.api.errors import VALIDATION_HEADER
 from sendworx.api.registry import Caller, Registry
+from sendworx.cluster.manager import ClusterManager
+from sendworx.cluster.store import NodeStore
 
 
 class InMemoryService:
@@ -46,11 +49,12 @@ SMTP = ServiceDescription(
 )
 
 
-def _registry(service: InMemoryService) -> Registry:
+def _registry(service: InMemoryService, tmp_path: Path) -> Registry:
     async def nothing_to_update() -> dict[str, Any]:
         return {}
 
-    controller = service_controller(SMTP, service, "node1.test", "MailSmtp")
+    cluster = ClusterManager(NodeStore(tmp_path / "nodes.json"), "node1.test", timeout=1.0)
+    controller = service_controller(SMTP, service, cluster, "MailSmtp")
     add_common_actions(controller, nothing_to_update)
     registry = Registry()
     registry.register(controller)
@@ -65,9 +69,9 @@ def _run(registry: Registry, action: str, data: object = None, caller: Caller = 
     return asyncio.run(registry.run(caller, "MailSmtp", action, data)).as_struct()
 
 
-def test_a_second_service_controller_is_a_description_and_a_backend() -> None:
+def test_a_second_service_controller_is_a_description_and_a_backend(tmp_path: Path) -> None:
     service = InMemoryService()
-    registry = _registry(service)
+    registry = _registry(service, tmp_path)
     assert _run(registry, "listPortNumbers")["payload"] == "25,465,587"
     assert _run(registry, "listPortNumbersArray")["payload"] == ["25", "465", "587"]
     assert _run(registry, "start")["payload"] == "smtp started" and service.running
@@ -77,13 +81,15 @@ def test_a_second_service_controller_is_a_description_and_a_backend() -> None:
     assert len(registry.find("/nodeworx/mail/smtp").actions) == 18
 
 
-def test_permission_is_checked_before_inputs_are_validated() -> None:
-    reply = _run(_registry(InMemoryService()), "startOnNode", {"node_id": 5.5}, caller=NOBODY)
+def test_permission_is_checked_before_inputs_are_validated(tmp_path: Path) -> None:
+    reply = _run(
+        _registry(InMemoryService(), tmp_path), "startOnNode", {"node_id": 5.5}, caller=NOBODY
+    )
     assert reply["status"] == 403
 
 
-def test_validation_reply_has_the_interworx_shape() -> None:
-    reply = _run(_registry(InMemoryService()), "restart", {"cascade_to_nodes": "yes"})
+def test_validation_reply_has_the_interworx_shape(tmp_path: Path) -> None:
+    reply = _run(_registry(InMemoryService(), tmp_path), "restart", {"cascade_to_nodes": "yes"})
     assert reply == {
         "status": 11,
         "payload": f"{VALIDATION_HEADER}\ncascade_to_nodes: must be 0 or 1",

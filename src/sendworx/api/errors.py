@@ -64,6 +64,26 @@ class ActionFailed(ApiError):
     reply_code = 500
 
 
+class PartialFailure(ApiError):
+    """Status 207 (ours): a cascaded action ran here but failed on some nodes. The payload is
+    the per-node result struct, the same shape as a fully successful cascade's."""
+
+    status = 207
+    reply_code = 207
+
+    def __init__(self, results: Mapping[str, object]) -> None:
+        failed = sorted(node for node, result in results.items() if _failed(result))
+        super().__init__(f"failed on {', '.join(failed)}")
+        self.results = dict(results)
+
+    def payload(self) -> object:
+        return self.results
+
+
+def _failed(result: object) -> bool:
+    return not isinstance(result, Mapping) or result.get("status") != 0
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     error.status: error for error in (AuthenticationFailed, PermissionDenied, UnknownAction)
 }

@@ -66,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     nodeworx.add_argument("arguments", nargs=argparse.REMAINDER)
     status = commands.add_parser("status", help="service, since, queue, settings and nodes")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--cluster", action="store_true", help="also ask every node")
+    node = commands.add_parser("node", help="the cluster nodes this manager drives")
+    node_commands = node.add_subparsers(dest="node_command", required=True)
+    node_add = node_commands.add_parser("add", help="register a node: HOST[:PORT] or https URL")
+    node_add.add_argument("address")
+    node_add.add_argument("--key-file", type=Path, required=True, help="the node's API key")
+    node_delete = node_commands.add_parser("delete", help="forget a node")
+    node_delete.add_argument("address", metavar="NODE_ID")
+    node_list = node_commands.add_parser("list", help="registered nodes, pinned certificates")
+    for sub in (node_add, node_delete, node_list):
+        sub.add_argument("--json", action="store_true")
     for action in ("start", "stop", "restart"):
         control = commands.add_parser(action, help=f"{action} the Outbound Mail service")
         control.add_argument("--json", action="store_true")
@@ -131,7 +142,15 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
     if command == "nodeworx":
         return nodeworx_command.run(arguments.arguments, "sendworx nodeworx", instance.home)
     if command == "status":
-        return service_commands.status(instance, arguments.json)
+        return service_commands.status(instance, arguments.json, arguments.cluster)
+    if command == "node":
+        return service_commands.nodes(
+            instance,
+            arguments.node_command,
+            getattr(arguments, "address", None),
+            getattr(arguments, "key_file", None),
+            arguments.json,
+        )
     if command in ("start", "stop", "restart"):
         return service_commands.control(instance, command, arguments.json)
     if command == "settings":

@@ -20,6 +20,8 @@ from sendworx.client import ApiError, Call, calls
 from sendworx.engine.service import query_engine
 from sendworx.instance import Instance
 
+NODES = "/nodeworx/cluster/nodes"
+
 
 def _run(api: LocalApi, call: Call[Any]) -> Any:
     reply: Reply = api.reply(call)
@@ -43,7 +45,7 @@ def _guarded(command: str, body: Any) -> int:
         return 1
 
 
-def status(instance: Instance, as_json: bool) -> int:
+def status(instance: Instance, as_json: bool, cluster: bool = False) -> int:
     def body() -> int:
         api = LocalApi(instance)
         running = _run(api, calls.is_running())
@@ -59,8 +61,11 @@ def status(instance: Instance, as_json: bool) -> int:
             "since": since,
             "queue": queue_command.summary(instance),
             "settings": _settings(api),
-            "nodes": [instance.config.panel.node_id or instance.config.helo_name],
+            "nodes": [instance.config.panel.node_id or instance.config.helo_name]
+            + [node["node_id"] for node in _run(api, calls.route(NODES, "listClusterNodes"))],
         }
+        if cluster:
+            report["cluster"] = _run(api, calls.route(NODES, "listNodeStatus"))
         if as_json:
             print_json(report)
             return 0
@@ -76,9 +81,22 @@ def status(instance: Instance, as_json: bool) -> int:
                 "nodes": report["nodes"],
             },
         )
+        if cluster:
+            print_table(
+                "cluster",
+                {entry["node_id"]: _node_state(entry) for entry in report["cluster"]},
+            )
         return 0
 
     return _guarded("status", body)
+
+
+def _node_state(entry: dict[str, Any]) -> str:
+    if not entry["reachable"]:
+        return f"{entry['role']}: unreachable ({entry['error']})"
+    if entry["running"] is None:
+        return f"{entry['role']}: unknown ({entry['error']})"
+    return f"{entry['role']}: {'running' if entry['running'] else 'stopped'}"
 
 
 def _when(timestamp: float | None) -> str:
@@ -158,3 +176,29 @@ def settings_set(instance: Instance, assignments: Sequence[str], as_json: bool) 
         return 0
 
     return _guarded("settings set", body)
+
+
+def nodes(
+    instance: Instance, command: str, argument: str | None, key_file: Any, as_json: bool
+) -> int:
+    """`sendworx node add HOST --key-file F`, `node delete NODE_ID`, `node list`."""
+
+    def body() -> int:
+        api = LocalApi(instance)
+        if command == "add":
+            inputs = {"hostname": argument, "apikey": key_file.read_text()}
+            result: Any = _run(api, calls.route(NODES, "add", inputs))
+        elif command == "delete":
+            result = _run(api, calls.route(NODES, "delete", {"node_id": argument}))
+        else:
+            result = _run(api, calls.route(NODES, "listClusterNodes"))
+        if as_json:
+            print_json(result)
+        elif isinstance(result, list):
+            for entry in result:
+                print(f"{entry['node_id']}  {entry['url']}  {entry['fingerprint']}")
+        else:
+            print(result)
+        return 0
+
+    return _guarded(f"node {command}", body)

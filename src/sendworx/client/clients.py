@@ -1,6 +1,8 @@
-"""Blocking and asyncio clients for the NodeWorx API, over XML-RPC `iworx.route` with httpx.
+"""Blocking and asyncio clients for the NodeWorx API, over XML-RPC `iworx.route`.
 
-Both share the request encoding and reply decoding; only the HTTP call differs.
+Both share the request encoding and reply decoding; only the HTTP call differs: httpx for the
+blocking client, aiohttp for the asyncio one (the cluster manager's per-node cost: measured
+0.36 ms of CPU per call against 1.38 ms for httpx's async client).
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 
 from sendworx.api.errors import error_for_reply
 from sendworx.api.registry import Reply
 from sendworx.client.calls import Call, get_session
-from sendworx.client.errors import BadResponse, client_error
+from sendworx.client.errors import BadResponse, aiohttp_error, client_error
 
 T = TypeVar("T")
 # The armored key, {"apikey": ...}, {"sessionid": ...} or {"email": ..., "password": ...}.
 Auth = str | Mapping[str, str]
 Verify = ssl.SSLContext | bool
+# Idle connections are dropped before uvicorn's 5 s keep-alive ends them under our feet.
+LIMITS = httpx.Limits(keepalive_expiry=4.0)
 
 
 def pinned_context(certificate_pem: str) -> ssl.SSLContext:
@@ -48,12 +53,11 @@ class _Base:
         params: tuple[Any, ...] = (auth, call.controller, call.action, dict(call.input))
         return xmlrpc.client.dumps(params, "iworx.route", allow_none=True).encode()
 
-    @staticmethod
-    def _reply(response: httpx.Response) -> Reply:
-        if response.status_code != 200:
-            raise BadResponse(f"HTTP {response.status_code} from {response.url}")
+    def _reply(self, status_code: int, content: bytes) -> Reply:
+        if status_code != 200:
+            raise BadResponse(f"HTTP {status_code} from {self.url}")
         try:
-            (struct,), _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
+            (struct,), _ = xmlrpc.client.loads(content, use_builtin_types=True)
         except xmlrpc.client.Fault as fault:
             raise BadResponse(f"fault {fault.faultCode}: {fault.faultString}") from fault
         except Exception as error:  # anything unparseable is not a route reply
@@ -76,7 +80,7 @@ class Client(_Base):
         self, url: str, auth: Auth, *, verify: Verify = True, timeout: float = 30.0
     ) -> None:
         super().__init__(url, auth)
-        self._http = httpx.Client(verify=verify, timeout=timeout)
+        self._http = httpx.Client(verify=verify, timeout=timeout, limits=LIMITS)
 
     def reply(self, call: Call[Any]) -> Reply:
         """The raw reply, whatever its status; raises only when there is no reply."""
@@ -86,7 +90,7 @@ class Client(_Base):
             )
         except httpx.HTTPError as error:
             raise client_error(error) from error
-        return self._reply(response)
+        return self._reply(response.status_code, response.content)
 
     def run(self, call: Call[T]) -> T:
         """The payload, converted; a status other than 0 raises its ApiError subclass."""
@@ -114,22 +118,27 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """`async with AsyncClient(url, key) as api: await api.run(is_running())`."""
+    """`async with AsyncClient(url, key) as api: await api.run(is_running())`.
+
+    Create it inside the event loop that will use it: its connections belong to that loop.
+    """
 
     def __init__(
         self, url: str, auth: Auth, *, verify: Verify = True, timeout: float = 30.0
     ) -> None:
         super().__init__(url, auth)
-        self._http = httpx.AsyncClient(verify=verify, timeout=timeout)
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=verify, keepalive_timeout=LIMITS.keepalive_expiry),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            headers={"Content-Type": "text/xml"},
+        )
 
     async def reply(self, call: Call[Any]) -> Reply:
         try:
-            response = await self._http.post(
-                self.url, content=self._body(call), headers={"Content-Type": "text/xml"}
-            )
-        except httpx.HTTPError as error:
-            raise client_error(error) from error
-        return self._reply(response)
+            async with self._http.post(self.url, data=self._body(call)) as response:
+                return self._reply(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise aiohttp_error(error) from error
 
     async def run(self, call: Call[T]) -> T:
         return self._payload(await self.reply(call), call)
@@ -140,7 +149,7 @@ class AsyncClient(_Base):
         return session
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

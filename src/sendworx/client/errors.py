@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 
+import aiohttp
 import httpx
 
 from sendworx.api.errors import (
@@ -31,6 +32,7 @@ __all__ = [
     "UnknownAction",
     "Unreachable",
     "ValidationFailed",
+    "aiohttp_error",
     "client_error",
 ]
 
@@ -65,5 +67,16 @@ def client_error(error: httpx.HTTPError) -> ClientError:
             return CertificateRejected(f"certificate rejected: {cause.verify_message}")
         cause = cause.__cause__ or cause.__context__
     if isinstance(error, httpx.TransportError):
+        return Unreachable(f"cannot connect: {error}")
+    return BadResponse(str(error))
+
+
+def aiohttp_error(error: aiohttp.ClientError | TimeoutError) -> ClientError:
+    """The same names for the asyncio client's failures."""
+    if isinstance(error, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+        return TimedOut(f"no answer in time ({type(error).__name__})")
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return CertificateRejected(f"certificate rejected: {error.certificate_error}")
+    if isinstance(error, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
         return Unreachable(f"cannot connect: {error}")
     return BadResponse(str(error))

@@ -14,8 +14,9 @@ from sendworx.api.registry import Reply
 from sendworx.api.users import KEY_FOOTER, KEY_HEADER
 
 PREFIX = "/api/v1"
-# Status 1 is a valid request whose action did not succeed (409); a bug of ours is 500.
-HTTP_STATUS = {0: 200, 11: 400, 401: 401, 403: 403, 404: 404, 1: 409}
+# Status 1 is a valid request whose action did not succeed (409); a bug of ours is 500;
+# a cascade that failed on some nodes is 502, as a gateway whose upstreams failed.
+HTTP_STATUS = {0: 200, 11: 400, 401: 401, 403: 403, 404: 404, 1: 409, 207: 502}
 
 
 def auth_from_header(header: str, is_session: Any) -> object:

@@ -30,6 +30,7 @@ _ERROR_DESCRIPTIONS = {
     403: "The user lacks a permission the controller requires.",
     404: "No such controller or action.",
     1: "The request was valid but the action did not succeed.",
+    207: "A cascade ran here but failed on some nodes: `payload` has each node's result.",
 }
 
 
@@ -134,7 +135,7 @@ _FAILURE: dict[str, Any] = {
     "properties": {
         "status": {"type": "integer"},
         "reply_code": {"type": "integer"},
-        "payload": {"type": "string"},
+        "payload": {"anyOf": [{"type": "string"}, {"type": "object"}]},
         "errors": {
             "type": "array",
             "items": {

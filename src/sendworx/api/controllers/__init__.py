@@ -5,22 +5,42 @@ Each module defines its controller's actions once; transports never add behaviou
 
 from __future__ import annotations
 
+from typing import Any
+
 from sendworx.api.auth import Authenticator, FailureTracker
+from sendworx.api.controllers.cluster_nodes import cluster_nodes_controller
 from sendworx.api.controllers.index import index_controller
 from sendworx.api.controllers.mailsend import mail_send_controller
-from sendworx.api.registry import Registry
+from sendworx.api.registry import Caller, Registry
 from sendworx.api.users import UserStore
 from sendworx.backends import ServiceBackend
 from sendworx.backends.builtin import BuiltinBackend
+from sendworx.cluster.manager import ClusterManager
+from sendworx.cluster.store import NodeStore
 from sendworx.instance import Instance
+
+# Who asks when sendworx asks itself (the cluster status view reads the local service).
+_SYSTEM = Caller("sendworx", frozenset(), True, "local")
 
 
 def build_registry(
     instance: Instance, backend: ServiceBackend, authenticator: Authenticator, node_id: str
 ) -> Registry:
+    cluster = ClusterManager(
+        NodeStore(instance.panel_dir / "nodes.json"),
+        node_id,
+        instance.config.cluster.timeout_seconds,
+    )
+    mail_send = mail_send_controller(instance, backend, cluster)
+
+    async def local_status() -> dict[str, Any]:
+        info = await mail_send.actions["listServiceInfo"].handler(_SYSTEM, {})
+        return {"reachable": True, "running": bool(info["is_running"]), "error": ""}
+
     registry = Registry()
     registry.register(index_controller(authenticator))
-    registry.register(mail_send_controller(instance, backend, node_id))
+    registry.register(mail_send)
+    registry.register(cluster_nodes_controller(cluster, local_status))
     return registry
 
 

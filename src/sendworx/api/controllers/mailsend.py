@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sendworx.api.controllers.common import STRING, add_common_actions
+from sendworx.api.controllers.common import add_common_actions
 from sendworx.api.controllers.service import (
+    CHANGE_RESULT,
     ServiceDescription,
     cascade_input,
+    cascading,
     service_controller,
 )
 from sendworx.api.errors import ValidationFailed
 from sendworx.api.registry import Action, Caller, Controller, Input
 from sendworx.backends import ServiceBackend
+from sendworx.cluster.manager import ClusterManager
 from sendworx.instance import Instance
 from sendworx.settings import (
     INTEGER_SETTINGS,
@@ -56,9 +59,9 @@ def _integer_input(setting: IntegerSetting) -> Input:
 
 
 def mail_send_controller(
-    instance: Instance, backend: ServiceBackend, local_node: str
+    instance: Instance, backend: ServiceBackend, cluster: ClusterManager
 ) -> Controller:
-    controller = service_controller(OUTBOUND_MAIL, backend, local_node, "MailSend")
+    controller = service_controller(OUTBOUND_MAIL, backend, cluster, "MailSend")
     # Updates are serialised so concurrent requests leave the files of exactly one of them.
     update_lock = asyncio.Lock()
 
@@ -74,12 +77,16 @@ def mail_send_controller(
 
     async def update(caller: Caller, values: dict[str, Any]) -> str:
         changes = {name: value for name, value in values.items() if name != "cascade_to_nodes"}
+
+        def write_and_apply() -> None:
+            write_settings(instance.control_dir, changes)
+            backend.apply_settings()
+
         async with update_lock:
-            try:
-                await asyncio.to_thread(write_settings, instance.control_dir, changes)
+            try:  # one hop to a thread for the writes (fsync) and the engine's reload signal
+                await asyncio.to_thread(write_and_apply)
             except SettingsError as error:  # validated already; a race with the CLI lands here
                 raise ValidationFailed(error.problems) from error
-            await asyncio.to_thread(backend.apply_settings)
         return "Outbound mail settings updated"
 
     inputs = (
@@ -93,7 +100,13 @@ def mail_send_controller(
         cascade_input(),
     )
     controller.add(
-        Action("update", "Update misc outbound mail server settings.", update, inputs, STRING)
+        Action(
+            "update",
+            "Update misc outbound mail server settings.",
+            cascading(OUTBOUND_MAIL.ctrl, "update", update, cluster),
+            inputs,
+            CHANGE_RESULT,
+        )
     )
     add_common_actions(controller, current)
     return controller

@@ -17,9 +17,11 @@ from sendworx.api.controllers.common import (
     parse_flag,
     parse_string,
 )
-from sendworx.api.errors import ActionFailed, ValidationFailed
-from sendworx.api.registry import Action, Caller, Controller, Input
+from sendworx.api.errors import ActionFailed
+from sendworx.api.registry import Action, Caller, Controller, Handler, Input
 from sendworx.backends import ServiceBackend, ServiceError
+from sendworx.client import Call
+from sendworx.cluster.manager import ClusterManager
 
 NOT_APPLICABLE = "##LG_NOT_APPLICABLE##"
 CASCADE_HELP = (
@@ -55,6 +57,16 @@ def node_input(local_node: str) -> Input:
     )
 
 
+# With cascade_to_nodes=1 the payload is {node_id: {status, payload}}, this node first.
+CASCADE_RESULTS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {"status": {"type": "integer"}, "payload": {}},
+        "required": ["status", "payload"],
+    },
+}
+CHANGE_RESULT: dict[str, Any] = {"anyOf": [STRING, CASCADE_RESULTS]}
 SERVICE_INFO: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -69,10 +81,25 @@ SERVICE_INFO: dict[str, Any] = {
 }
 
 
+def cascading(
+    controller_path: str, action_name: str, handler: Handler, cluster: ClusterManager
+) -> Handler:
+    """Runs the action here; with cascade_to_nodes=1, then replays it on every node."""
+
+    async def run(caller: Caller, values: dict[str, Any]) -> Any:
+        result = await handler(caller, values)
+        if not values.get("cascade_to_nodes"):
+            return result
+        replay = {name: value for name, value in values.items() if name != "cascade_to_nodes"}
+        return await cluster.cascade(result, Call(controller_path, action_name, replay))
+
+    return run
+
+
 def service_controller(
     description: ServiceDescription,
     backend: ServiceBackend,
-    local_node: str,
+    cluster: ClusterManager,
     cli_name: str,
 ) -> Controller:
     controller = Controller(description.ctrl, cli_name, description.permissions)
@@ -112,18 +139,24 @@ def service_controller(
 
         return handler
 
-    def on_node(local: Callable[..., Any]) -> Callable[..., Any]:
+    def on_node(action_name: str, local: Handler) -> Handler:
+        """`xxxOnNode`: here for this node's id, else `xxx` through that node's own API."""
+
         async def handler(caller: Caller, values: dict[str, Any]) -> Any:
-            if values["node_id"] not in ("", local_node):
-                raise ValidationFailed({"node_id": f"no node {values['node_id']!r} is registered"})
-            return await local(caller, values)
+            if values["node_id"] in ("", cluster.local_node):
+                return await local(caller, values)
+            return await cluster.run_on(values["node_id"], Call(description.ctrl, action_name))
 
         return handler
 
-    start = control(backend.start, f"{description.service_id} started")
-    stop = control(backend.stop, f"{description.service_id} stopped")
-    restart = control(backend.restart, f"{description.service_id} restarted")
-    node = (node_input(local_node),)
+    def changing(action_name: str, operation: Callable[[], None], done: str) -> Handler:
+        return cascading(description.ctrl, action_name, control(operation, done), cluster)
+
+    service = description.service_id
+    start = changing("start", backend.start, f"{service} started")
+    stop = changing("stop", backend.stop, f"{service} stopped")
+    restart = changing("restart", backend.restart, f"{service} restarted")
+    node = (node_input(cluster.local_node),)
     cascade = (cascade_input(),)
     for action in (
         Action(
@@ -132,7 +165,7 @@ def service_controller(
         Action(
             "isRunningOnNode",
             "Checks if the service is running on a specific node (Clustering only).",
-            on_node(is_running),
+            on_node("isRunning", is_running),
             node,
             BOOLEAN,
         ),
@@ -178,27 +211,27 @@ def service_controller(
             constant(description.page),
             returns=STRING,
         ),
-        Action("restart", "Restarts the service.", restart, cascade, STRING),
+        Action("restart", "Restarts the service.", restart, cascade, CHANGE_RESULT),
         Action(
             "restartOnNode",
             "Restarts the service on a specific node (Clustering only).",
-            on_node(restart),
+            on_node("restart", restart),
             node,
             STRING,
         ),
-        Action("start", "Starts the service.", start, cascade, STRING),
+        Action("start", "Starts the service.", start, cascade, CHANGE_RESULT),
         Action(
             "startOnNode",
             "Starts the service on a specific node (Clustering only).",
-            on_node(start),
+            on_node("start", start),
             node,
             STRING,
         ),
-        Action("stop", "Stops the service.", stop, cascade, STRING),
+        Action("stop", "Stops the service.", stop, cascade, CHANGE_RESULT),
         Action(
             "stopOnNode",
             "Stops the service on a specific node (Clustering only).",
-            on_node(stop),
+            on_node("stop", stop),
             node,
             STRING,
         ),

@@ -1,0 +1,166 @@
+"""The manager's side of clustering: register nodes, run an action on one, or cascade it to all.
+
+Nodes are reached through their own XML-RPC API with sendworx.client, each pinned to the
+certificate it presented when it was registered. Nothing here rolls back: a cascade reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from typing import Any
+
+from sendworx.api.errors import ActionFailed, PartialFailure, ValidationFailed, error_for_reply
+from sendworx.api.registry import Reply
+from sendworx.client import AsyncClient, Call, ClientError, calls, pinned_context
+from sendworx.cluster.store import Node, NodeError, NodeStore, parse_node_address
+
+# The node refused our credentials: worth telling apart from the caller's own 401/403.
+CREDENTIAL_STATUSES = (401, 403)
+
+
+def fingerprint(certificate_pem: str) -> str:
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(certificate_pem)).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+class ClusterManager:
+    def __init__(self, store: NodeStore, local_node: str, timeout: float) -> None:
+        self.store = store
+        self.local_node = local_node
+        self.timeout = timeout
+        # One client per node and event loop, so calls in a burst reuse a TLS connection.
+        # The key includes what the node was registered with: re-registering starts afresh.
+        self._clients: dict[tuple[int, str, str, str], AsyncClient] = {}
+
+    def _client(self, node: Node) -> AsyncClient:
+        loop = id(asyncio.get_running_loop())
+        key = (
+            loop,
+            node.node_id,
+            node.fingerprint,
+            hashlib.sha256(node.api_key.encode()).hexdigest(),
+        )
+        client = self._clients.get(key)
+        if client is None:
+            client = AsyncClient(
+                node.url,
+                node.api_key,
+                verify=pinned_context(node.certificate),
+                timeout=self.timeout,
+            )
+            self._clients[key] = client
+        return client
+
+    def node(self, node_id: str) -> Node:
+        node = self.store.get(node_id)
+        if node is None:
+            raise ValidationFailed({"node_id": f"no node {node_id[:100]!r} is registered"})
+        return node
+
+    async def call(self, node: Node, call: Call[Any]) -> Reply:
+        """One call to one node within the timeout; ClientError when it gives no reply."""
+        try:
+            return await asyncio.wait_for(self._client(node).reply(call), self.timeout)
+        except TimeoutError as error:
+            raise ClientError(f"no answer within {self.timeout:g} s") from error
+
+    async def run_on(self, node_id: str, call: Call[Any]) -> Any:
+        """What the node answered, as if it had been asked directly (`xxxOnNode`)."""
+        node = self.node(node_id)
+        try:
+            reply = await self.call(node, call)
+        except ClientError as error:
+            raise ActionFailed(f"node {node_id}: {error}") from error
+        if reply.status in CREDENTIAL_STATUSES:
+            raise ActionFailed(
+                f"node {node_id} refused the registered API key ({reply.status}: {reply.payload})"
+            )
+        if reply.status != 0:
+            raise error_for_reply(reply.status, reply.payload, reply.reply_code)
+        return reply.payload
+
+    async def cascade(self, local_payload: Any, call: Call[Any]) -> dict[str, Any]:
+        """Replays `call` (never itself cascaded) on every node in parallel, after it succeeded
+        here. Per node: {status, payload}; raises PartialFailure unless every node succeeded."""
+        nodes = self.store.nodes()
+        outcomes = await asyncio.gather(*(self._outcome(node, call) for node in nodes))
+        results: dict[str, Any] = {self.local_node: {"status": 0, "payload": local_payload}}
+        results.update(zip((node.node_id for node in nodes), outcomes, strict=True))
+        if any(result["status"] != 0 for result in outcomes):
+            raise PartialFailure(results)
+        return results
+
+    async def _outcome(self, node: Node, call: Call[Any]) -> dict[str, Any]:
+        try:
+            reply = await self.call(node, call)
+        except ClientError as error:
+            return {"status": 1, "payload": str(error)}
+        if reply.status in CREDENTIAL_STATUSES:
+            return {
+                "status": reply.status,
+                "payload": f"the node refused the registered API key: {reply.payload}",
+            }
+        return {"status": reply.status, "payload": reply.payload}
+
+    async def register(self, address_text: str, api_key: str) -> Node:
+        """Checks that the node answers with this key, and pins the certificate it presents."""
+        try:
+            address = parse_node_address(address_text)
+        except NodeError as error:
+            raise ValidationFailed({"hostname": str(error)}) from error
+        if address.node_id == self.local_node:
+            raise ValidationFailed({"hostname": "is this node itself"})
+        if self.store.get(address.node_id) is not None:
+            raise ValidationFailed({"hostname": f"{address.node_id} is already registered"})
+        try:
+            presented = await asyncio.wait_for(
+                asyncio.to_thread(
+                    ssl.get_server_certificate, (address.host, address.port), timeout=self.timeout
+                ),
+                self.timeout + 1,
+            )
+        except (OSError, TimeoutError, ValueError) as error:
+            raise ValidationFailed(
+                {"hostname": f"cannot reach {address.node_id} over TLS: {error or 'timed out'}"}
+            ) from error
+        node = Node(address.node_id, address.url, api_key, presented, fingerprint(presented))
+        try:
+            reply = await self.call(node, calls.is_running())
+        except ClientError as error:
+            raise ValidationFailed(
+                {"hostname": f"{address.node_id} did not answer: {error}"}
+            ) from error
+        if reply.status in CREDENTIAL_STATUSES:
+            raise ValidationFailed(
+                {"apikey": f"{address.node_id} refused this key ({reply.payload})"}
+            )
+        if reply.status != 0:
+            raise ValidationFailed(
+                {"hostname": f"{address.node_id} answered status {reply.status}"}
+            )
+        self.store.add(node)
+        return node
+
+    async def status(self, local: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every node's state, the manager first: for `sendworx status --cluster`."""
+        nodes = self.store.nodes()
+        answers = await asyncio.gather(*(self._service_info(node) for node in nodes))
+        return [{"node_id": self.local_node, "role": "manager", **local}, *answers]
+
+    async def _service_info(self, node: Node) -> dict[str, Any]:
+        entry: dict[str, Any] = {"node_id": node.node_id, "role": "node", "url": node.url}
+        try:
+            reply = await self.call(node, calls.service_info())
+        except ClientError as error:
+            return {**entry, "reachable": False, "running": None, "error": str(error)}
+        if reply.status != 0 or not isinstance(reply.payload, dict):
+            return {
+                **entry,
+                "reachable": True,
+                "running": None,
+                "error": f"status {reply.status}: {reply.payload}",
+            }
+        running = bool(reply.payload.get("is_running"))
+        return {**entry, "reachable": True, "running": running, "error": ""}

@@ -1,0 +1,226 @@
+"""Clustering with real processes: a manager and three nodes, each its own panel and home.
+
+The manager reaches the nodes only through their XML-RPC API, pinned to their certificates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support.cluster import NODES, Cluster
+from support.dns_server import DNSServer
+from support.net import wait_for
+from support.panel import SEND, Panel, control_file
+
+from sendworx.pidfile import running_pid
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, dns_server: DNSServer) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, 3, dns_port=dns_server.port, timeout=2.0).start()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def registered(cluster: Cluster) -> Cluster:
+    cluster.register_all()
+    return cluster
+
+
+def _fingerprint(panel: Panel) -> str:
+    presented = ssl.get_server_certificate(("127.0.0.1", panel.https_port))
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(presented)).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _engine_running(panel: Panel) -> bool:
+    return running_pid(panel.home.instance.engine_pid_file) is not None
+
+
+def test_registering_pins_each_node_and_keeps_keys_private(registered: Cluster) -> None:
+    listed = registered.manager.call("listClusterNodes", controller=NODES)["payload"]
+    assert [entry["node_id"] for entry in listed] == [
+        Cluster.node_id(node) for node in registered.nodes
+    ]
+    assert [entry["fingerprint"] for entry in listed] == [
+        _fingerprint(node) for node in registered.nodes
+    ]
+    assert all("api_key" not in entry for entry in listed)
+    store = registered.manager.home.home / "panel" / "nodes.json"
+    assert store.stat().st_mode & 0o777 == 0o600
+
+
+def test_registration_refuses_what_it_cannot_verify(cluster: Cluster) -> None:
+    manager, node = cluster.manager, cluster.nodes[0]
+    bad_key = cluster.register(node, key="-----BEGIN INTERWORX API KEY-----\nx\n-----END")
+    assert bad_key["status"] == 11 and bad_key["payload"].split("\n")[1].startswith("apikey: ")
+    node.stop()
+    down = cluster.register(node)
+    assert down["status"] == 11 and "hostname: cannot reach" in down["payload"]
+    plain = manager.call(
+        "add",
+        {"hostname": f"http://127.0.0.1:{node.http_port}", "apikey": node.key},
+        controller=NODES,
+    )
+    assert plain["status"] == 11 and "must use https" in plain["payload"]
+    assert manager.call("listClusterNodes", controller=NODES)["payload"] == []
+
+
+def test_cascaded_update_changes_every_node_and_is_not_cascaded_again(
+    cluster: Cluster,
+) -> None:
+    manager, (first, second, third) = cluster.manager, cluster.nodes
+    cluster.register(first)
+    cluster.register(third)
+    cluster.register(second, on=first)  # first is itself a manager of second
+    reply = manager.call("update", {"concurrency_remote": 42, "cascade_to_nodes": 1})
+    assert reply["status"] == 0, reply
+    assert reply["payload"] == {
+        "sendworx.test": {"status": 0, "payload": "Outbound mail settings updated"},
+        Cluster.node_id(first): {"status": 0, "payload": "Outbound mail settings updated"},
+        Cluster.node_id(third): {"status": 0, "payload": "Outbound mail settings updated"},
+    }
+    for panel in (manager, first, third):
+        assert control_file(panel.home, "concurrencyremote") == "42\n"
+    # first received cascade_to_nodes=0: its own node is untouched.
+    assert control_file(second.home, "concurrencyremote") is None
+
+
+def test_on_node_actions_reach_exactly_that_node(registered: Cluster) -> None:
+    manager, nodes = registered.manager, registered.nodes
+    started = manager.call("start", {"cascade_to_nodes": 1})
+    assert started["status"] == 0, started
+    assert all(_engine_running(panel) for panel in registered.panels)
+    target = Cluster.node_id(nodes[1])
+    stopped = manager.call("stopOnNode", {"node_id": target})
+    assert stopped == {"status": 0, "payload": "send stopped", "reply_code": 205}
+    assert [_engine_running(panel) for panel in registered.panels] == [True, True, False, True]
+    assert manager.call("isRunningOnNode", {"node_id": target})["payload"] is False
+    assert manager.call("isRunningOnNode", {"node_id": "sendworx.test"})["payload"] is True
+    assert manager.call("isRunning")["payload"] is True  # about the manager itself
+    unknown = manager.call("startOnNode", {"node_id": "elsewhere.test"})
+    assert unknown["status"] == 11
+
+
+def _break_down(cluster: Cluster, node: Panel) -> str:
+    node.stop()
+    return "cannot connect"
+
+
+def _break_slow(cluster: Cluster, node: Panel) -> str:
+    assert node.process is not None
+    node.process.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+    return "no answer"
+
+
+def _break_revoked(cluster: Cluster, node: Panel) -> str:
+    subprocess.run(node.home.command("apikey"), check=True, capture_output=True)
+    return "refused the registered API key"
+
+
+@pytest.mark.parametrize(
+    "breakage", [_break_down, _break_slow, _break_revoked], ids=["down", "slow", "revoked"]
+)
+def test_a_failing_node_is_reported_while_the_others_succeed(
+    registered: Cluster, breakage: object
+) -> None:
+    manager, (broken, *healthy) = registered.manager, registered.nodes
+    reason = breakage(registered, broken)  # type: ignore[operator]
+    try:
+        reply = manager.call("update", {"timeout_connect": 33, "cascade_to_nodes": 1})
+    finally:
+        if broken.process is not None and broken.process.poll() is None:
+            broken.process.send_signal(signal.SIGCONT)
+    assert (reply["status"], reply["reply_code"]) == (207, 207)
+    results = reply["payload"]
+    failure = results[Cluster.node_id(broken)]
+    assert failure["status"] != 0 and reason in failure["payload"], failure
+    for node in healthy:
+        assert results[Cluster.node_id(node)]["status"] == 0
+        assert control_file(node.home, "timeoutconnect") == "33\n"
+    assert control_file(manager.home, "timeoutconnect") == "33\n"  # applied here, not rolled back
+    assert control_file(broken.home, "timeoutconnect") is None
+
+
+def test_a_node_presenting_another_certificate_is_refused(registered: Cluster) -> None:
+    manager, node = registered.manager, registered.nodes[0]
+    node.stop()
+    shutil.rmtree(node.home.home / "panel" / "tls")  # a new CA and certificate on restart
+    node.start()
+    reply = manager.call("isRunningOnNode", {"node_id": Cluster.node_id(node)})
+    assert reply["status"] == 1 and "certificate rejected" in reply["payload"]
+    cascade = manager.call("update", {"queue_lifetime": 7200, "cascade_to_nodes": 1})
+    assert cascade["status"] == 207
+    assert "certificate rejected" in cascade["payload"][Cluster.node_id(node)]["payload"]
+    assert control_file(node.home, "queuelifetime") is None
+
+
+def test_cluster_status_lists_every_node(registered: Cluster) -> None:
+    manager, nodes = registered.manager, registered.nodes
+    assert manager.call("startOnNode", {"node_id": Cluster.node_id(nodes[0])})["status"] == 0
+    nodes[2].stop()
+    result = subprocess.run(
+        manager.home.command("status", "--cluster", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    view = {entry["node_id"]: entry for entry in json.loads(result.stdout)["cluster"]}
+    assert view["sendworx.test"]["role"] == "manager"
+    assert view[Cluster.node_id(nodes[0])]["running"] is True
+    assert view[Cluster.node_id(nodes[1])]["running"] is False
+    assert view[Cluster.node_id(nodes[2])]["reachable"] is False
+    response = httpx.post(
+        f"http://127.0.0.1:{manager.http_port}/api/v1{NODES}/listNodeStatus",
+        headers={"Authorization": "Bearer " + " ".join(manager.key.split())},
+    )
+    assert [entry["node_id"] for entry in response.json()["payload"]] == list(view)
+
+
+def test_partial_failure_is_http_502_on_the_json_api(registered: Cluster) -> None:
+    registered.nodes[0].stop()
+    response = httpx.post(
+        f"http://127.0.0.1:{registered.manager.http_port}/api/v1{SEND}/restart",
+        json={"cascade_to_nodes": 1},
+        headers={"Authorization": "Bearer " + " ".join(registered.manager.key.split())},
+        timeout=60,
+    )
+    assert response.status_code == 502
+    body = response.json()
+    assert body["status"] == 207 and body["payload"]["sendworx.test"]["status"] == 0
+    wait_for(lambda: all(_engine_running(node) for node in registered.nodes[1:]))
+    assert os.path.exists(registered.manager.home.instance.engine_pid_file)
+
+
+def test_nodes_are_managed_from_the_command_line(cluster: Cluster) -> None:
+    manager, node = cluster.manager, cluster.nodes[0]
+    key_file = node.home.home / "panel" / "master.key"
+
+    def sendworx(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            manager.home.command("node", *arguments), capture_output=True, text=True, timeout=60
+        )
+
+    added = sendworx("add", Cluster.node_id(node), "--key-file", str(key_file))
+    assert added.returncode == 0 and _fingerprint(node) in added.stdout, added.stderr
+    listed = json.loads(sendworx("list", "--json").stdout)
+    assert [entry["node_id"] for entry in listed] == [Cluster.node_id(node)]
+    again = sendworx("add", Cluster.node_id(node), "--key-file", str(key_file))
+    assert again.returncode == 1 and "already registered" in again.stderr
+    assert sendworx("delete", Cluster.node_id(node)).returncode == 0
+    assert json.loads(sendworx("list", "--json").stdout) == []
+    assert sendworx("delete", Cluster.node_id(node)).returncode == 1

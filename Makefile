@@ -55,6 +55,7 @@ bench: $(STAMP) system-packages
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/relay --postfix
 	$(BIN)/python bench/queue_memory
 	$(BIN)/python bench/api
+	$(BIN)/python bench/cascade
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

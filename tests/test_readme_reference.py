@@ -1,0 +1,117 @@
+"""The README's reference table against the code: no interface, action or status may drift."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from starlette.routing import Route
+
+from sendworx.api.auth import Authenticator
+from sendworx.api.controllers import registry_for
+from sendworx.api.errors import ApiError
+from sendworx.api.registry import SUCCESS_REPLY_CODE, Registry
+from sendworx.cli.main import _parser
+from sendworx.instance import Instance
+from sendworx.panel.app import create_app
+from sendworx.transports.jsonapi import HTTP_STATUS
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADING = "### Reference: every interface, action and status code"
+
+
+def _rows() -> list[tuple[str, str, str, str]]:
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index(HEADING) :].split("\n\n")[2]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        assert len(cells) == 4, line
+        kind, name, where, example = cells
+        rows.append((kind, name.strip("`"), where, example))
+    return rows
+
+
+def _of_kind(kind: str) -> list[tuple[str, str, str]]:
+    return [
+        (name, where, example) for row_kind, name, where, example in _rows() if row_kind == kind
+    ]
+
+
+@pytest.fixture
+def registry_and_auth(tmp_path: Path) -> tuple[Registry, Authenticator]:
+    return registry_for(Instance(tmp_path))
+
+
+def test_every_action_of_every_controller_has_one_row(
+    registry_and_auth: tuple[Registry, Authenticator],
+) -> None:
+    registry, _ = registry_and_auth
+    in_code = {
+        (controller.path, action)
+        for controller in registry.controllers
+        for action in controller.actions
+    }
+    rows = [(where.strip("`"), name) for name, where, _ in _of_kind("action")]
+    assert len(rows) == len(set(rows)), "an action is listed twice"
+    assert set(rows) == in_code
+
+
+def test_action_examples_run_the_action_they_document(
+    registry_and_auth: tuple[Registry, Authenticator],
+) -> None:
+    registry, _ = registry_and_auth
+    for name, where, example in _of_kind("action"):
+        controller = registry.find(where.strip("`"))
+        assert f'"{name}"' in example or f"-a {name}" in example, (name, example)
+        if f"-a {name}" in example:
+            assert f"-unc {controller.cli_name} " in example, (name, example)
+
+
+def _status_classes() -> list[type[ApiError]]:
+    found, pending = [], [ApiError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_status_code_has_one_row_with_its_codes() -> None:
+    rows = {name: where for name, where, _ in _of_kind("status")}
+    expected = {0: (SUCCESS_REPLY_CODE, 200)} | {
+        cls.status: (cls.reply_code, HTTP_STATUS[cls.status]) for cls in _status_classes()
+    }
+    assert set(rows) == {str(status) for status in expected}
+    for status, (reply_code, http) in expected.items():
+        where = rows[str(status)]
+        assert f"reply_code {reply_code}" in where and f"HTTP {http}" in where, (status, where)
+        assert f"exit {0 if status == 0 else 1}" in where
+
+
+def test_every_route_and_command_is_an_interface_row(
+    registry_and_auth: tuple[Registry, Authenticator],
+) -> None:
+    registry, authenticator = registry_and_auth
+    interfaces = " ".join(where for _, where, _ in _of_kind("interface"))
+    for route in create_app(registry, authenticator, 1024).routes:
+        assert isinstance(route, Route)
+        path = route.path.replace("{target:path}", "<controller>/<action>")
+        assert f"`{path}`" in interfaces or f" {path}`" in interfaces, path
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for script in scripts:
+        assert f"`{script}" in interfaces, script
+    subcommands = next(
+        action.choices
+        for action in _parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    friendly = next(
+        where for name, where, _ in _of_kind("interface") if name == "sendworx commands"
+    )
+    for command in re.findall(r"`(?:sendworx )?(\w+)`", friendly):
+        assert command in subcommands, command
+    assert "`sendworx.client`" in interfaces

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from support.instance import SendworxHome
 from support.net import wait_for
-from support.panel import SEND, Panel, control_file
+from support.panel import SEND, STOPPED_SERVICE_INFO, Panel, control_file
 
 from sendworx.api.errors import VALIDATION_HEADER
 from sendworx.pidfile import running_pid
@@ -38,16 +38,7 @@ def test_read_only_actions_answer_exactly_as_the_published_page(panel: Panel) ->
     }
     for action, payload in expected.items():
         assert panel.call(action) == ok(payload), action
-    assert panel.call("listServiceInfo") == ok(
-        {
-            "id": "send",
-            "name": "##LG_OUTBOUND_MAIL##",
-            "ports": "##LG_NOT_APPLICABLE##",
-            "page": "/nodeworx/mail/mta",
-            "ctrl": "/nodeworx/mail/send",
-            "is_running": 0,
-        }
-    )
+    assert panel.call("listServiceInfo") == ok(STOPPED_SERVICE_INFO)
 
 
 def test_payload_types_on_the_wire_are_boolean_and_int(panel: Panel) -> None:

@@ -10,7 +10,7 @@ import pytest
 import requests
 import zeep
 import zeep.xsd
-from support.panel import SEND, Panel, control_file
+from support.panel import SEND, STOPPED_SERVICE_INFO, Panel, control_file
 from support.php import php_route, php_types
 from zeep.transports import Transport
 
@@ -49,14 +49,7 @@ def test_php_gets_arrays_with_php_types(panel: Panel, version: str) -> None:
     info = _php(panel, version, "listServiceInfo")
     assert info["raw"] == {
         "status": 0,
-        "payload": {
-            "id": "send",
-            "name": "##LG_OUTBOUND_MAIL##",
-            "ports": "##LG_NOT_APPLICABLE##",
-            "page": "/nodeworx/mail/mta",
-            "ctrl": "/nodeworx/mail/send",
-            "is_running": 0,
-        },
+        "payload": STOPPED_SERVICE_INFO,
         "reply_code": 205,
     }
     assert php_types(info["result"]) == {

@@ -19,6 +19,15 @@ from support.instance import SendworxHome
 from support.net import free_port, port_open, wait_for
 
 SEND = "/nodeworx/mail/send"
+# listServiceInfo's payload while the engine is stopped, exactly as the spec page shows it.
+STOPPED_SERVICE_INFO = {
+    "id": "send",
+    "name": "##LG_OUTBOUND_MAIL##",
+    "ports": "##LG_NOT_APPLICABLE##",
+    "page": "/nodeworx/mail/mta",
+    "ctrl": "/nodeworx/mail/send",
+    "is_running": 0,
+}
 
 
 class Panel:

@@ -19,7 +19,8 @@ from sendworx.instance import Instance
 from sendworx.pidfile import running_pid
 
 
-def _when(timestamp: float) -> str:
+def when(timestamp: float) -> str:
+    """A UTC time for people; 0 or less is "now" (due at once)."""
     if timestamp <= 0:
         return "now"
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -112,7 +113,7 @@ def list_messages(instance: Instance, as_json: bool) -> int:
         print(
             f"{row['id']}  {row['age']:>5}  {row['size']:>8}  <{row['sender']}>  "
             f"{len(row['pending'])}/{row['recipients']} pending  "
-            f"next {_when(row['next_attempt_at'])}  {last[:80]}"
+            f"next {when(row['next_attempt_at'])}  {last[:80]}"
         )
     return 0
 
@@ -131,7 +132,7 @@ def show(instance: Instance, message_ids: list[str], as_json: bool) -> int:
             continue
         for key, value in described.items():
             if key == "next_attempt_at":
-                value = _when(value)
+                value = when(value)
             print(f"{key}: {value}")
         print()
     return status

@@ -7,27 +7,24 @@ like the API; `--json` prints machine-readable output, a terminal gets rich tabl
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
-from sendworx.api.errors import error_for_reply
-from sendworx.api.registry import Reply
 from sendworx.cli import queue_command
 from sendworx.cli.api_access import AccessDenied, LocalApi
 from sendworx.cli.output import plain_lines, print_json, print_table
 from sendworx.client import ApiError, Call, calls
+from sendworx.client.clients import payload_of
 from sendworx.engine.service import query_engine
 from sendworx.instance import Instance
 
 NODES = "/nodeworx/cluster/nodes"
+T = TypeVar("T")
 
 
-def _run(api: LocalApi, call: Call[Any]) -> Any:
-    reply: Reply = api.reply(call)
-    if reply.status != 0:
-        raise error_for_reply(reply.status, reply.payload, reply.reply_code)
-    return call.convert(reply.payload)
+def _run(api: LocalApi, call: Call[T]) -> T:
+    return payload_of(api.reply(call), call)
 
 
 def _settings(api: LocalApi) -> dict[str, Any]:
@@ -37,10 +34,10 @@ def _settings(api: LocalApi) -> dict[str, Any]:
     return values
 
 
-def _guarded(command: str, body: Any) -> int:
+def _guarded(command: str, body: Callable[[], int]) -> int:
     try:
-        return int(body())
-    except (AccessDenied, ApiError) as error:
+        return body()
+    except (AccessDenied, ApiError, OSError) as error:
         print(f"sendworx {command}: {error}", file=sys.stderr)
         return 1
 
@@ -74,7 +71,7 @@ def status(instance: Instance, as_json: bool, cluster: bool = False) -> int:
             "sendworx",
             {
                 "service": "send (Outbound Mail): " + ("running" if running else "stopped"),
-                "since": _when(since),
+                "since": queue_command.when(since) if since else "-",
                 "queue": f"{queue['messages']} messages, {queue['deferred']} deferred, "
                 f"{queue['bytes']} bytes, oldest {queue['oldest_age'] or '-'}",
                 "settings": report["settings"],
@@ -97,12 +94,6 @@ def _node_state(entry: dict[str, Any]) -> str:
     if entry["running"] is None:
         return f"{entry['role']}: unknown ({entry['error']})"
     return f"{entry['role']}: {'running' if entry['running'] else 'stopped'}"
-
-
-def _when(timestamp: float | None) -> str:
-    if not timestamp:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def control(instance: Instance, action: str, as_json: bool) -> int:
@@ -179,13 +170,13 @@ def settings_set(instance: Instance, assignments: Sequence[str], as_json: bool) 
 
 
 def nodes(
-    instance: Instance, command: str, argument: str | None, key_file: Any, as_json: bool
+    instance: Instance, command: str, argument: str | None, key_file: Path | None, as_json: bool
 ) -> int:
     """`sendworx node add HOST --key-file F`, `node delete NODE_ID`, `node list`."""
 
     def body() -> int:
         api = LocalApi(instance)
-        if command == "add":
+        if command == "add" and key_file is not None:
             inputs = {"hostname": argument, "apikey": key_file.read_text()}
             result: Any = _run(api, calls.route(NODES, "add", inputs))
         elif command == "delete":

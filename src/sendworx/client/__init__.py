@@ -7,39 +7,17 @@
 Statuses other than 0 raise their ApiError subclass; no reply at all raises a ClientError.
 """
 
-from sendworx.client import calls
+from sendworx.client import calls, errors
 from sendworx.client.calls import Call
 from sendworx.client.clients import AsyncClient, Auth, Client, ca_context, pinned_context
-from sendworx.client.errors import (
-    ActionFailed,
-    ApiError,
-    AuthenticationFailed,
-    BadResponse,
-    CertificateRejected,
-    ClientError,
-    PermissionDenied,
-    TimedOut,
-    UnknownAction,
-    Unreachable,
-    ValidationFailed,
-)
+from sendworx.client.errors import *  # noqa: F403 - every exception, as listed in errors.__all__
 
 __all__ = [
-    "ActionFailed",
-    "ApiError",
+    *errors.__all__,
     "AsyncClient",
     "Auth",
-    "AuthenticationFailed",
-    "BadResponse",
     "Call",
-    "CertificateRejected",
     "Client",
-    "ClientError",
-    "PermissionDenied",
-    "TimedOut",
-    "UnknownAction",
-    "Unreachable",
-    "ValidationFailed",
     "ca_context",
     "calls",
     "pinned_context",

@@ -43,6 +43,13 @@ def ca_context(ca_file: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
+def payload_of(reply: Reply, call: Call[T]) -> T:
+    """The call's converted payload; a status other than 0 raises its ApiError subclass."""
+    if reply.status != 0:
+        raise error_for_reply(reply.status, reply.payload, reply.reply_code)
+    return call.convert(reply.payload)
+
+
 class _Base:
     def __init__(self, url: str, auth: Auth) -> None:
         self.url = url if url.rstrip("/").endswith("/xmlrpc") else url.rstrip("/") + "/xmlrpc"
@@ -66,12 +73,6 @@ class _Base:
             raise BadResponse("the reply has no status and payload")
         return Reply(int(struct["status"]), struct["payload"], int(struct.get("reply_code", 0)))
 
-    @staticmethod
-    def _payload(reply: Reply, call: Call[T]) -> T:
-        if reply.status != 0:
-            raise error_for_reply(reply.status, reply.payload, reply.reply_code)
-        return call.convert(reply.payload)
-
 
 class Client(_Base):
     """`with Client(url, key, verify=ca_context(ca)) as api: api.run(is_running())`."""
@@ -94,7 +95,7 @@ class Client(_Base):
 
     def run(self, call: Call[T]) -> T:
         """The payload, converted; a status other than 0 raises its ApiError subclass."""
-        return self._payload(self.reply(call), call)
+        return payload_of(self.reply(call), call)
 
     def login(self) -> str:
         """Trades the credentials for a session id and uses the session from now on."""
@@ -141,7 +142,7 @@ class AsyncClient(_Base):
             raise aiohttp_error(error) from error
 
     async def run(self, call: Call[T]) -> T:
-        return self._payload(await self.reply(call), call)
+        return payload_of(await self.reply(call), call)
 
     async def login(self) -> str:
         session = await self.run(get_session())

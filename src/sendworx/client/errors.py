@@ -15,6 +15,7 @@ from sendworx.api.errors import (
     ActionFailed,
     ApiError,
     AuthenticationFailed,
+    PartialFailure,
     PermissionDenied,
     UnknownAction,
     ValidationFailed,
@@ -27,13 +28,12 @@ __all__ = [
     "BadResponse",
     "CertificateRejected",
     "ClientError",
+    "PartialFailure",
     "PermissionDenied",
     "TimedOut",
     "UnknownAction",
     "Unreachable",
     "ValidationFailed",
-    "aiohttp_error",
-    "client_error",
 ]
 
 

@@ -66,6 +66,13 @@ class ClusterManager:
         except TimeoutError as error:
             raise ClientError(f"no answer within {self.timeout:g} s") from error
 
+    async def forget(self, node_id: str) -> bool:
+        """Removes the node, and closes the connections kept open to it."""
+        removed = self.store.remove(node_id)
+        for key in [key for key in self._clients if key[1] == node_id]:
+            await self._clients.pop(key).aclose()
+        return removed
+
     async def run_on(self, node_id: str, call: Call[Any]) -> Any:
         """What the node answered, as if it had been asked directly (`xxxOnNode`)."""
         node = self.node(node_id)

@@ -291,12 +291,29 @@ def _scalar_text(value: Any) -> tuple[str, str]:
     return "string", escape(str(value).translate(_NOT_XML))
 
 
+def _binding(name: str, prefix: str, version: SoapVersion) -> str:
+    """One RPC/encoded binding of `route`; the WSDL has one per SOAP version."""
+    body = (
+        f'<{prefix}:body use="encoded" namespace="{SERVICE_NAMESPACE}" '
+        f'encodingStyle="{version.encoding}"/>'
+    )
+    return f"""
+  <binding name="{name}" type="tns:InterWorxPortType">
+    <{prefix}:binding style="rpc" transport="http://schemas.xmlsoap.org/soap/http"/>
+    <operation name="route">
+      <{prefix}:operation soapAction="urn:InterWorx#route" style="rpc"/>
+      <input>{body}</input>
+      <output>{body}</output>
+    </operation>
+  </binding>"""
+
+
 def wsdl(location: str) -> bytes:
     """The service description; `location` is where the client reached us (PHP posts there)."""
     address = quoteattr(location)
-    encoded = 'use="encoded" namespace="urn:InterWorx"'
-    soap11_body = f'<soap:body {encoded} encodingStyle="{SOAP_11.encoding}"/>'
-    soap12_body = f'<soap12:body {encoded} encodingStyle="{SOAP_12.encoding}"/>'
+    bindings = _binding("InterWorxBinding", "soap", SOAP_11) + _binding(
+        "InterWorxBinding12", "soap12", SOAP_12
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <definitions name="InterWorx" targetNamespace="{SERVICE_NAMESPACE}"
   xmlns="http://schemas.xmlsoap.org/wsdl/"
@@ -337,22 +354,7 @@ def wsdl(location: str) -> bytes:
       <output message="tns:routeResponse"/>
     </operation>
   </portType>
-  <binding name="InterWorxBinding" type="tns:InterWorxPortType">
-    <soap:binding style="rpc" transport="http://schemas.xmlsoap.org/soap/http"/>
-    <operation name="route">
-      <soap:operation soapAction="urn:InterWorx#route" style="rpc"/>
-      <input>{soap11_body}</input>
-      <output>{soap11_body}</output>
-    </operation>
-  </binding>
-  <binding name="InterWorxBinding12" type="tns:InterWorxPortType">
-    <soap12:binding style="rpc" transport="http://schemas.xmlsoap.org/soap/http"/>
-    <operation name="route">
-      <soap12:operation soapAction="urn:InterWorx#route" style="rpc"/>
-      <input>{soap12_body}</input>
-      <output>{soap12_body}</output>
-    </operation>
-  </binding>
+{bindings}
   <service name="InterWorx">
     <port name="InterWorxPort" binding="tns:InterWorxBinding">
       <soap:address location={address}/>

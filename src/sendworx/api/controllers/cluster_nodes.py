@@ -46,7 +46,7 @@ def cluster_nodes_controller(
         return f"node {node.node_id} added (certificate {node.fingerprint})"
 
     async def delete(caller: Caller, values: dict[str, Any]) -> str:
-        if not cluster.store.remove(values["node_id"]):
+        if not await cluster.forget(values["node_id"]):
             raise ValidationFailed({"node_id": f"no node {values['node_id']!r} is registered"})
         return f"node {values['node_id']} deleted"
 

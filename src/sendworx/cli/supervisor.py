@@ -38,16 +38,25 @@ def _banner(instance: Instance) -> str:
         f"  submission:  smtp://{config.smtpd.listen[0]}:{config.smtpd.port}",
     ]
     if panel.https_port:
-        lines.append(f"  API:         https://{panel.listen}:{panel.https_port}/xmlrpc")
-        lines.append(f"  CA file:     {instance.panel_dir / 'tls' / 'ca.pem'}")
+        base = f"https://{panel.listen}:{panel.https_port}"
+        lines += [
+            f"  XML-RPC:     {base}/xmlrpc",
+            f"  SOAP WSDL:   {base}/soap?wsdl",
+            f"  JSON API:    {base}/api/v1/  (OpenAPI: {base}/api/v1/openapi.json)",
+            f"  CA file:     {instance.panel_dir / 'tls' / 'ca.pem'}",
+        ]
     if panel.http_port:
-        lines.append(f"  API (plain): http://{panel.listen}:{panel.http_port}/xmlrpc")
+        lines.append(
+            f"  API (plain): http://{panel.listen}:{panel.http_port}/xmlrpc, /soap, /api/v1/"
+        )
     lines += [
         f"  API key:     {instance.master_key_file} (master user, mode 0600)",
         f"  metrics:     http://{config.metrics.listen}:{config.metrics.port}/metrics",
         f"  logs:        {instance.log_dir}",
         "Send a test message:",
         f"  printf 'Subject: hello\\n\\nhi\\n' | {sendworx} sendmail you@example.com",
+        "See the service, the queue and the settings:",
+        f"  {sendworx} status",
     ]
     if panel.http_port:
         lines += [

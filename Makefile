@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # smtp-sink and smtp-source (Postfix) are the real SMTP peers of the tests and benchmarks;
-# PHP's SoapClient (php-cli, php-soap) is the real SOAP client most integrations use.
+# PHP's SoapClient (php-cli, php-soap) and xmlrpc extension (php-xmlrpc) are the real clients
+# most integrations use.
 system-packages:
 	@export PATH="$$PATH:/usr/sbin"; \
 	if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \
@@ -28,12 +29,12 @@ system-packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postfix >/dev/null; \
 	fi; \
-	if ! php -m 2>/dev/null | grep -qx soap; then \
-		echo "installing Debian's php-cli and php-soap for the SOAP tests"; \
+	if ! php -m 2>/dev/null | grep -qx soap || ! php -m | grep -qx xmlrpc; then \
+		echo "installing Debian's php-cli, php-soap and php-xmlrpc for the API tests"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq php-cli php-soap >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq php-cli php-soap php-xmlrpc >/dev/null; \
 	fi; \
-	command -v smtp-sink >/dev/null && php -m | grep -qx soap
+	command -v smtp-sink >/dev/null && php -m | grep -qx soap && php -m | grep -qx xmlrpc
 
 run: $(STAMP)
 	$(BIN)/sendworx init

@@ -15,6 +15,7 @@ import pytest
 from support.instance import SendworxHome
 from support.net import wait_for
 from support.panel import SEND, STOPPED_SERVICE_INFO, Panel, control_file
+from support.php import php_xmlrpc_route
 
 from sendworx.api.errors import VALIDATION_HEADER
 from sendworx.pidfile import running_pid
@@ -360,3 +361,24 @@ def test_a_configured_certificate_replaces_the_generated_one(
         assert not (home.home / "panel" / "tls").exists()
     finally:
         panel.close()
+
+
+def test_php_xmlrpc_extension_clients_work_unchanged(panel: Panel) -> None:
+    """Older PHP integrations call iworx.route through PHP's xmlrpc extension."""
+    url = f"https://127.0.0.1:{panel.https_port}/xmlrpc"
+    request = {"auth": panel.key, "controller": SEND}
+    running = php_xmlrpc_route(url, panel.ca, {**request, "action": "isRunning", "input": []})
+    assert running["reply"] == {"status": 0, "payload": False, "reply_code": 205}
+    assert running["types"] == {"status": "integer", "payload": "boolean", "reply_code": "integer"}
+    updated = php_xmlrpc_route(
+        url,
+        panel.ca,
+        {**request, "action": "update", "input": {"concurrency_remote": "12", "perms": ["EMAIL"]}},
+    )
+    assert updated["reply"]["status"] == 0
+    assert control_file(panel.home, "concurrencyremote") == "12\n"
+    invalid = php_xmlrpc_route(
+        url, panel.ca, {**request, "action": "update", "input": {"timeout_remote": "x"}}
+    )
+    assert invalid["reply"]["status"] == 11
+    assert invalid["reply"]["payload"].endswith("\ntimeout_remote: must be an integer")

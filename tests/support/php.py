@@ -1,4 +1,5 @@
-"""PHP's SoapClient, run as a real process against a panel (Debian's php-cli and php-soap)."""
+"""PHP's SoapClient and xmlrpc extension, run as real processes against a panel (Debian's
+php-cli, php-soap and php-xmlrpc)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,22 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-SCRIPT = Path(__file__).parent.parent / "php" / "route.php"
+SCRIPTS = Path(__file__).parent.parent / "php"
 
 
 def php_route(wsdl_url: str, version: str, ca_file: Path, request: dict[str, Any]) -> Any:
     """What PHP returned (`raw`) and how PHP typed it (`result`), or the SOAP fault it raised."""
+    return _php("route.php", [wsdl_url, version, str(ca_file)], request)
+
+
+def php_xmlrpc_route(url: str, ca_file: Path, request: dict[str, Any]) -> Any:
+    """What PHP's xmlrpc extension decoded (`reply`) and PHP's type for each key (`types`)."""
+    return _php("xmlrpc_route.php", [url, str(ca_file)], request)
+
+
+def _php(script: str, arguments: list[str], request: dict[str, Any]) -> Any:
     completed = subprocess.run(
-        ["php", str(SCRIPT), wsdl_url, version, str(ca_file)],
+        ["php", str(SCRIPTS / script), *arguments],
         input=json.dumps(request),
         capture_output=True,
         text=True,

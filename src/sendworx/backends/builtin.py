@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from sendworx.backends import ServiceError
+from sendworx.backends.exit_watch import ExitWatch
 from sendworx.engine.service import query_engine
 from sendworx.instance import Instance
 from sendworx.pidfile import running_pid
@@ -32,6 +33,7 @@ class BuiltinBackend:
         self._children: list[subprocess.Popen[bytes]] = []
         self._answered: tuple[int, float] | None = None  # (pid, monotonic time it answered)
         self._pid_path = str(instance.engine_pid_file)
+        self._exit_watch = ExitWatch()
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -74,18 +76,19 @@ class BuiltinBackend:
         return pid is not None
 
     def is_running_now(self) -> bool | None:
-        """False at once when nobody holds the engine's lock (kill -9 frees it); True while
-        the lock holder answered a probe less than a second ago; None: probe needed."""
+        """True while the engine that answered a probe less than a second ago still runs
+        (its exit, kill -9 included, shows at once); False at once when nobody holds the
+        engine's lock; None: probe needed."""
+        answered = self._answered
+        fresh = answered is not None and time.monotonic() - answered[1] < LIVENESS_TTL_SECONDS
+        if answered is not None and fresh and self._exit_watch.alive(answered[0]):
+            # The common case, on every monitoring poll: one poll of a pidfd, no file work.
+            return True
         pid = self._engine_pid()
         if pid is None:
             return False
-        answered = self._answered
-        if (
-            answered
-            and answered[0] == pid
-            and time.monotonic() - answered[1] < LIVENESS_TTL_SECONDS
-        ):
-            return True
+        if answered is not None and fresh and answered[0] == pid:
+            return True  # where pidfds are missing: the lock check above told us
         return None
 
     def start(self) -> None:

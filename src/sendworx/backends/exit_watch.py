@@ -1,0 +1,45 @@
+"""Knows at once when a process has exited, without a system call per question.
+
+A pidfd (Linux 5.3+) becomes readable when its process exits, zombie or not, and cannot be
+fooled by pid reuse. One zero-timeout poll answers; where pidfds are missing, the caller's
+slower check (the engine's pid lock) is used instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+
+
+class ExitWatch:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the panel asks from its loop and from worker threads
+        self._pid: int | None = None
+        self._fd: int | None = None
+
+    def alive(self, pid: int) -> bool | None:
+        """True while `pid` runs, False once it has exited, None when we cannot tell."""
+        with self._lock:
+            if self._pid != pid:
+                self._close()
+                try:
+                    self._fd = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    return False
+                except (OSError, AttributeError):
+                    return None
+                self._pid = pid
+            assert self._fd is not None
+            exited, _, _ = select.select([self._fd], [], [], 0)
+            if exited:
+                self._close()
+                return False
+            return True
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._pid = self._fd = None

@@ -101,6 +101,10 @@ def test_nodeworx_failures_exit_non_zero_and_change_nothing(initialised: Sendwor
     assert (unknown.returncode, "unknown controller" in unknown.stderr) == (1, True)
     stray = _nodeworx(initialised, "-u", "-n", "-c", "MailSend", "-a", "update", "stray")
     assert stray.returncode == 2
+    (initialised.home / "sendworx.toml").write_text("helo_name = [\n")
+    broken = _nodeworx(initialised, "-u", "-n", "-c", "MailSend", "-a", "isRunning")
+    assert broken.returncode == 1 and broken.stderr.startswith("nodeworx: "), broken.stderr
+    assert "not valid TOML" in broken.stderr and "Traceback" not in broken.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")

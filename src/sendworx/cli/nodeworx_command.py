@@ -17,6 +17,7 @@ from typing import Any
 from sendworx.cli.api_access import AccessDenied, ApiAccess, LocalApi, RemoteApi
 from sendworx.cli.output import plain_lines, print_json
 from sendworx.client import ClientError, calls
+from sendworx.config import ConfigError
 from sendworx.instance import Instance, default_home
 
 
@@ -72,7 +73,7 @@ def run(argv: Sequence[str], prog: str = "nodeworx", home: Path | None = None) -
     try:
         access = _access(arguments)
         reply = access.reply(calls.route(arguments.controller, arguments.action, inputs))
-    except (AccessDenied, ClientError, OSError) as error:
+    except (AccessDenied, ClientError, ConfigError, OSError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
     if arguments.json:

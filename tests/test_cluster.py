@@ -179,6 +179,7 @@ def test_cluster_status_lists_every_node(registered: Cluster) -> None:
         timeout=60,
         check=True,
     )
+    assert "Unclosed" not in result.stderr, result.stderr  # connections to nodes were closed
     view = {entry["node_id"]: entry for entry in json.loads(result.stdout)["cluster"]}
     assert view["sendworx.test"]["role"] == "manager"
     assert view[Cluster.node_id(nodes[0])]["running"] is True

@@ -11,7 +11,7 @@ import pytest
 from starlette.routing import Route
 
 from sendworx.api.auth import Authenticator
-from sendworx.api.controllers import registry_for
+from sendworx.api.controllers import api_for
 from sendworx.api.errors import ApiError
 from sendworx.api.registry import SUCCESS_REPLY_CODE, Registry
 from sendworx.cli.main import _parser
@@ -43,7 +43,8 @@ def _of_kind(kind: str) -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def registry_and_auth(tmp_path: Path) -> tuple[Registry, Authenticator]:
-    return registry_for(Instance(tmp_path))
+    api = api_for(Instance(tmp_path))
+    return api.registry, api.authenticator
 
 
 def test_every_action_of_every_controller_has_one_row(

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from sendworx.api.controllers import registry_for
+from sendworx.api.controllers import api_for
 from sendworx.api.registry import Caller, Reply
 from sendworx.api.users import UserStore
 from sendworx.client import Call, Client, ca_context
@@ -21,6 +21,8 @@ class AccessDenied(Exception):
 
 class ApiAccess(Protocol):
     def reply(self, call: Call[Any]) -> Reply: ...
+
+    def close(self) -> None: ...
 
 
 class LocalApi:
@@ -47,12 +49,27 @@ class LocalApi:
         if master is None:
             raise AccessDenied(f"no master user in {instance.home}; run `sendworx init` first")
         self._caller = Caller(master.email, frozenset(master.permissions), True, "cli")
-        self._registry, _ = registry_for(instance)
+        self._api = api_for(instance)
+        # One event loop for every call, so connections to cluster nodes are reused and
+        # closed by close(), before the loop ends.
+        self._runner = asyncio.Runner()
 
     def reply(self, call: Call[Any]) -> Reply:
-        return asyncio.run(
-            self._registry.run(self._caller, call.controller, call.action, dict(call.input))
+        return self._runner.run(
+            self._api.registry.run(self._caller, call.controller, call.action, dict(call.input))
         )
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._api.cluster.aclose())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> LocalApi:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
 
 
 class RemoteApi:
@@ -64,3 +81,6 @@ class RemoteApi:
 
     def reply(self, call: Call[Any]) -> Reply:
         return self._client.reply(call)
+
+    def close(self) -> None:
+        self._client.close()

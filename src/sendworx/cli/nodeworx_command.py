@@ -72,7 +72,10 @@ def run(argv: Sequence[str], prog: str = "nodeworx", home: Path | None = None) -
         return 2
     try:
         access = _access(arguments)
-        reply = access.reply(calls.route(arguments.controller, arguments.action, inputs))
+        try:
+            reply = access.reply(calls.route(arguments.controller, arguments.action, inputs))
+        finally:
+            access.close()
     except (AccessDenied, ClientError, ConfigError, OSError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 1

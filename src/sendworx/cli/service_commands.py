@@ -34,17 +34,18 @@ def _settings(api: LocalApi) -> dict[str, Any]:
     return values
 
 
-def _guarded(command: str, body: Callable[[], int]) -> int:
+def _with_api(instance: Instance, command: str, body: Callable[[LocalApi], int]) -> int:
+    """Runs `body` with the local API (closed afterwards); a refusal is one line, exit 1."""
     try:
-        return body()
+        with LocalApi(instance) as api:
+            return body(api)
     except (AccessDenied, ApiError, OSError) as error:
         print(f"sendworx {command}: {error}", file=sys.stderr)
         return 1
 
 
 def status(instance: Instance, as_json: bool, cluster: bool = False) -> int:
-    def body() -> int:
-        api = LocalApi(instance)
+    def body(api: LocalApi) -> int:
         running = _run(api, calls.is_running())
         since = None
         if running:
@@ -85,7 +86,7 @@ def status(instance: Instance, as_json: bool, cluster: bool = False) -> int:
             )
         return 0
 
-    return _guarded("status", body)
+    return _with_api(instance, "status", body)
 
 
 def _node_state(entry: dict[str, Any]) -> str:
@@ -100,27 +101,27 @@ def control(instance: Instance, action: str, as_json: bool) -> int:
     """start, stop or restart; prints what the API answered."""
     builders = {"start": calls.start, "stop": calls.stop, "restart": calls.restart}
 
-    def body() -> int:
-        message = _run(LocalApi(instance), builders[action]())
+    def body(api: LocalApi) -> int:
+        message = _run(api, builders[action]())
         if as_json:
             print_json({"action": action, "result": message})
         else:
             print(message)
         return 0
 
-    return _guarded(action, body)
+    return _with_api(instance, action, body)
 
 
 def settings(instance: Instance, as_json: bool) -> int:
-    def body() -> int:
-        values = _settings(LocalApi(instance))
+    def body(api: LocalApi) -> int:
+        values = _settings(api)
         if as_json:
             print_json(values)
         else:
             print_table("Outbound Mail settings", values)
         return 0
 
-    return _guarded("settings", body)
+    return _with_api(instance, "settings", body)
 
 
 def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
@@ -146,8 +147,7 @@ def settings_set(instance: Instance, assignments: Sequence[str], as_json: bool) 
         print(f"sendworx settings set: {error}", file=sys.stderr)
         return 2
 
-    def body() -> int:
-        api = LocalApi(instance)
+    def body(api: LocalApi) -> int:
         known = set(_settings(api))
         unknown = sorted(set(changes) - known)
         if unknown:
@@ -166,7 +166,7 @@ def settings_set(instance: Instance, assignments: Sequence[str], as_json: bool) 
                 print(f"  {line}")
         return 0
 
-    return _guarded("settings set", body)
+    return _with_api(instance, "settings set", body)
 
 
 def nodes(
@@ -174,8 +174,7 @@ def nodes(
 ) -> int:
     """`sendworx node add HOST --key-file F`, `node delete NODE_ID`, `node list`."""
 
-    def body() -> int:
-        api = LocalApi(instance)
+    def body(api: LocalApi) -> int:
         if command == "add" and key_file is not None:
             inputs = {"hostname": argument, "apikey": key_file.read_text()}
             result: Any = _run(api, calls.route(NODES, "add", inputs))
@@ -192,4 +191,4 @@ def nodes(
             print(result)
         return 0
 
-    return _guarded(f"node {command}", body)
+    return _with_api(instance, f"node {command}", body)

@@ -30,19 +30,13 @@ class ClusterManager:
         self.store = store
         self.local_node = local_node
         self.timeout = timeout
-        # One client per node and event loop, so calls in a burst reuse a TLS connection.
-        # The key includes what the node was registered with: re-registering starts afresh.
-        self._clients: dict[tuple[int, str, str, str], AsyncClient] = {}
+        # One client per node as registered (key and pinned certificate included), so calls
+        # in a burst reuse a TLS connection and re-registering starts afresh. The clients
+        # belong to the event loop that made them: one manager serves one loop.
+        self._clients: dict[Node, AsyncClient] = {}
 
     def _client(self, node: Node) -> AsyncClient:
-        loop = id(asyncio.get_running_loop())
-        key = (
-            loop,
-            node.node_id,
-            node.fingerprint,
-            hashlib.sha256(node.api_key.encode()).hexdigest(),
-        )
-        client = self._clients.get(key)
+        client = self._clients.get(node)
         if client is None:
             client = AsyncClient(
                 node.url,
@@ -50,8 +44,14 @@ class ClusterManager:
                 verify=pinned_context(node.certificate),
                 timeout=self.timeout,
             )
-            self._clients[key] = client
+            self._clients[node] = client
         return client
+
+    async def aclose(self) -> None:
+        """Closes every connection kept to a node (before the event loop ends)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     def node(self, node_id: str) -> Node:
         node = self.store.get(node_id)
@@ -69,8 +69,8 @@ class ClusterManager:
     async def forget(self, node_id: str) -> bool:
         """Removes the node, and closes the connections kept open to it."""
         removed = self.store.remove(node_id)
-        for key in [key for key in self._clients if key[1] == node_id]:
-            await self._clients.pop(key).aclose()
+        for node in [node for node in self._clients if node.node_id == node_id]:
+            await self._clients.pop(node).aclose()
         return removed
 
     async def run_on(self, node_id: str, call: Call[Any]) -> Any:

@@ -10,9 +10,8 @@ import signal
 from collections.abc import Iterator
 
 import uvicorn
-from starlette.applications import Starlette
 
-from sendworx.api.controllers import registry_for
+from sendworx.api.controllers import api_for
 from sendworx.instance import Instance
 from sendworx.panel.app import create_app
 from sendworx.panel.tls import TlsFiles, ensure_certificates, host_names
@@ -34,14 +33,10 @@ def tls_files(instance: Instance) -> TlsFiles:
     return ensure_certificates(instance.panel_dir / "tls", host_names([instance.config.helo_name]))
 
 
-def build_app(instance: Instance) -> Starlette:
-    registry, authenticator = registry_for(instance)
-    return create_app(registry, authenticator, instance.config.panel.max_request_bytes)
-
-
 async def serve_panel(instance: Instance) -> None:
     panel = instance.config.panel
-    app = build_app(instance)
+    api = api_for(instance)
+    app = create_app(api.registry, api.authenticator, panel.max_request_bytes)
     common = {"host": panel.listen, "log_level": "warning", "access_log": False, "lifespan": "off"}
     servers = []
     if panel.https_port:
@@ -78,4 +73,5 @@ async def serve_panel(instance: Instance) -> None:
         panel.http_port or "off",
     )
     await asyncio.gather(*(server.serve() for server in servers))
+    await api.cluster.aclose()
     log.info("panel stopped")

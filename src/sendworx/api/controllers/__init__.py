@@ -1,10 +1,11 @@
-"""The controllers sendworx serves; `build_registry` wires them to one instance.
+"""The controllers sendworx serves; `api_for` wires them to one instance.
 
 Each module defines its controller's actions once; transports never add behaviour.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sendworx.api.auth import Authenticator, FailureTracker
@@ -23,14 +24,22 @@ from sendworx.instance import Instance
 _SYSTEM = Caller("sendworx", frozenset(), True, "local")
 
 
+@dataclass(frozen=True)
+class InstanceApi:
+    """What one instance serves. `cluster` keeps connections to nodes open: whoever runs the
+    event loop closes them with `cluster.aclose()` before the loop ends."""
+
+    registry: Registry
+    authenticator: Authenticator
+    cluster: ClusterManager
+
+
 def build_registry(
-    instance: Instance, backend: ServiceBackend, authenticator: Authenticator, node_id: str
+    instance: Instance,
+    backend: ServiceBackend,
+    authenticator: Authenticator,
+    cluster: ClusterManager,
 ) -> Registry:
-    cluster = ClusterManager(
-        NodeStore(instance.panel_dir / "nodes.json"),
-        node_id,
-        instance.config.cluster.timeout_seconds,
-    )
     mail_send = mail_send_controller(instance, backend, cluster)
 
     async def local_status() -> dict[str, Any]:
@@ -44,8 +53,8 @@ def build_registry(
     return registry
 
 
-def registry_for(instance: Instance) -> tuple[Registry, Authenticator]:
-    """The registry and authenticator the panel serves, built the same for the local CLI."""
+def api_for(instance: Instance) -> InstanceApi:
+    """What the panel serves, built the same for the local CLI."""
     panel = instance.config.panel
     authenticator = Authenticator(
         UserStore(instance.panel_dir / "users.json"),
@@ -54,6 +63,10 @@ def registry_for(instance: Instance) -> tuple[Registry, Authenticator]:
             panel.max_failures, panel.failure_window_seconds, panel.lockout_seconds
         ),
     )
-    node_id = panel.node_id or instance.config.helo_name
-    registry = build_registry(instance, BuiltinBackend(instance), authenticator, node_id)
-    return registry, authenticator
+    cluster = ClusterManager(
+        NodeStore(instance.panel_dir / "nodes.json"),
+        panel.node_id or instance.config.helo_name,
+        instance.config.cluster.timeout_seconds,
+    )
+    registry = build_registry(instance, BuiltinBackend(instance), authenticator, cluster)
+    return InstanceApi(registry, authenticator, cluster)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import time
@@ -307,6 +308,38 @@ def test_repeated_failures_lock_the_address_out(home: SendworxHome) -> None:
         assert locked["status"] == 401 and "too many failed attempts" in locked["payload"]
         time.sleep(1.6)
         assert panel.call("isRunning") == ok(False)
+    finally:
+        panel.close()
+
+
+def _post_with_forwarded_for(panel: Panel, auth: Any, forwarded_for: str) -> Any:
+    body = xmlrpc.client.dumps((auth, SEND, "isRunning", {}), "iworx.route").encode()
+    connection = http.client.HTTPConnection("127.0.0.1", panel.http_port, timeout=30)
+    connection.request(
+        "POST", "/xmlrpc", body, {"Content-Type": "text/xml", "X-Forwarded-For": forwarded_for}
+    )
+    return xmlrpc.client.loads(connection.getresponse().read())[0][0]
+
+
+def test_a_forged_forwarded_for_neither_escapes_lockout_nor_enters_the_audit_log(
+    home: SendworxHome,
+) -> None:
+    panel = Panel(home, max_failures=3, lockout_seconds=30).start()
+    try:
+        guesses = [{"email": panel.email, "password": f"guess {n}"} for n in range(4)]
+        replies = [_post_with_forwarded_for(panel, g, f"10.9.9.{n}") for n, g in enumerate(guesses)]
+        assert "too many failed attempts from 127.0.0.1" in replies[-1]["payload"]
+        assert "10.9.9." not in home.log_text("panel")
+    finally:
+        panel.close()
+
+
+def test_a_trusted_proxy_names_the_client(home: SendworxHome) -> None:
+    panel = Panel(home, trusted_proxies=["127.0.0.1"]).start()
+    try:
+        reply = _post_with_forwarded_for(panel, "wrong key", "192.0.2.7")
+        assert reply["status"] == 401
+        wait_for(lambda: "peer=192.0.2.7" in home.log_text("panel"))
     finally:
         panel.close()
 

@@ -80,6 +80,10 @@ class PanelConfig(_Section):
     failure_window_seconds: float = Field(default=60.0, gt=0)
     lockout_seconds: float = Field(default=60.0, ge=0)
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses whose X-Forwarded-For is believed; none by default",
+    )
 
 
 class ClusterConfig(_Section):
@@ -157,6 +161,8 @@ DEFAULT_CONFIG_TEXT = """\
 # failure_window_seconds = 60
 # lockout_seconds = 60      # ...lock it out this long
 # max_request_bytes = 10485760
+# trusted_proxies = []      # e.g. ["127.0.0.1"] behind a local reverse proxy: only these
+#                           # may name the client in X-Forwarded-For (lockouts, audit log)
 
 [cluster]
 # timeout_seconds = 10      # a node that takes longer is reported as timed out

@@ -37,7 +37,16 @@ async def serve_panel(instance: Instance) -> None:
     panel = instance.config.panel
     api = api_for(instance)
     app = create_app(api.registry, api.authenticator, panel.max_request_bytes)
-    common = {"host": panel.listen, "log_level": "warning", "access_log": False, "lifespan": "off"}
+    common = {
+        "host": panel.listen,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        # The peer address decides lockouts and goes into the audit log: believe a forwarded
+        # one only from a proxy the operator named (uvicorn would trust any local client).
+        "proxy_headers": bool(panel.trusted_proxies),
+        "forwarded_allow_ips": panel.trusted_proxies or None,
+    }
     servers = []
     if panel.https_port:
         tls = tls_files(instance)

@@ -133,6 +133,9 @@ class Registry:
 
     def find(self, name: str) -> Controller:
         """`/nodeworx/mail/send`, `nodeworx/mail/send` and `MailSend` name the same controller."""
+        controller = self._controllers.get(name)  # as registered: the common case
+        if controller is not None:
+            return controller
         key = name.strip().lower()
         controller = self._controllers.get(key) or self._controllers.get("/" + key)
         if controller is None:

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -18,11 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sendworx.durable import atomic_write
+from sendworx.watched_file import WatchedFile
 
 KEY_HEADER = "-----BEGIN INTERWORX API KEY-----"
 KEY_FOOTER = "-----END INTERWORX API KEY-----"
 PERMISSIONS = frozenset({"EMAIL", "SERVICES", "CLUSTER"})
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_CACHED_KEYS = 256
+_CACHED_KEY_CHARS = 1024  # an armored key is about 330; longer texts are never stored
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
@@ -79,32 +81,35 @@ class User:
     created: float = field(default_factory=time.time)
 
 
+def _parse_users(content: bytes) -> tuple[dict[str, User], dict[str, User]]:
+    document = json.loads(content)
+    users = {entry["email"].lower(): User(**entry) for entry in document["users"]}
+    by_digest = {digest: user for user in users.values() for digest in user.key_digests}
+    return users, by_digest
+
+
 class UserStore:
     """Reads the file on every change so the CLI and a running panel never overwrite each other."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._path_text = str(path)  # os.stat on a str: this runs on every API request
         self._lock = threading.Lock()
-        self._cache: tuple[int, dict[str, User]] | None = None
+        self._file = WatchedFile(str(path), _parse_users)  # checked on every API request
+        # Digests of key texts seen lately: the same few keys arrive on every request.
+        self._digests: dict[str, str] = {}
+
+    def _load_both(self) -> tuple[dict[str, User], dict[str, User]]:
+        """Users by lowercase e-mail, and by key digest."""
+        return self._file.current() or ({}, {})
 
     def _load(self) -> dict[str, User]:
-        try:
-            stamp = os.stat(self._path_text).st_mtime_ns
-        except FileNotFoundError:
-            return {}
-        if self._cache is not None and self._cache[0] == stamp:
-            return self._cache[1]
-        document = json.loads(self.path.read_text())
-        users = {entry["email"].lower(): User(**entry) for entry in document["users"]}
-        self._cache = (stamp, users)
-        return users
+        return self._load_both()[0]
 
     def _save(self, users: dict[str, User]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         document = {"users": [asdict(user) for user in users.values()]}
         atomic_write(self.path, json.dumps(document, indent=1).encode(), mode=0o600)
-        self._cache = None
+        self._file.forget()
 
     def users(self) -> list[User]:
         return list(self._load().values())
@@ -157,11 +162,13 @@ class UserStore:
         return key
 
     def user_for_key(self, key_text: str) -> User | None:
-        """Constant-time comparison against every stored digest."""
-        candidate = key_digest(key_text)
-        found = None
-        for user in self._load().values():
-            for digest in user.key_digests:
-                if hmac.compare_digest(candidate, digest):
-                    found = user
-        return found
+        """Looked up by the SHA-256 digest of the key: the time a lookup takes depends on the
+        digest of what the caller sent, never on how much of a stored key it matched."""
+        candidate = self._digests.get(key_text)
+        if candidate is None:
+            candidate = key_digest(key_text)
+            if len(key_text) <= _CACHED_KEY_CHARS:
+                if len(self._digests) >= _CACHED_KEYS:
+                    self._digests.clear()  # many different keys: someone is guessing
+                self._digests[key_text] = candidate
+        return self._load_both()[1].get(candidate)

@@ -18,6 +18,7 @@ class ExitWatch:
         self._lock = threading.Lock()  # the panel asks from its loop and from worker threads
         self._pid: int | None = None
         self._fd: int | None = None
+        self._poll = select.poll()
 
     def alive(self, pid: int) -> bool | None:
         """True while `pid` runs, False once it has exited, None when we cannot tell."""
@@ -31,9 +32,9 @@ class ExitWatch:
                 except (OSError, AttributeError):
                     return None
                 self._pid = pid
-            assert self._fd is not None
-            exited, _, _ = select.select([self._fd], [], [], 0)
-            if exited:
+                self._poll = select.poll()
+                self._poll.register(self._fd, select.POLLIN)
+            if self._poll.poll(0):
                 self._close()
                 return False
             return True

@@ -13,7 +13,7 @@ from sendworx.api.registry import Registry
 from sendworx.panel.dispatch import Dispatcher
 from sendworx.panel.json_endpoint import json_endpoints
 from sendworx.panel.soap_endpoint import soap_endpoint
-from sendworx.panel.xmlrpc_endpoint import xmlrpc_endpoint
+from sendworx.panel.xmlrpc_endpoint import XmlRpcEndpoint
 from sendworx.transports.jsonapi import PREFIX
 
 
@@ -25,7 +25,7 @@ def create_app(
     json_action, openapi = json_endpoints(dispatcher)
     return Starlette(
         routes=[
-            Route("/xmlrpc", xmlrpc_endpoint(dispatcher), methods=["POST"]),
+            Route("/xmlrpc", XmlRpcEndpoint(dispatcher), methods=["POST"]),
             Route("/soap", soap, methods=["GET", "POST"]),
             Route("/nodeworx/soap", soap, methods=["GET", "POST"]),
             Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"]),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from sendworx.api.auth import Authenticator
 from sendworx.api.errors import ApiError
@@ -27,22 +28,33 @@ def drain_limit(limit: int) -> int:
     return max(limit * 8, 64 * 1024 * 1024)
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
+async def read_body(receive: Receive, declared: str, limit: int) -> bytes:
+    """The request body, at most `limit` bytes; TooLarge (after draining) for more.
+
+    `declared` is the Content-Length header as sent, or "" for a chunked body.
+    """
     if declared.isdigit() and int(declared) > drain_limit(limit):
         raise TooLarge
-    if declared.isdigit() and int(declared) <= limit:
-        return await request.body()  # the common case: a declared, acceptable length
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > drain_limit(limit):
             raise TooLarge
         if size <= limit:
             chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     if size > limit:
         raise TooLarge
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    return await read_body(request.receive, request.headers.get("content-length", ""), limit)
 
 
 def peer_of(request: Request) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import xmlrpc.client
 
@@ -141,3 +142,15 @@ def test_a_corrupt_users_file_answers_in_the_api_format(panel: Panel) -> None:
     reply = panel.call("isRunning")
     assert (reply["status"], reply["reply_code"]) == (1, 500)
     assert "authentication failed unexpectedly" in panel.home.log_text("panel")
+
+
+@pytest.mark.parametrize("path", ["/xmlrpc", "/soap", f"/api/v1{SEND}/isRunning"])
+def test_a_client_leaving_mid_body_costs_no_traceback(panel: Panel, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", panel.http_port)) as connection:
+        connection.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+            "Content-Length: 1000\r\n\r\n<methodCall>".encode()
+        )
+    _still_answers(panel)
+    stderr = (panel.home.home / "panel.stderr").read_text(errors="replace")
+    assert "Traceback" not in stderr and "ClientDisconnect" not in stderr

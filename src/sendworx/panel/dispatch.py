@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import Receive
 
 from sendworx.api.auth import Authenticator
@@ -21,6 +22,10 @@ READ_ONLY_PREFIXES = ("is", "list", "query", "getSession")
 
 class TooLarge(Exception):
     pass
+
+
+# What an endpoint returns for a client that left mid-request: never sent, nothing logged.
+GONE = Response(status_code=400)
 
 
 def drain_limit(limit: int) -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from sendworx.api.errors import ApiError, ValidationFailed
-from sendworx.panel.dispatch import Dispatcher, TooLarge, peer_of, read_capped
+from sendworx.panel.dispatch import GONE, Dispatcher, TooLarge, peer_of, read_capped
 from sendworx.transports import jsonapi
 from sendworx.transports.openapi import openapi_document
 from sendworx.transports.route_call import RouteCall
@@ -32,6 +32,8 @@ def json_endpoints(dispatcher: Dispatcher) -> tuple[Endpoint, Endpoint]:
             )
             try:
                 body = await read_capped(request, limit)
+            except ClientDisconnect:
+                return GONE
             except TooLarge:
                 error = ValidationFailed({"body": f"is larger than {limit} bytes"})
                 return JSONResponse(jsonapi.error_body(error)[1], status_code=413)

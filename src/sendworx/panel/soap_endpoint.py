@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from sendworx.panel.dispatch import Dispatcher, TooLarge, peer_of, read_capped
+from sendworx.panel.dispatch import GONE, Dispatcher, TooLarge, peer_of, read_capped
 from sendworx.transports import soap
 
 
@@ -24,6 +24,8 @@ def soap_endpoint(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respo
         content_type = request.headers.get("content-type", "")
         try:
             version, call = soap.parse_call(await read_capped(request, limit), content_type)
+        except ClientDisconnect:
+            return GONE
         except TooLarge:
             version = soap.version_for(content_type)
             return _fault(version, f"request larger than {limit} bytes")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from sendworx.api.registry import Reply
@@ -45,6 +46,8 @@ class XmlRpcEndpoint:
         try:
             body = await read_body(receive, header(scope, b"content-length"), self.limit)
             call = xmlrpc.parse_call(body)
+        except ClientDisconnect:
+            return  # gone before its request was complete: nobody to answer
         except TooLarge:
             reply = xmlrpc.encode_fault(FAULT_TOO_LARGE, f"request larger than {self.limit} bytes")
         except MalformedRequest as error:

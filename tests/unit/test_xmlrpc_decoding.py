@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sendworx.transports.route_call import FAULT_METHOD, FAULT_PARSE, MalformedRequest
 from sendworx.transports.xmlrpc import encode_reply, parse_call
+from sendworx.transports.xmlrpc_reader import NotXmlRpc, read_response
 
 SEND = "/nodeworx/mail/send"
 
@@ -180,3 +181,31 @@ def test_a_member_naming_itself_after_its_value_keeps_name_and_value_apart() -> 
     # The stdlib reader pairs by position and would answer {1: "late name"}.
     member = b"<struct><member><value><int>1</int></value><name>late</name></member></struct>"
     assert parse_call(_params(b"k", b"c", b"a", member)).input == {"late": 1}
+
+
+@given(value=wire_values)
+def test_responses_decode_as_the_standard_library_decodes_them(value: Any) -> None:
+    body = xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True).encode()
+    (expected,), _ = xmlrpc.client.loads(body, use_builtin_types=True)
+    assert read_response(body) == (expected,)
+
+
+def test_a_fault_response_raises_the_fault() -> None:
+    body = xmlrpc.client.dumps(xmlrpc.client.Fault(-32700, "bad"), methodresponse=True)
+    with pytest.raises(xmlrpc.client.Fault) as fault:
+        read_response(body.encode())
+    assert (fault.value.faultCode, fault.value.faultString) == (-32700, "bad")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        UTF16_BOMB,
+        _params(b"k", b"c", b"a"),  # a call is not a response
+        b"<methodResponse><fault><value><int>1</int></value></fault></methodResponse>",
+        b"<methodResponse/>",
+    ],
+)
+def test_what_a_node_must_not_answer_is_refused(body: bytes) -> None:
+    with pytest.raises(NotXmlRpc):
+        read_response(body)

@@ -20,6 +20,7 @@ from sendworx.api.errors import error_for_reply
 from sendworx.api.registry import Reply
 from sendworx.client.calls import Call, get_session
 from sendworx.client.errors import BadResponse, aiohttp_error, client_error
+from sendworx.transports.xmlrpc_reader import read_response
 
 T = TypeVar("T")
 # The armored key, {"apikey": ...}, {"sessionid": ...} or {"email": ..., "password": ...}.
@@ -64,7 +65,7 @@ class _Base:
         if status_code != 200:
             raise BadResponse(f"HTTP {status_code} from {self.url}")
         try:
-            (struct,), _ = xmlrpc.client.loads(content, use_builtin_types=True)
+            (struct,) = read_response(content)
         except xmlrpc.client.Fault as fault:
             raise BadResponse(f"fault {fault.faultCode}: {fault.faultString}") from fault
         except Exception as error:  # anything unparseable is not a route reply

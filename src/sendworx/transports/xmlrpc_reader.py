@@ -1,4 +1,4 @@
-"""Reads an XML-RPC <methodCall> into (method name, params): lxml builds the tree, we walk it.
+"""Reads XML-RPC calls (and responses) into Python values: lxml builds the tree, we walk it.
 
 The value rules are the standard library's `xmlrpc.client.Unmarshaller` with builtin types,
 which every client out there works with: a <value> without a type is a string, `ex:nil` and
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+import xmlrpc.client
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -165,16 +166,20 @@ def _member(member: etree._Element) -> tuple[str, object]:
     return name, value
 
 
-def read_call(body: bytes) -> tuple[str | None, tuple[object, ...]]:
-    """The method name and the parameters; NotXmlRpc (a ValueError) for anything else."""
+def _document(body: bytes) -> etree._Element:
     if b"<!" in body and (b"<!DOCTYPE" in body or b"<!ENTITY" in body):
         raise NotXmlRpc("DTDs and entity declarations are not allowed")
     root = _parse(body)
     if root.getroottree().docinfo.internalDTD is not None:  # a DTD the byte check missed
         raise NotXmlRpc("DTDs and entity declarations are not allowed")
+    return root
+
+
+def read_call(body: bytes) -> tuple[str | None, tuple[object, ...]]:
+    """The method name and the parameters; NotXmlRpc (a ValueError) for anything else."""
     method: str | None = None
     params: tuple[object, ...] | None = None
-    for child in root:
+    for child in _document(body):
         if _is(child, "methodName"):
             method = child.text or ""
         elif _is(child, "params"):
@@ -182,3 +187,21 @@ def read_call(body: bytes) -> tuple[str | None, tuple[object, ...]]:
     if params is None:
         raise NotXmlRpc("not an XML-RPC call: no <params>")
     return method, params
+
+
+def read_response(body: bytes) -> tuple[object, ...]:
+    """A <methodResponse>'s parameters; xmlrpc.client.Fault for a fault, NotXmlRpc otherwise.
+
+    What a cluster node answers is untrusted input to its manager: it gets the same reader.
+    """
+    root = _document(body)
+    if not _is(root, "methodResponse") or len(root) != 1:
+        raise NotXmlRpc("not an XML-RPC response")
+    (child,) = root
+    if _is(child, "params"):
+        return tuple([_param(param) for param in child])
+    if _is(child, "fault") and len(child) == 1:
+        fault = _value(child[0])
+        if isinstance(fault, dict) and {"faultCode", "faultString"} <= fault.keys():
+            raise xmlrpc.client.Fault(fault["faultCode"], fault["faultString"])
+    raise NotXmlRpc("not an XML-RPC response")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sendworx.transports.route_call import FAULT_METHOD, FAULT_PARSE, MalformedRequest
+from sendworx.transports.route_call import FAULT_METHOD, FAULT_PARAMS, FAULT_PARSE, MalformedRequest
 from sendworx.transports.xmlrpc import encode_reply, parse_call
 from sendworx.transports.xmlrpc_reader import NotXmlRpc, read_response
 
@@ -209,3 +209,19 @@ def test_a_fault_response_raises_the_fault() -> None:
 def test_what_a_node_must_not_answer_is_refused(body: bytes) -> None:
     with pytest.raises(NotXmlRpc):
         read_response(body)
+
+
+VALID = _params(b"key", b"<string>/nodeworx/mail/send</string>", b"update", b"<struct/>")
+
+
+@given(
+    body=st.binary(max_size=300)
+    | st.tuples(st.integers(0, len(VALID)), st.integers(0, len(VALID)), st.binary(max_size=8)).map(
+        lambda cut: VALID[: cut[0]] + cut[2] + VALID[cut[1] :]
+    )
+)
+def test_any_bytes_are_a_call_or_a_malformed_request_never_a_crash(body: bytes) -> None:
+    try:
+        parse_call(body)
+    except MalformedRequest as refused:
+        assert refused.code in (FAULT_PARSE, FAULT_METHOD, FAULT_PARAMS)

@@ -46,7 +46,7 @@ def _parse(body: bytes) -> etree._Element:
     try:
         parser.feed(body)
         root = parser.close()
-    except etree.XMLSyntaxError as error:
+    except etree.LxmlError as error:  # XMLSyntaxError, and the parser's rarer complaints
         raise NotXmlRpc(f"not well-formed XML: {error}") from error
     _parsers.parser = parser  # close() succeeded: clean for the next body
     return root

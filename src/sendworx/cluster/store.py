@@ -1,6 +1,7 @@
 """The manager's node registry: `panel/nodes.json`, mode 0600 (it holds each node's API key).
 
-Like the user store it is re-read on every use, so the CLI and a running panel agree.
+Like the user store it is checked on every use and re-read after every change, so the CLI
+and a running panel agree.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sendworx.durable import atomic_write
+from sendworx.watched_file import WatchedFile
 
 DEFAULT_PANEL_PORT = 2443
 
@@ -66,16 +68,17 @@ class Node:
         }
 
 
+def _parse_nodes(content: bytes) -> tuple[Node, ...]:
+    return tuple(Node(**entry) for entry in json.loads(content)["nodes"])
+
+
 class NodeStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = WatchedFile(str(path), _parse_nodes)  # asked on every cascade
 
     def nodes(self) -> list[Node]:
-        try:
-            raw = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return []
-        return [Node(**entry) for entry in raw["nodes"]]
+        return list(self._file.current() or ())
 
     def get(self, node_id: str) -> Node | None:
         return next((node for node in self.nodes() if node.node_id == node_id), None)
@@ -95,3 +98,4 @@ class NodeStore:
     def _save(self, nodes: list[Node]) -> None:
         document = {"nodes": [asdict(node) for node in nodes]}
         atomic_write(self.path, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
+        self._file.forget()

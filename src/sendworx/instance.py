@@ -71,6 +71,11 @@ class Instance:
     def config(self) -> InstanceConfig:
         return load_config(self.config_path)
 
+    @property
+    def node_id(self) -> str:
+        """This node's id in a cluster: `panel.node_id`, else the HELO name."""
+        return self.config.panel.node_id or self.config.helo_name
+
     def ensure(self) -> Instance:
         """Create the directory tree and a commented config file; safe to repeat."""
         for directory in (self.home, self.control_dir, self.run_dir, self.log_dir):

@@ -1,8 +1,8 @@
-"""Knows at once when a process has exited, without a system call per question.
+"""Knows at once when a process has exited, with one system call and no file work per question.
 
 A pidfd (Linux 5.3+) becomes readable when its process exits, zombie or not, and cannot be
 fooled by pid reuse. One zero-timeout poll answers; where pidfds are missing, the caller's
-slower check (the engine's pid lock) is used instead.
+slower check (the engine's pid lock: open, flock, read, close) is used instead.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from sendworx.api.controllers import api_for
 from sendworx.api.registry import Caller, Reply
-from sendworx.api.users import UserStore
 from sendworx.client import Call, Client, ca_context
 from sendworx.instance import Instance
 
@@ -42,14 +41,12 @@ class LocalApi:
             raise AccessDenied(
                 f"run as root or as the owner of {instance.home}, or pass --url and --key-file"
             )
-        master = next(
-            (user for user in UserStore(instance.panel_dir / "users.json").users() if user.master),
-            None,
-        )
+        self._api = api_for(instance)
+        users = self._api.authenticator.users.users()
+        master = next((user for user in users if user.master), None)
         if master is None:
             raise AccessDenied(f"no master user in {instance.home}; run `sendworx init` first")
         self._caller = Caller(master.email, frozenset(master.permissions), True, "cli")
-        self._api = api_for(instance)
         # One event loop for every call, so connections to cluster nodes are reused and
         # closed by close(), before the loop ends.
         self._runner = asyncio.Runner()

@@ -59,7 +59,7 @@ def status(instance: Instance, as_json: bool, cluster: bool = False) -> int:
             "since": since,
             "queue": queue_command.summary(instance),
             "settings": _settings(api),
-            "nodes": [instance.config.panel.node_id or instance.config.helo_name]
+            "nodes": [instance.node_id]
             + [node["node_id"] for node in _run(api, calls.route(NODES, "listClusterNodes"))],
         }
         if cluster:

@@ -9,7 +9,7 @@ import logging
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from sendworx.api.auth import Authenticator
 from sendworx.api.errors import ApiError
@@ -62,8 +62,9 @@ async def read_capped(request: Request, limit: int) -> bytes:
     return await read_body(request.receive, request.headers.get("content-length", ""), limit)
 
 
-def peer_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def peer_of(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 class Dispatcher:

@@ -41,7 +41,7 @@ def json_endpoints(dispatcher: Dispatcher) -> tuple[Endpoint, Endpoint]:
         except ApiError as error:
             status, body_json = jsonapi.error_body(error)
             return JSONResponse(body_json, status_code=status)
-        reply = await dispatcher.dispatch(call, peer_of(request), "json")
+        reply = await dispatcher.dispatch(call, peer_of(request.scope), "json")
         return JSONResponse(jsonapi.reply_body(reply), status_code=jsonapi.http_status(reply))
 
     return action, openapi

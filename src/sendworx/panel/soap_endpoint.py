@@ -31,7 +31,7 @@ def soap_endpoint(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respo
             return _fault(version, f"request larger than {limit} bytes")
         except soap.SoapFault as error:
             return _fault(error.version, error.message)
-        reply = await dispatcher.dispatch(call, peer_of(request), "soap")
+        reply = await dispatcher.dispatch(call, peer_of(request.scope), "soap")
         return Response(
             soap.encode_reply(version, reply.as_struct()), media_type=version.content_type
         )

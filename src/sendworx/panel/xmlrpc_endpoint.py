@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from sendworx.api.registry import Reply
-from sendworx.panel.dispatch import Dispatcher, TooLarge, read_body
+from sendworx.panel.dispatch import Dispatcher, TooLarge, peer_of, read_body
 from sendworx.transports import xmlrpc
 from sendworx.transports.route_call import FAULT_TOO_LARGE, MalformedRequest
 
@@ -53,9 +53,7 @@ class XmlRpcEndpoint:
         except MalformedRequest as error:
             reply = xmlrpc.encode_fault(error.code, error.message)
         else:
-            client = scope.get("client")
-            peer = client[0] if client else "unknown"
-            reply = encode(await self.dispatcher.dispatch(call, peer, "xmlrpc"))
+            reply = encode(await self.dispatcher.dispatch(call, peer_of(scope), "xmlrpc"))
         headers = [(b"content-type", XML), (b"content-length", b"%d" % len(reply))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": reply})

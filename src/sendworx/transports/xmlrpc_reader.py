@@ -124,9 +124,8 @@ def _value(element: etree._Element) -> object:
     if count != 1:
         raise NotXmlRpc(f"a <value> holds one element, not {count}")
     typed = element[0]
-    convert = SCALARS.get(typed.tag)
-    tag = typed.tag if convert is not None else _name(typed)
-    convert = convert or SCALARS.get(tag)
+    tag = _name(typed)
+    convert = SCALARS.get(tag)
     if convert is not None:
         if len(typed):
             raise NotXmlRpc(f"<{tag}> cannot hold elements")
@@ -144,10 +143,13 @@ def _value(element: etree._Element) -> object:
     raise NotXmlRpc(f"unknown tag {tag[:40]!r} in a value")
 
 
-def _param(param: etree._Element) -> object:
-    if not _is(param, "param") or len(param) != 1:
-        raise NotXmlRpc("a <param> holds exactly one <value>")
-    return _value(param[0])
+def _params(params: etree._Element) -> tuple[object, ...]:
+    values = []
+    for param in params:
+        if not _is(param, "param") or len(param) != 1:
+            raise NotXmlRpc("a <param> holds exactly one <value>")
+        values.append(_value(param[0]))
+    return tuple(values)
 
 
 def _member(member: etree._Element) -> tuple[str, object]:
@@ -183,7 +185,7 @@ def read_call(body: bytes) -> tuple[str | None, tuple[object, ...]]:
         if _is(child, "methodName"):
             method = child.text or ""
         elif _is(child, "params"):
-            params = tuple([_param(param) for param in child])
+            params = _params(child)
     if params is None:
         raise NotXmlRpc("not an XML-RPC call: no <params>")
     return method, params
@@ -199,7 +201,7 @@ def read_response(body: bytes) -> tuple[object, ...]:
         raise NotXmlRpc("not an XML-RPC response")
     (child,) = root
     if _is(child, "params"):
-        return tuple([_param(param) for param in child])
+        return _params(child)
     if _is(child, "fault") and len(child) == 1:
         fault = _value(child[0])
         if isinstance(fault, dict) and {"faultCode", "faultString"} <= fault.keys():

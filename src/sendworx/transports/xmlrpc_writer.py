@@ -12,18 +12,13 @@ import base64
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from xmlrpc.client import MAXINT, MININT, escape
 
-MAXINT = 2**31 - 1
-MININT = -(2**31)
 HEAD = (
     "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><struct>\n"
     "<member>\n<name>status</name>\n"
 )
 TAIL = "</struct></value>\n</param>\n</params>\n</methodResponse>\n"
-
-
-def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _int(value: int, out: list[str]) -> None:
@@ -33,7 +28,7 @@ def _int(value: int, out: list[str]) -> None:
 
 
 def _bool(value: bool, out: list[str]) -> None:
-    out.append("<value><boolean>1</boolean></value>\n" if value else _FALSE)
+    out.append(f"<value><boolean>{int(value)}</boolean></value>\n")
 
 
 def _str(value: str, out: list[str]) -> None:
@@ -57,14 +52,14 @@ def _datetime(value: datetime, out: list[str]) -> None:
     out.append(f"<value><dateTime.iso8601>{stamp}</dateTime.iso8601></value>\n")
 
 
-def _array(value: list[Any] | tuple[Any, ...], out: list[str], depth: int = 0) -> None:
+def _array(value: list[Any] | tuple[Any, ...], out: list[str], depth: int) -> None:
     out.append("<value><array><data>\n")
     for item in value:
         _any(item, out, depth + 1)
     out.append("</data></array></value>\n")
 
 
-def _struct(value: dict[Any, Any], out: list[str], depth: int = 0) -> None:
+def _struct(value: dict[Any, Any], out: list[str], depth: int) -> None:
     out.append("<value><struct>\n")
     for key, item in value.items():
         out.append("<member>\n")
@@ -76,7 +71,6 @@ def _struct(value: dict[Any, Any], out: list[str], depth: int = 0) -> None:
     out.append("</struct></value>\n")
 
 
-_FALSE = "<value><boolean>0</boolean></value>\n"
 _SCALARS: dict[type, Callable[[Any, list[str]], None]] = {
     bool: _bool,
     int: _int,

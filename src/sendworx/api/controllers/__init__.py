@@ -65,7 +65,7 @@ def api_for(instance: Instance) -> InstanceApi:
     )
     cluster = ClusterManager(
         NodeStore(instance.panel_dir / "nodes.json"),
-        panel.node_id or instance.config.helo_name,
+        instance.node_id,
         instance.config.cluster.timeout_seconds,
     )
     registry = build_registry(instance, BuiltinBackend(instance), authenticator, cluster)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import subprocess
 import time
@@ -314,11 +313,7 @@ def test_repeated_failures_lock_the_address_out(home: SendworxHome) -> None:
 
 def _post_with_forwarded_for(panel: Panel, auth: Any, forwarded_for: str) -> Any:
     body = xmlrpc.client.dumps((auth, SEND, "isRunning", {}), "iworx.route").encode()
-    connection = http.client.HTTPConnection("127.0.0.1", panel.http_port, timeout=30)
-    connection.request(
-        "POST", "/xmlrpc", body, {"Content-Type": "text/xml", "X-Forwarded-For": forwarded_for}
-    )
-    return xmlrpc.client.loads(connection.getresponse().read())[0][0]
+    return xmlrpc.client.loads(panel.post(body, {"X-Forwarded-For": forwarded_for}))[0][0]
 
 
 def test_a_forged_forwarded_for_neither_escapes_lockout_nor_enters_the_audit_log(

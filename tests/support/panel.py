@@ -94,11 +94,11 @@ class Panel:
             arguments.append(data)
         return self.https().iworx.route(*arguments)
 
-    def post(self, body: bytes) -> bytes:
+    def post(self, body: bytes, headers: dict[str, str] | None = None) -> bytes:
         import http.client
 
         connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
-        connection.request("POST", "/xmlrpc", body, {"Content-Type": "text/xml"})
+        connection.request("POST", "/xmlrpc", body, {"Content-Type": "text/xml", **(headers or {})})
         response = connection.getresponse()
         assert response.status == 200, response.status
         return response.read()

@@ -269,6 +269,8 @@ def test_users_have_only_the_permissions_they_were_granted(panel: Panel) -> None
 
 def test_an_issued_key_replaces_the_old_one(panel: Panel) -> None:
     old = panel.add_user("rotate@sendworx.test", "EMAIL")
+    # The same poll, byte for byte, before and after: a remembered parse must not remember trust.
+    assert panel.call("isRunning", auth=old)["status"] == 0
     new = subprocess.run(
         panel.home.command("apikey", "--user", "rotate@sendworx.test"),
         capture_output=True,

@@ -91,9 +91,12 @@ class Controller:
         self.actions[action.name] = action
 
 
+NO_INPUT: tuple[object, ...] = (None, "", [], {})  # missing, nil, empty string, array or struct
+
+
 def normalize_input(raw: object) -> dict[str, Any]:
     """Missing, nil, empty struct and empty array all mean "no input"."""
-    if raw is None or raw == "" or raw == [] or raw == {}:
+    if raw in NO_INPUT:
         return {}
     if isinstance(raw, Mapping):
         return {str(key): value for key, value in raw.items()}

@@ -41,11 +41,12 @@ class XmlRpcEndpoint:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self.limit = dispatcher.max_request_bytes
+        self.calls = xmlrpc.RecentCalls()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             body = await read_body(receive, header(scope, b"content-length"), self.limit)
-            call = xmlrpc.parse_call(body)
+            call = self.calls.parse(body)
         except ClientDisconnect:
             return  # gone before its request was complete: nobody to answer
         except TooLarge:

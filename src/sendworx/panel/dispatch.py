@@ -38,7 +38,8 @@ async def read_body(receive: Receive, declared: str, limit: int) -> bytes:
 
     `declared` is the Content-Length header as sent, or "" for a chunked body.
     """
-    if declared.isdigit() and int(declared) > drain_limit(limit):
+    drain = drain_limit(limit)
+    if declared.isdigit() and int(declared) > drain:
         raise TooLarge
     chunks, size = [], 0
     while True:
@@ -47,7 +48,7 @@ async def read_body(receive: Receive, declared: str, limit: int) -> bytes:
             raise ClientDisconnect
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > drain_limit(limit):
+        if size > drain:
             raise TooLarge
         if size <= limit:
             chunks.append(chunk)
@@ -90,8 +91,11 @@ class Dispatcher:
             reply = await self.registry.run(caller, call.controller, call.action, call.input)
         # Monitoring polls (successful reads) at DEBUG; changes and failures are the audit trail.
         quiet = reply.status == 0 and call.action.startswith(READ_ONLY_PREFIXES)
+        level = logging.DEBUG if quiet else logging.INFO
+        if not log.isEnabledFor(level):  # the usual case for a poll: no arguments to build
+            return reply
         log.log(
-            logging.DEBUG if quiet else logging.INFO,
+            level,
             "api %s peer=%s user=%s controller=%r action=%r status=%d",
             transport,
             peer,

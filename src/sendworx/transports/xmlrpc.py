@@ -22,7 +22,7 @@ from sendworx.transports.xmlrpc_writer import encode_reply
 
 METHOD = "iworx.route"
 __all__ = ["RecentCalls", "encode_fault", "encode_reply", "parse_call"]
-SCALARS = (str, int, float, type(None))  # bool is an int
+UNCHANGEABLE = (str, int, float, type(None))  # values kept as they are (bool is an int)
 
 
 def parse_call(body: bytes) -> RouteCall:
@@ -60,7 +60,7 @@ class RecentCalls:
         call = parse_call(body)
         if len(body) > self._max_body_bytes:
             return call
-        frozen = frozen_call(call)
+        frozen = _frozen_call(call)
         if frozen is None:
             return call
         if len(self._calls) >= self._capacity:
@@ -69,7 +69,7 @@ class RecentCalls:
         return frozen
 
 
-def frozen_call(call: RouteCall) -> RouteCall | None:
+def _frozen_call(call: RouteCall) -> RouteCall | None:
     """`call` with nothing in it a reader could change, or None if it holds other containers."""
     auth = call.auth if isinstance(call.auth, str) else _frozen_struct(call.auth)
     if auth is None:
@@ -84,7 +84,7 @@ def _frozen_struct(value: object) -> Mapping[str, object] | None:
     if not isinstance(value, dict):
         return None
     for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, SCALARS):
+        if not isinstance(key, str) or not isinstance(item, UNCHANGEABLE):
             return None
     return MappingProxyType(value)  # the parser's own dict: the proxy is its only holder
 

@@ -54,12 +54,12 @@ class RecentCalls:
         return len(self._calls)
 
     def parse(self, body: bytes) -> RouteCall:
+        if len(body) > self._max_body_bytes:
+            return parse_call(body)  # never kept: not even worth hashing for the lookup
         call = self._calls.get(body)
         if call is not None:
             return call
         call = parse_call(body)
-        if len(body) > self._max_body_bytes:
-            return call
         frozen = _frozen_call(call)
         if frozen is None:
             return call

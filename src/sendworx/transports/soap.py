@@ -10,11 +10,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 from xml.sax.saxutils import escape, quoteattr
 
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
+from defusedxml.ElementTree import DefusedXMLParser
 
 from sendworx.transports.route_call import (
     FAULT_METHOD,
@@ -23,6 +23,7 @@ from sendworx.transports.route_call import (
     RouteCall,
     route_call,
 )
+from sendworx.transports.xml_guard import ForbiddenXml, utf8_without_dtd
 
 OPERATION = "route"
 SERVICE_NAMESPACE = "urn:InterWorx"
@@ -79,8 +80,8 @@ def version_for(content_type: str) -> SoapVersion:
 def parse_call(body: bytes, content_type: str = "") -> tuple[SoapVersion, RouteCall]:
     version = version_for(content_type)
     try:
-        envelope = fromstring(body, forbid_dtd=True)
-    except (ParseError, DefusedXmlException, ValueError) as error:
+        envelope = _parse(body)
+    except (ParseError, DefusedXmlException, ForbiddenXml, ValueError) as error:
         raise SoapFault(version, FAULT_PARSE, f"malformed SOAP request: {error}") from error
     namespace, _, local = envelope.tag[1:].partition("}")
     if local != "Envelope" or namespace not in _VERSIONS:
@@ -109,6 +110,14 @@ def parse_call(body: bytes, content_type: str = "") -> tuple[SoapVersion, RouteC
         return version, route_call(params)
     except MalformedRequest as error:
         raise SoapFault(version, error.code, error.message) from error
+
+
+def _parse(body: bytes) -> Element:
+    """expat, forced to read the UTF-8 `xml_guard` hands over; defusedxml refuses any DTD too."""
+    parser = DefusedXMLParser(target=TreeBuilder(), encoding="utf-8", forbid_dtd=True)
+    parser.feed(utf8_without_dtd(body))
+    root: Element = parser.close()
+    return root
 
 
 def _local(tag: str) -> str:

@@ -7,10 +7,12 @@ Only the cost differs: the stdlib reader wrapped in defusedxml took 21 µs for a
 poll, most of the panel's own work per request, because expat calls Python for every tag and
 text run; lxml parses in C and the walk touches each element once (about 9 µs).
 
-Safety: no DTD of any kind is accepted (checked before parsing for ASCII-compatible bodies,
-and on the parsed document for the rest), entities are never resolved, nothing is fetched,
-and libxml2's own limits (depth, text size) stay on. `tests/unit/test_xmlrpc_decoding.py`
-checks every value shape against the stdlib reader and the hostile cases.
+Safety: no DTD of any kind is accepted, in any encoding: `xml_guard` refuses one before
+libxml2 sees the body, which it then reads as UTF-8 only. Should one get through anyway, the
+parser's resolver refuses every file or URL it would load, and the parsed document is checked
+again. Entities are never resolved and libxml2's own limits (depth, text size) stay on.
+`tests/unit/test_xmlrpc_decoding.py` checks every value shape against the stdlib reader, and
+`tests/unit/test_xml_guard.py` the hostile documents.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ from decimal import Decimal
 
 from lxml import etree
 
+from sendworx.transports.xml_guard import ForbiddenXml, utf8_without_dtd
+
 _parsers = threading.local()  # a feed parser is reused (a third cheaper than fromstring)
 
 
+class _RefuseEveryLoad(etree.Resolver):
+    """The second line behind `xml_guard`: libxml2 asks here before it opens anything."""
+
+    def resolve(self, system_url: str, public_id: str, context: object = None) -> None:
+        raise ForbiddenXml("the document names a file or URL to load")
+
+
 def _new_parser() -> etree.XMLParser:
-    return etree.XMLParser(
+    parser = etree.XMLParser(
+        encoding="utf-8",  # what xml_guard hands over; never guessed from the body
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -38,6 +50,8 @@ def _new_parser() -> etree.XMLParser:
         remove_pis=True,
         collect_ids=False,
     )
+    parser.resolvers.add(_RefuseEveryLoad())
+    return parser
 
 
 def _parse(body: bytes) -> etree._Element:
@@ -48,6 +62,8 @@ def _parse(body: bytes) -> etree._Element:
         root = parser.close()
     except etree.LxmlError as error:  # XMLSyntaxError, and the parser's rarer complaints
         raise NotXmlRpc(f"not well-formed XML: {error}") from error
+    except ForbiddenXml as error:
+        raise NotXmlRpc(str(error)) from error
     _parsers.parser = parser  # close() succeeded: clean for the next body
     return root
 
@@ -169,10 +185,13 @@ def _member(member: etree._Element) -> tuple[str, object]:
 
 
 def _document(body: bytes) -> etree._Element:
-    if b"<!" in body and (b"<!DOCTYPE" in body or b"<!ENTITY" in body):
-        raise NotXmlRpc("DTDs and entity declarations are not allowed")
-    root = _parse(body)
-    if root.getroottree().docinfo.internalDTD is not None:  # a DTD the byte check missed
+    try:
+        data = utf8_without_dtd(body)
+    except ForbiddenXml as error:
+        raise NotXmlRpc(str(error)) from error
+    root = _parse(data)
+    docinfo = root.getroottree().docinfo
+    if docinfo.internalDTD is not None or docinfo.system_url:  # only if the guard failed
         raise NotXmlRpc("DTDs and entity declarations are not allowed")
     return root
 

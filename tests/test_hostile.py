@@ -1,0 +1,133 @@
+"""What an attacker, a hostile peer and a careless operator try, collected by class.
+
+Each section is one class of attack against real processes; a new case of a class goes into
+its section, so the next attacker finds the class already covered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import xmlrpc.client
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.panel import Panel
+from support.raw_server import RawServer
+
+from sendworx.client import AsyncClient, BadResponse, Client, calls
+from sendworx.transports import soap
+
+# -- parsers: no XML parser of ours opens a file or a URL, in any encoding --------------------
+
+
+def _release(fifo: Path) -> None:
+    with contextlib.suppress(OSError):  # ENXIO: nobody is stuck reading it, as it should be
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@contextlib.contextmanager
+def _fifo(directory: Path) -> Iterator[Path]:
+    """A FIFO that blocks whoever opens it for reading. A watchdog lets a stuck reader go after
+    10 s, so a parser that opened it fails the test's time limit instead of hanging it."""
+    path = directory / "trap.fifo"
+    os.mkfifo(path)
+    watchdog = threading.Timer(10, _release, (path,))
+    watchdog.start()
+    try:
+        yield path
+    finally:
+        watchdog.cancel()
+        _release(path)
+
+
+def _hostile(target: Path, encoding: str, document: str) -> bytes:
+    doctype = f'<!DOCTYPE r [<!ENTITY % p SYSTEM "{target.as_uri()}"> %p;]>'
+    return f'<?xml version="1.0" encoding="{encoding}"?>{doctype}{document}'.encode(encoding)
+
+
+XMLRPC_CALL = (
+    "<methodCall><methodName>iworx.route</methodName><params><param><value>k</value></param>"
+    "<param><value>/nodeworx/mail/send</value></param><param><value>isRunning</value></param>"
+    "</params></methodCall>"
+)
+
+
+def _post_xmlrpc(panel: Panel, body: bytes) -> str:
+    with pytest.raises(xmlrpc.client.Fault) as fault:
+        xmlrpc.client.loads(panel.post(body))
+    return fault.value.faultString
+
+
+def _post_soap(panel: Panel, body: bytes) -> str:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", panel.http_port, timeout=10)
+    connection.request("POST", "/soap", body, {"Content-Type": "text/xml; charset=utf-16"})
+    response = connection.getresponse()
+    assert response.status == 500  # a SOAP 1.1 Client fault
+    return response.read().decode()
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16", "UTF-32", "UTF-8"])
+def test_the_panel_opens_no_file_a_request_names(
+    panel: Panel, tmp_path: Path, encoding: str
+) -> None:
+    envelope = _hostile_envelope()
+    with _fifo(tmp_path) as fifo:
+        for post, document in ((_post_xmlrpc, XMLRPC_CALL), (_post_soap, envelope)):
+            answers = set()
+            for target in (
+                fifo,  # opening it would freeze the panel
+                panel.home.home / "panel" / "master.key",
+                Path("/etc/passwd"),
+                tmp_path / "missing",
+            ):
+                started = time.monotonic()
+                answers.add(post(panel, _hostile(target, encoding, document)))
+                assert time.monotonic() - started < 5
+            assert len(answers) == 1, answers  # no file-existence oracle
+            assert "DTDs and entity declarations are not allowed" in answers.pop()
+    assert panel.call("isRunning")["status"] == 0
+
+
+def _hostile_envelope() -> str:
+    return (
+        f'<e:Envelope xmlns:e="{soap.SOAP_11.envelope}"><e:Body><route><apikey>k</apikey>'
+        "<ctrl_name>/nodeworx/mail/send</ctrl_name><action>isRunning</action></route>"
+        "</e:Body></e:Envelope>"
+    )
+
+
+def test_a_node_answering_with_a_dtd_freezes_no_client(tmp_path: Path) -> None:
+    """The cluster manager reads its nodes' replies with the same reader: same refusal."""
+    with _fifo(tmp_path) as fifo:
+        reply = _hostile(fifo, "UTF-16", "<methodResponse><params/></methodResponse>")
+
+        async def node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.read(65536)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(reply), reply)
+            )
+            await writer.drain()
+
+        with RawServer(node) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            started = time.monotonic()
+            with Client(url, "key", timeout=5) as client, pytest.raises(BadResponse) as refused:
+                client.run(calls.is_running())
+            assert "DTDs and entity declarations are not allowed" in str(refused.value)
+
+            async def asynchronous() -> None:
+                async with AsyncClient(url, "key", timeout=5) as client:
+                    with pytest.raises(BadResponse):
+                        await client.run(calls.is_running())
+
+            asyncio.run(asynchronous())
+            assert time.monotonic() - started < 5

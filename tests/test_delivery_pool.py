@@ -59,3 +59,52 @@ def test_a_job_whose_message_cannot_be_read_is_deferred_and_the_next_still_goes(
     assert broken.reply.startswith("local error:") and "Permission denied" in broken.reply
     assert results["fine"][0].outcome is Outcome.DELIVERED
     assert delivered.content.startswith(b"Subject: ok")
+
+
+def test_an_unexpected_error_in_a_session_defers_its_mail_and_the_next_session_delivers() -> None:
+    """Whatever escapes a session (here: settings that cannot be read once) becomes a recorded
+    temporary failure for the mail it held, never a job left unfinished."""
+    results: dict[str, list[RecipientResult]] = {}
+    reads = 0
+
+    def settings_failing_once() -> Settings:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            raise RuntimeError("control files unreadable")
+        return Settings()
+
+    async def scenario(port: int) -> None:
+        pool = DeliveryPool(
+            resolver=DestinationResolver(ResolverConfig(nameservers=["127.0.0.1"]), 25),
+            limiter=ConnectionLimiter(5),
+            helo_name="pool.test",
+            config=DeliveryConfig(destination_concurrency=1, idle_connection_seconds=0.2),
+            settings=settings_failing_once,
+            tls_context=None,
+        )
+        recorded = {name: asyncio.Event() for name in ("first", "second")}
+
+        def record(job: DeliveryJob, outcome: list[RecipientResult]) -> None:
+            results[job.message_id] = outcome
+            recorded[job.message_id].set()
+
+        key = DestinationKey("relay", f"[127.0.0.106]:{port}", Relay("127.0.0.106", port, True))
+        for name in ("first", "second"):
+            pool.submit(key, DeliveryJob(name, "s@o.test", ["r@far.test"], _content, record))
+            async with asyncio.timeout(10):
+                await recorded[name].wait()
+        pool.stop()
+        assert await pool.wait_stopped(5)
+
+    with RecordingSink("127.0.0.106") as sink:
+        asyncio.run(scenario(sink.port))
+        sink.wait_for_messages(1)
+    [first] = results["first"]
+    assert first.outcome is Outcome.DEFERRED and first.status == "4.3.0"
+    assert "control files unreadable" in first.reply
+    assert results["second"][0].outcome is Outcome.DELIVERED
+
+
+def _content() -> bytes:
+    return b"Subject: ok\r\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import smtplib
 import threading
 import time
 import xmlrpc.client
@@ -16,8 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.instance import SendworxHome
+from support.net import wait_for
 from support.panel import Panel
 from support.raw_server import RawServer
+from support.sink import RecordingSink
 
 from sendworx.client import AsyncClient, BadResponse, Client, calls
 from sendworx.transports import soap
@@ -131,3 +135,62 @@ def test_a_node_answering_with_a_dtd_freezes_no_client(tmp_path: Path) -> None:
 
             asyncio.run(asynchronous())
             assert time.monotonic() - started < 5
+
+
+# -- envelope: addresses the engine could not route ------------------------------------------
+
+BAD_DOMAINS = ["[a..b]", "[999.1.1.1]", "[::1]", "[IPv6:127.0.0.1]", "[tag:x]", "[1.2.3.4", "a..b"]
+
+
+def _smtp(home: SendworxHome) -> smtplib.SMTP:
+    return smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10)
+
+
+def test_smtpd_refuses_a_domain_that_names_no_host_or_address(home: SendworxHome) -> None:
+    home.start_smtpd()
+    with _smtp(home) as client:
+        client.ehlo("client.test")
+        for domain in BAD_DOMAINS:  # sent as they are: smtplib's quoting would mend some
+            # 501 from our check, or a 5xx from aiosmtpd's own parser, which refuses some first.
+            assert client.docmd(f"MAIL FROM:<a@{domain}>")[0] // 100 == 5, domain
+            assert client.docmd("MAIL FROM:<a@origin.test>")[0] == 250
+            assert client.docmd(f"RCPT TO:<x@{domain}>")[0] // 100 == 5, domain
+            client.rset()
+        client.mail("a@origin.test")
+        for good in ("x@[127.0.0.1]", "x@[IPv6:::1]", "x@[IPv6:2001:db8::1]", "x@far.test"):
+            assert client.docmd(f"RCPT TO:<{good}>")[0] == 250, good
+    assert home.queue_empty()
+
+
+def test_sendmail_refuses_them_with_exit_65(home: SendworxHome) -> None:
+    for domain in BAD_DOMAINS:
+        result = home.sendmail(f"x@{domain}")
+        assert result.returncode == 65, (domain, result.stderr)
+        assert home.sendmail("-f", f"a@{domain}", "x@example.test").returncode == 65
+    assert home.queue_empty()
+
+
+def test_mail_queued_for_nowhere_fails_and_never_stops_other_delivery(
+    home: SendworxHome, sink_port: int
+) -> None:
+    """Queue files from before injection checked literals: each such recipient fails at once
+    with a bounce; a handful of them (more than max_active_messages) stop nothing."""
+    home.write_config(delivery={"max_active_messages": 2})
+    with RecordingSink("127.0.2.1", sink_port) as sink, RecordingSink("127.0.2.2") as origin:
+        home.routes(f"origin.test:[127.0.2.2]:{origin.port}", f"far.test:[127.0.2.1]:{sink_port}")
+        for _ in range(4):
+            home.enqueue("x@[a..b]")  # the injectors' own queue code, without their checks
+        home.enqueue("good@[127.0.2.1]", "bad@[a..b]", "worse@a..b")
+        home.enqueue("other@far.test")
+        engine = home.start_engine()
+        sink.wait_for_messages(2)
+        bounces = origin.wait_for_messages(5)
+        wait_for(home.queue_empty)
+        assert home.stop(engine) == 0
+        home.start_engine()  # a restart sends nothing again
+        time.sleep(1)
+    assert sorted(sink.recipients()) == ["good@[127.0.2.1]", "other@far.test"]
+    assert len(bounces) == 5 and {b.recipients for b in bounces} == {("sender@origin.test",)}
+    failed = [line for line in home.deliveries() if line["result"] == "failed"]
+    assert {line["rcpt"] for line in failed} == {"x@[a..b]", "bad@[a..b]", "worse@a..b"}
+    assert all(line["status"] == "5.1.3" for line in failed)

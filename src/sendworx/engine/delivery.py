@@ -216,20 +216,18 @@ class DeliveryPool:
         job = await self._next_job(destination)
         if job is None:
             return
-        try:
-            hosts = await self._hosts(destination.key)
-        except ResolutionError as error:
-            outcome = Outcome.FAILED if error.permanent else Outcome.DEFERRED
-            for doomed in [job, *destination.jobs]:
-                doomed.finish_all(outcome, error.reason, error.status, None)
-            destination.jobs.clear()
-            return
-        settings = self._settings()
-        timeouts = Timeouts(float(settings.timeout_connect), float(settings.timeout_remote))
         connection: SMTPConnection | None = None
-        host_index = 0
-        tries_left = len(hosts)
         try:
+            try:
+                hosts = await self._hosts(destination.key)
+            except ResolutionError as error:
+                outcome = Outcome.FAILED if error.permanent else Outcome.DEFERRED
+                self._finish_with_queue(destination, job, outcome, error.reason, error.status)
+                return
+            settings = self._settings()
+            timeouts = Timeouts(float(settings.timeout_connect), float(settings.timeout_remote))
+            host_index = 0
+            tries_left = len(hosts)
             while job is not None:
                 if connection is None:
                     connection, host_index, failure = await self._connect(
@@ -237,9 +235,9 @@ class DeliveryPool:
                     )
                     if connection is None:
                         # No host answers: everything queued here would fail the same way now.
-                        for doomed in [job, *destination.jobs]:
-                            doomed.finish_all(Outcome.DEFERRED, failure, "4.4.1", None)
-                        destination.jobs.clear()
+                        self._finish_with_queue(
+                            destination, job, Outcome.DEFERRED, failure, "4.4.1"
+                        )
                         return
                 try:
                     await self._transact(connection, job)
@@ -262,6 +260,19 @@ class DeliveryPool:
                     connection = None
                 tries_left = len(hosts)
                 job = await self._next_job(destination)
+            if connection is not None:
+                closing, connection = connection, None
+                self.open_connections -= 1
+                await closing.quit()
+        except Exception as error:
+            # Anything else unexpected (a bug, a host name the socket layer refuses): a
+            # recorded temporary failure, never a message left active for ever.
+            log.exception("session for %s failed unexpectedly", destination.key.target)
+            if connection is not None:
+                self._drop(connection)
+            if job is not None:
+                reason = f"local error: {error}"
+                self._finish_with_queue(destination, job, Outcome.DEFERRED, reason, "4.3.0")
         except BaseException:
             # Cancelled (grace period over) mid-transaction: cut the connection and record
             # nothing, so the message stays queued exactly as it was.
@@ -270,9 +281,15 @@ class DeliveryPool:
             if connection is not None:
                 self._drop(connection)
             raise
-        if connection is not None:
-            await connection.quit()
-            self.open_connections -= 1
+
+    @staticmethod
+    def _finish_with_queue(
+        destination: _Destination, job: DeliveryJob, outcome: Outcome, reason: str, status: str
+    ) -> None:
+        """`job` and everything queued behind it: they would all fail the same way now."""
+        for doomed in [job, *destination.jobs]:
+            doomed.finish_all(outcome, reason, status, None)
+        destination.jobs.clear()
 
     def _drop(self, connection: SMTPConnection) -> None:
         """Cut a connection whose protocol state can no longer be trusted."""

@@ -20,6 +20,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from sendworx.addresses import AddressError, check_domain, literal_address
 from sendworx.engine.bounces import build_bounce
 from sendworx.engine.delivery import (
     DeliveryJob,
@@ -60,17 +61,22 @@ class ActiveMessage:
     results: list[RecipientResult] = field(default_factory=list)
     outstanding: int = 0
 
+    def pending(self) -> list[str]:
+        """Recipients neither delivered nor failed in an earlier attempt, each once."""
+        finished = set(self.state.delivered) | {failure.recipient for failure in self.state.failed}
+        return [rcpt for rcpt in dict.fromkeys(self.envelope.recipients) if rcpt not in finished]
 
-def destination_for(recipient: str, settings: Settings) -> DestinationKey | None:
-    """Where a recipient's mail goes, or None when the address has no domain to go to."""
+
+def destination_for(recipient: str, settings: Settings) -> DestinationKey:
+    """Where a recipient's mail goes; AddressError when its domain names nowhere."""
     local, at, domain = recipient.rpartition("@")
     if not at or not local or not domain:
-        return None
+        raise AddressError("address has no domain")
     domain = domain.lower()
-    if domain.startswith("[") and domain.endswith("]"):
-        literal = domain[1:-1]
-        literal = literal[5:] if literal.startswith("ipv6:") else literal
+    literal = literal_address(domain)
+    if literal is not None:
         return DestinationKey("literal", literal)
+    check_domain(domain)
     route = settings.route_table.lookup(domain)
     if route is not None and route.relay is not None:
         return DestinationKey("relay", str(route.relay), route.relay)
@@ -251,38 +257,49 @@ class Engine:
             state = DeliveryState()
         active = ActiveMessage(message_id, envelope, state)
         self._active[message_id] = active
-        finished = set(state.delivered) | {failure.recipient for failure in state.failed}
-        settings = self.settings
-        per_transaction = self.config.delivery.recipients_per_transaction
-        by_destination: dict[DestinationKey, list[str]] = {}
-        for recipient in dict.fromkeys(envelope.recipients):
-            if recipient in finished:
-                continue
-            key = destination_for(recipient, settings)
-            if key is None:
-                active.results.append(
-                    RecipientResult(
-                        recipient, Outcome.FAILED, "address has no domain", "5.1.3", None
-                    )
-                )
-            else:
-                by_destination.setdefault(key, []).append(recipient)
-        jobs = []
-        for key, recipients in by_destination.items():
-            for start in range(0, len(recipients), per_transaction):
-                job = DeliveryJob(
-                    message_id,
-                    envelope.sender,
-                    recipients[start : start + per_transaction],
-                    load_content=lambda: self.queue.read(message_id)[1],
-                    on_done=self._job_done,
-                )
-                jobs.append((key, job))
+        try:
+            jobs = self._jobs_for(active)
+        except Exception as error:
+            # A bug must not strand the message as active for ever: record a temporary
+            # failure for every recipient still to do, as a failed session would.
+            log.exception("cannot plan the delivery of %s; deferring it", message_id)
+            active.results = [
+                RecipientResult(recipient, Outcome.DEFERRED, f"local error: {error}", "4.3.0")
+                for recipient in active.pending()
+            ]
+            jobs = []
         active.outstanding = len(jobs)
         if not jobs:
             self._spawn(self._finalize(active))
         for key, job in jobs:
             self.pool.submit(key, job)
+
+    def _jobs_for(self, active: ActiveMessage) -> list[tuple[DestinationKey, DeliveryJob]]:
+        """One job per destination and transaction; recipients that name nowhere fail here."""
+        settings = self.settings
+        per_transaction = self.config.delivery.recipients_per_transaction
+        by_destination: dict[DestinationKey, list[str]] = {}
+        for recipient in active.pending():
+            try:
+                key = destination_for(recipient, settings)
+            except AddressError as error:
+                failure = RecipientResult(recipient, Outcome.FAILED, str(error), "5.1.3", None)
+                active.results.append(failure)
+            else:
+                by_destination.setdefault(key, []).append(recipient)
+        message_id = active.message_id
+        jobs = []
+        for key, recipients in by_destination.items():
+            for start in range(0, len(recipients), per_transaction):
+                job = DeliveryJob(
+                    message_id,
+                    active.envelope.sender,
+                    recipients[start : start + per_transaction],
+                    load_content=lambda: self.queue.read(message_id)[1],
+                    on_done=self._job_done,
+                )
+                jobs.append((key, job))
+        return jobs
 
     def _job_done(self, job: DeliveryJob, results: list[RecipientResult]) -> None:
         active = self._active.get(job.message_id)

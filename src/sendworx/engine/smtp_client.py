@@ -101,6 +101,8 @@ class SMTPConnection:
             raise SessionLost(f"connect to {remote} timed out") from error
         except OSError as error:
             raise SessionLost(f"connect to {remote} failed: {error.strerror or error}") from error
+        except ValueError as error:  # an address the socket layer refuses (UnicodeError too)
+            raise SessionLost(f"cannot connect to {remote}: {error}") from error
         connection = cls(reader, writer, remote, timeouts)
         try:
             await connection._handshake(helo_name, server_name, tls_context)
@@ -130,7 +132,8 @@ class SMTPConnection:
             try:
                 async with asyncio.timeout(self.timeouts.remote):
                     await self._writer.start_tls(tls_context, server_hostname=server_name)
-            except (TimeoutError, ssl.SSLError, OSError) as error:
+            except (TimeoutError, ssl.SSLError, OSError, ValueError) as error:
+                # ValueError: a server name TLS cannot carry (from a hostile MX record)
                 raise TLSHandshakeFailed(
                     f"TLS handshake with {self.remote} failed: {error}"
                 ) from error

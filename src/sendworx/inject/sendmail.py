@@ -17,6 +17,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import BinaryIO
 
+from sendworx.addresses import check_domain
 from sendworx.engine.queue import Envelope, Queue, QueueWriteError, new_message_id
 
 EX_OK = 0
@@ -87,6 +88,7 @@ def clean_address(address: str, default_domain: str) -> str:
     local, _, domain = address.rpartition("@")
     if not local or not domain:
         raise ValueError(f"bad address {address[:80]!r}")
+    check_domain(domain)  # AddressError, a ValueError: what the engine could not route
     return address
 
 

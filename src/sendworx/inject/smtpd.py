@@ -18,6 +18,7 @@ from typing import ClassVar
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
+from sendworx.addresses import AddressError, check_domain, domain_of
 from sendworx.config import InstanceConfig
 from sendworx.engine.queue import Envelope, Queue, QueueWriteError, new_message_id
 from sendworx.inject.committer import GroupCommitter
@@ -35,6 +36,14 @@ def received_header(
         f"\tby {host} (sendworx) with {protocol} id {message_id};\r\n"
         f"\t{stamp}\r\n"
     ).encode("utf-8", "replace")
+
+
+def _deliverable(address: str) -> bool:
+    try:
+        check_domain(domain_of(address))
+    except AddressError:
+        return False
+    return True
 
 
 class SubmissionHandler:
@@ -60,6 +69,21 @@ class SubmissionHandler:
             address = address.ipv4_mapped
         return any(address in network for network in self._relay_networks)
 
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SMTPEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if address != "<>" and "@" in address and not _deliverable(address):
+            # Bounces to it could go nowhere; the address is never echoed (it is hostile).
+            return "501 5.1.7 Sender domain is not a host name or an address literal"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -72,6 +96,8 @@ class SubmissionHandler:
             return "554 5.7.1 Relay access denied"
         if "@" not in address or address.startswith("@") or address.endswith("@"):
             return "553 5.1.3 Recipient address must be user@domain"
+        if not _deliverable(address):
+            return "501 5.1.3 Recipient domain is not a host name or an address literal"
         if len(envelope.rcpt_tos) >= self._max_recipients:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)

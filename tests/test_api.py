@@ -17,8 +17,8 @@ from support.net import wait_for
 from support.panel import SEND, STOPPED_SERVICE_INFO, Panel, control_file
 from support.php import php_xmlrpc_route
 
-from sendworx.api.errors import VALIDATION_HEADER
-from sendworx.pidfile import running_pid
+from sendworx.shared.errors import VALIDATION_HEADER
+from sendworx.shared.pidfile import running_pid
 
 OK = 205
 

@@ -16,7 +16,7 @@ from support.instance import SendworxHome
 from support.panel import Panel, control_file
 
 from sendworx.cli import nodeworx_command
-from sendworx.pidfile import running_pid
+from sendworx.shared.pidfile import running_pid
 
 NODEWORX = str(Path(sys.executable).parent / "nodeworx")
 

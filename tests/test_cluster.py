@@ -22,7 +22,7 @@ from support.dns_server import DNSServer
 from support.net import wait_for
 from support.panel import SEND, Panel, control_file
 
-from sendworx.pidfile import running_pid
+from sendworx.shared.pidfile import running_pid
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 
 from support.sink import RecordingSink
 
-from sendworx.config import DeliveryConfig, ResolverConfig
 from sendworx.engine.delivery import (
     DeliveryJob,
     DeliveryPool,
@@ -16,8 +15,9 @@ from sendworx.engine.delivery import (
 )
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.resolver import DestinationResolver
-from sendworx.engine.routes import Relay
-from sendworx.settings import Settings
+from sendworx.shared.config import DeliveryConfig, ResolverConfig
+from sendworx.shared.routes import Relay
+from sendworx.shared.settings import Settings
 
 
 def _unreadable() -> bytes:

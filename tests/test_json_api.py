@@ -14,7 +14,7 @@ import httpx
 import pytest
 from support.panel import SEND, Panel, control_file
 
-from sendworx.api.errors import VALIDATION_HEADER
+from sendworx.shared.errors import VALIDATION_HEADER
 
 API = "/api/v1"
 

@@ -12,11 +12,12 @@ from starlette.routing import Route
 
 from sendworx.api.auth import Authenticator
 from sendworx.api.controllers import api_for
-from sendworx.api.errors import ApiError
-from sendworx.api.registry import SUCCESS_REPLY_CODE, Registry
+from sendworx.api.registry import Registry
 from sendworx.cli.main import _parser
-from sendworx.instance import Instance
 from sendworx.panel.app import create_app
+from sendworx.shared.errors import ApiError
+from sendworx.shared.instance import Instance
+from sendworx.shared.wire import SUCCESS_REPLY_CODE
 from sendworx.transports.jsonapi import HTTP_STATUS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,9 @@ import pytest
 from support.dns_server import DNSServer
 from support.net import free_port
 
-from sendworx.config import ResolverConfig
 from sendworx.engine.resolver import DestinationResolver, ResolutionError
-from sendworx.engine.routes import Relay
+from sendworx.shared.config import ResolverConfig
+from sendworx.shared.routes import Relay
 
 
 def _resolver(port: int, seed: int = 0, timeout: float = 2.0) -> DestinationResolver:

@@ -10,7 +10,7 @@ from support.instance import SendworxHome
 from support.net import port_open, wait_for
 from support.panel import Panel
 
-from sendworx.pidfile import running_pid
+from sendworx.shared.pidfile import running_pid
 
 
 def test_run_brings_everything_up_prints_where_and_stops_it_all(home: SendworxHome) -> None:

@@ -14,7 +14,7 @@ from support.panel import SEND, STOPPED_SERVICE_INFO, Panel, control_file
 from support.php import php_route, php_types
 from zeep.transports import Transport
 
-from sendworx.settings import INTEGER_SETTINGS
+from sendworx.shared.settings import INTEGER_SETTINGS
 from sendworx.transports.soap import SOAP_11, SOAP_12, SoapVersion, encode_call
 
 VERSIONS = ["1.1", "1.2"]

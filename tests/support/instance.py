@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sendworx.engine.queue import Envelope, Queue
 from sendworx.engine.service import query_engine
-from sendworx.instance import Instance
-from sendworx.pidfile import running_pid
+from sendworx.shared.instance import Instance
+from sendworx.shared.pidfile import running_pid
+from sendworx.shared.queue import Envelope, Queue
 from support.net import free_port, port_open, wait_for
 
 DELIVERY_LINE = re.compile(

@@ -14,7 +14,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from sendworx.pidfile import running_pid
+from sendworx.shared.pidfile import running_pid
 from support.instance import SendworxHome
 from support.net import free_port, port_open, wait_for
 

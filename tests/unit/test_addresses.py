@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sendworx.addresses import AddressError, check_domain, domain_of, literal_address
+from sendworx.shared.addresses import AddressError, check_domain, domain_of, literal_address
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,12 @@ from typing import cast
 
 import pytest
 
-from sendworx.config import ConfigError, load_config
 from sendworx.engine.bounces import build_bounce
 from sendworx.engine.limiter import ConnectionLimiter
-from sendworx.engine.queue import (
+from sendworx.inject.sendmail import UsageError, parse_arguments, split_message
+from sendworx.shared.config import ConfigError, load_config
+from sendworx.shared.pidfile import AlreadyRunning, PidFile, running_pid
+from sendworx.shared.queue import (
     CorruptMessageError,
     Envelope,
     MessageKind,
@@ -23,8 +25,6 @@ from sendworx.engine.queue import (
     decode_message,
     encode_message,
 )
-from sendworx.inject.sendmail import UsageError, parse_arguments, split_message
-from sendworx.pidfile import AlreadyRunning, PidFile, running_pid
 
 
 def test_limiter_holds_at_zero_and_releases_when_raised() -> None:

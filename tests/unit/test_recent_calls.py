@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sendworx.api.registry import normalize_input
 from sendworx.transports.route_call import MalformedRequest
-from sendworx.transports.xmlrpc import RecentCalls, parse_call
+from sendworx.transports.xmlrpc import RecentCalls, parse_request
 
 SEND = "/nodeworx/mail/send"
 KEY = "-----BEGIN INTERWORX API KEY-----\nabc\n-----END INTERWORX API KEY-----\n"
@@ -26,7 +26,7 @@ def test_the_same_bytes_again_are_answered_from_memory() -> None:
     calls = RecentCalls()
     first = calls.parse(body(KEY))
     assert calls.parse(body(KEY)) is first
-    assert (first.auth, first.controller, first.action, first.input) == (
+    assert (first.auth, first.call.controller, first.call.action, first.call.input) == (
         KEY,
         SEND,
         "isRunning",
@@ -37,17 +37,17 @@ def test_the_same_bytes_again_are_answered_from_memory() -> None:
 
 @pytest.mark.parametrize("no_input", [{}, [], "", None])
 def test_every_spelling_of_no_input_is_kept_as_none(no_input: Any) -> None:
-    assert RecentCalls().parse(body(KEY, "isRunning", no_input)).input is None
+    assert RecentCalls().parse(body(KEY, "isRunning", no_input)).call.input is None
 
 
 def test_what_is_kept_cannot_be_changed_by_whoever_reads_it() -> None:
     calls = RecentCalls()
-    call = calls.parse(body({"apikey": KEY}, "isRunningOnNode", {"node_id": "mx1"}))
+    request = calls.parse(body({"apikey": KEY}, "isRunningOnNode", {"node_id": "mx1"}))
     with pytest.raises(TypeError):
-        call.auth["apikey"] = "someone else"  # type: ignore[index]
+        request.auth["apikey"] = "someone else"  # type: ignore[index]
     with pytest.raises(TypeError):
-        call.input["node_id"] = "mx2"  # type: ignore[index]
-    assert calls.parse(body({"apikey": KEY}, "isRunningOnNode", {"node_id": "mx1"})) is call
+        request.call.input["node_id"] = "mx2"
+    assert calls.parse(body({"apikey": KEY}, "isRunningOnNode", {"node_id": "mx1"})) is request
 
 
 @pytest.mark.parametrize(
@@ -113,9 +113,12 @@ auths: st.SearchStrategy[Any] = st.one_of(
 @given(auth=auths, values=inputs)
 def test_remembered_calls_mean_what_parsing_means(auth: Any, values: Any) -> None:
     data = body(auth, "update", values)
-    parsed = parse_call(data)
+    parsed = parse_request(data)
     calls = RecentCalls()
     for remembered in (calls.parse(data), calls.parse(data)):
-        assert remembered.controller == parsed.controller and remembered.action == parsed.action
+        assert (
+            remembered.call.controller == parsed.call.controller
+            and remembered.call.action == parsed.call.action
+        )
         assert remembered.auth == parsed.auth
-        assert normalize_input(remembered.input) == normalize_input(parsed.input)
+        assert normalize_input(remembered.call.input) == normalize_input(parsed.call.input)

@@ -8,10 +8,11 @@ from typing import Any
 
 from sendworx.api.controllers.common import add_common_actions
 from sendworx.api.controllers.service import ServiceDescription, service_controller
-from sendworx.api.errors import VALIDATION_HEADER
 from sendworx.api.registry import Caller, Registry
 from sendworx.cluster.manager import ClusterManager
 from sendworx.cluster.store import NodeStore
+from sendworx.shared.errors import VALIDATION_HEADER
+from sendworx.shared.wire import Call
 
 
 class InMemoryService:
@@ -66,7 +67,7 @@ NOBODY = Caller("user@test", frozenset({"SERVICES"}), False, "127.0.0.1")
 
 
 def _run(registry: Registry, action: str, data: object = None, caller: Caller = MASTER) -> Any:
-    return asyncio.run(registry.run(caller, "MailSmtp", action, data)).as_struct()
+    return asyncio.run(registry.run(caller, Call("MailSmtp", action, data))).as_struct()
 
 
 def test_a_second_service_controller_is_a_description_and_a_backend(tmp_path: Path) -> None:

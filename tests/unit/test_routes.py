@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sendworx.engine.routes import Relay, Route, RouteError, RouteTable, parse_route
+from sendworx.shared.routes import Relay, Route, RouteError, RouteTable, parse_route
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 hostname = st.lists(label, min_size=1, max_size=4).map(".".join)

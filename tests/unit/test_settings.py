@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sendworx.settings import Settings, SettingsError, read_settings, write_settings
+from sendworx.shared.settings import Settings, SettingsError, read_settings, write_settings
 
 
 def test_defaults_when_no_control_files(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from sendworx.transports.soap import (
     SoapVersion,
     encode_call,
     encode_reply,
-    parse_call,
+    parse_request,
 )
 
 # Exactly what PHP 8.2's SoapClient sent for route(key, ctrl, "update", [...]) in SOAP 1.2.
@@ -25,10 +25,14 @@ PHP_REQUEST_12 = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def test_php_soap12_request_decodes_to_the_route_call() -> None:
-    version, call = parse_call(PHP_REQUEST_12, "application/soap+xml; charset=utf-8")
+    version, request = parse_request(PHP_REQUEST_12, "application/soap+xml; charset=utf-8")
     assert version is SOAP_12
-    assert (call.auth, call.controller, call.action) == ("KEY", "/nodeworx/mail/send", "update")
-    assert call.input == {
+    assert (request.auth, request.call.controller, request.call.action) == (
+        "KEY",
+        "/nodeworx/mail/send",
+        "update",
+    )
+    assert request.call.input == {
         "concurrency_remote": 5,
         "smtp_routes": ["a:b", "c:d"],
         "e": [],
@@ -54,8 +58,10 @@ wire_values = st.recursive(
 @pytest.mark.parametrize("version", [SOAP_11, SOAP_12], ids=["1.1", "1.2"])
 @given(value=wire_values)
 def test_encoded_values_decode_to_themselves(version: SoapVersion, value: Any) -> None:
-    _, call = parse_call(encode_call(version, ["key", "/nodeworx/mail/send", "update", value]))
-    assert call.input == value
+    _, request = parse_request(
+        encode_call(version, ["key", "/nodeworx/mail/send", "update", value])
+    )
+    assert request.call.input == value
 
 
 @pytest.mark.parametrize("version", [SOAP_11, SOAP_12], ids=["1.1", "1.2"])
@@ -71,8 +77,8 @@ def test_reply_is_an_apache_map_with_typed_values(version: SoapVersion) -> None:
 
 def test_control_characters_in_a_reply_stay_well_formed_xml() -> None:
     body = encode_reply(SOAP_11, {"status": 1, "payload": "a\x00b\x1bc", "reply_code": 500})
-    _, call = parse_call(encode_call(SOAP_11, ["k", "c", "a", "a\ufffdb\ufffdc"]))
-    assert b"a\xef\xbf\xbdb" in body and call.input == "a\ufffdb\ufffdc"
+    _, request = parse_request(encode_call(SOAP_11, ["k", "c", "a", "a\ufffdb\ufffdc"]))
+    assert b"a\xef\xbf\xbdb" in body and request.call.input == "a\ufffdb\ufffdc"
 
 
 def _envelope(body: str) -> bytes:
@@ -128,5 +134,5 @@ def _reference_bomb(levels: int) -> str:
 )
 def test_malformed_requests_are_faults(body: bytes, code: int) -> None:
     with pytest.raises(SoapFault) as fault:
-        parse_call(body)
+        parse_request(body)
     assert fault.value.code == code

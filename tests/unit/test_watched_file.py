@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sendworx.durable import atomic_write
-from sendworx.watched_file import WatchedFile
+from sendworx.shared.durable import atomic_write
+from sendworx.shared.watched_file import WatchedFile
 
 
 def _reads(path: Path) -> tuple[WatchedFile[str], list[str]]:

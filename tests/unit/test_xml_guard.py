@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from sendworx.shared.xml_guard import ForbiddenXml, utf8_without_dtd
+from sendworx.shared.xmlrpc_reader import NotXmlRpc, read_response
 from sendworx.transports import soap
 from sendworx.transports.route_call import MalformedRequest
-from sendworx.transports.xml_guard import ForbiddenXml, utf8_without_dtd
-from sendworx.transports.xmlrpc import parse_call
-from sendworx.transports.xmlrpc_reader import NotXmlRpc, read_response
+from sendworx.transports.xmlrpc import parse_request
 
 XINCLUDE = "http://www.w3.org/2001/XInclude"
 DOCTYPES = {
@@ -80,11 +80,11 @@ def _envelope(doctype: str, value: str = "x") -> str:
 
 
 def _soap(body: bytes) -> object:
-    return soap.parse_call(body, "text/xml")
+    return soap.parse_request(body, "text/xml")
 
 
 READERS: dict[str, tuple[Callable[..., str], str, Callable[[bytes], object]]] = {
-    "xml-rpc call": (_call, "methodCall", parse_call),
+    "xml-rpc call": (_call, "methodCall", parse_request),
     "xml-rpc response": (_response, "methodResponse", read_response),
     "soap": (_envelope, "e:Envelope", _soap),
 }
@@ -187,5 +187,7 @@ def test_undecodable_bodies_are_refused(body: bytes) -> None:
 
 def test_a_php_latin1_call_still_reads_its_accents() -> None:
     body = _call("", "<string>caf\xe9</string>")
-    call = parse_call(('<?xml version="1.0" encoding="iso-8859-1"?>' + body).encode("latin-1"))
-    assert call.action == "caf\u00e9"
+    request = parse_request(
+        ('<?xml version="1.0" encoding="iso-8859-1"?>' + body).encode("latin-1")
+    )
+    assert request.call.action == "caf\u00e9"

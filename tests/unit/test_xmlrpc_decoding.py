@@ -10,9 +10,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from sendworx.shared.xmlrpc_reader import NotXmlRpc, read_response
 from sendworx.transports.route_call import FAULT_METHOD, FAULT_PARAMS, FAULT_PARSE, MalformedRequest
-from sendworx.transports.xmlrpc import encode_reply, parse_call
-from sendworx.transports.xmlrpc_reader import NotXmlRpc, read_response
+from sendworx.transports.xmlrpc import encode_reply, parse_request
 
 SEND = "/nodeworx/mail/send"
 
@@ -35,9 +35,9 @@ def test_php_style_values_decode_like_the_standard_library() -> None:
         b"<member><name>b64</name><value><base64>aGk=</base64></value></member>"
         b"<member><name>nil</name><value><nil/></value></member></struct>",
     )
-    call = parse_call(body)
-    assert call.auth == "bare string key"
-    assert call.input == {"i4": 7, "b64": b"hi", "nil": None}
+    request = parse_request(body)
+    assert request.auth == "bare string key"
+    assert request.call.input == {"i4": 7, "b64": b"hi", "nil": None}
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_php_style_values_decode_like_the_standard_library() -> None:
 )
 def test_bad_values_are_malformed_requests(body: bytes, code: int) -> None:
     with pytest.raises(MalformedRequest) as refused:
-        parse_call(body)
+        parse_request(body)
     assert refused.value.code == code
 
 
@@ -90,7 +90,7 @@ wire_values = st.recursive(
 def test_every_value_python_sends_decodes_as_the_standard_library_decodes_it(value: Any) -> None:
     body = xmlrpc.client.dumps(("key", SEND, "update", value), "iworx.route", allow_none=True)
     (expected, _) = xmlrpc.client.loads(body, use_builtin_types=True)
-    assert parse_call(body.encode()).input == expected[3]
+    assert parse_request(body.encode()).call.input == expected[3]
 
 
 @given(value=wire_values)
@@ -119,7 +119,7 @@ def test_apache_extension_tags_and_arrays_without_data_are_read() -> None:
         b"<member><name>list</name><value><array><value>x</value></array></value></member>"
         b"</struct>",
     )
-    assert parse_call(body).input == {"n": None, "big": 5_000_000_000, "list": ["x"]}
+    assert parse_request(body).call.input == {"n": None, "big": 5_000_000_000, "list": ["x"]}
 
 
 UTF16_BOMB = (
@@ -146,15 +146,15 @@ UTF16_BOMB = (
 )
 def test_what_is_not_a_clean_xml_rpc_call_is_a_parse_fault(body: bytes) -> None:
     with pytest.raises(MalformedRequest) as refused:
-        parse_call(body)
+        parse_request(body)
     assert refused.value.code == FAULT_PARSE
 
 
 def test_a_refused_body_leaves_the_reused_parser_clean() -> None:
     with pytest.raises(MalformedRequest):
-        parse_call(b"<methodCall><methodName>iworx.route</methodName><params><param>")
-    call = parse_call(_params(b"k", b"c", b"isRunning"))
-    assert (call.auth, call.controller, call.action) == ("k", "c", "isRunning")
+        parse_request(b"<methodCall><methodName>iworx.route</methodName><params><param>")
+    request = parse_request(_params(b"k", b"c", b"isRunning"))
+    assert (request.auth, request.call.controller, request.call.action) == ("k", "c", "isRunning")
 
 
 @pytest.mark.parametrize(
@@ -174,13 +174,13 @@ def test_a_refused_body_leaves_the_reused_parser_clean() -> None:
 def test_hand_written_values_decode_as_the_standard_library_decodes_them(value: bytes) -> None:
     body = _params(b"k", b"c", b"a", value)
     (expected, _) = xmlrpc.client.loads(body, use_builtin_types=True)
-    assert parse_call(body).input == expected[3]
+    assert parse_request(body).call.input == expected[3]
 
 
 def test_a_member_naming_itself_after_its_value_keeps_name_and_value_apart() -> None:
     # The stdlib reader pairs by position and would answer {1: "late name"}.
     member = b"<struct><member><value><int>1</int></value><name>late</name></member></struct>"
-    assert parse_call(_params(b"k", b"c", b"a", member)).input == {"late": 1}
+    assert parse_request(_params(b"k", b"c", b"a", member)).call.input == {"late": 1}
 
 
 @given(value=wire_values)
@@ -222,6 +222,6 @@ VALID = _params(b"key", b"<string>/nodeworx/mail/send</string>", b"update", b"<s
 )
 def test_any_bytes_are_a_call_or_a_malformed_request_never_a_crash(body: bytes) -> None:
     try:
-        parse_call(body)
+        parse_request(body)
     except MalformedRequest as refused:
         assert refused.code in (FAULT_PARSE, FAULT_METHOD, FAULT_PARAMS)

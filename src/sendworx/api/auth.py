@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sendworx.api.errors import AuthenticationFailed
 from sendworx.api.registry import Caller
 from sendworx.api.users import User, UserStore, check_password
+from sendworx.shared.errors import AuthenticationFailed
 
 
 @dataclass

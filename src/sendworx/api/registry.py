@@ -1,6 +1,6 @@
 """Controllers and actions, defined once: name, typed inputs with rules, permission, handler.
 
-`Registry.route` is the whole request path: authenticate, find, authorise, validate, run.
+`Registry.run` answers one call for an authenticated caller: find, authorise, validate, run.
 """
 
 from __future__ import annotations
@@ -10,36 +10,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sendworx.api.errors import ApiError, PermissionDenied, UnknownAction, ValidationFailed
+from sendworx.shared.errors import ApiError, PermissionDenied, UnknownAction, ValidationFailed
+from sendworx.shared.wire import NO_INPUT, Call, Reply
 
 log = logging.getLogger("sendworx.api")
-SUCCESS_REPLY_CODE = 205
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    payload: Any
-    reply_code: int
-    # Field -> message for a validation failure; the JSON API sends it structured.
-    problems: Mapping[str, str] = field(default_factory=dict)
-    internal: bool = False  # a bug on our side, not a failed action; HTTP adapters say 500
-
-    @classmethod
-    def internal_error(cls) -> Reply:
-        return cls(1, "internal error; see the panel log", 500, internal=True)
-
-    def as_struct(self) -> dict[str, Any]:
-        return {"status": self.status, "payload": self.payload, "reply_code": self.reply_code}
-
-    @classmethod
-    def success(cls, payload: Any) -> Reply:
-        return cls(0, payload, SUCCESS_REPLY_CODE)
-
-    @classmethod
-    def from_error(cls, error: ApiError) -> Reply:
-        problems = error.problems if isinstance(error, ValidationFailed) else {}
-        return cls(error.status, error.payload(), error.reply_code, problems)
 
 
 @dataclass(frozen=True)
@@ -89,9 +63,6 @@ class Controller:
 
     def add(self, action: Action) -> None:
         self.actions[action.name] = action
-
-
-NO_INPUT: tuple[object, ...] = (None, "", [], {})  # missing, nil, empty string, array or struct
 
 
 def normalize_input(raw: object) -> dict[str, Any]:
@@ -145,9 +116,8 @@ class Registry:
             raise UnknownAction(f"unknown controller {name[:200]!r}")
         return controller
 
-    async def run(
-        self, caller: Caller, controller_name: str, action_name: str, raw: object
-    ) -> Reply:
+    async def run(self, caller: Caller, call: Call[Any]) -> Reply:
+        controller_name, action_name = call.controller, call.action
         try:
             controller = self.find(controller_name)
             action = controller.actions.get(action_name)
@@ -156,7 +126,7 @@ class Registry:
             if not caller.may(controller.permissions):
                 needed = ", ".join(controller.permissions)
                 raise PermissionDenied(f"permission denied: {controller.path} requires {needed}")
-            values = validate(action, normalize_input(raw))
+            values = validate(action, normalize_input(call.input))
             return Reply.success(await action.handler(caller, values))
         except ApiError as error:
             return Reply.from_error(error)

@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sendworx.durable import atomic_write
-from sendworx.watched_file import WatchedFile
+from sendworx.shared.durable import atomic_write
+from sendworx.shared.watched_file import WatchedFile
 
 KEY_HEADER = "-----BEGIN INTERWORX API KEY-----"
 KEY_FOOTER = "-----END INTERWORX API KEY-----"

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from sendworx.backends import ServiceError
 from sendworx.backends.exit_watch import ExitWatch
 from sendworx.engine.service import query_engine
-from sendworx.instance import Instance
-from sendworx.pidfile import running_pid
+from sendworx.shared.instance import Instance
+from sendworx.shared.pidfile import running_pid
 
 START_TIMEOUT_SECONDS = 20.0
 # How long a successful "does it answer" probe is trusted; death shows at once via the lock.

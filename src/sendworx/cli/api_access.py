@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sendworx.api.controllers import api_for
-from sendworx.api.registry import Caller, Reply
-from sendworx.client import Call, Client, ca_context
-from sendworx.instance import Instance
+from sendworx.api.registry import Caller
+from sendworx.client import Client, ca_context
+from sendworx.shared.instance import Instance
+from sendworx.shared.wire import Call, Reply
 
 
 class AccessDenied(Exception):
@@ -52,9 +53,7 @@ class LocalApi:
         self._runner = asyncio.Runner()
 
     def reply(self, call: Call[Any]) -> Reply:
-        return self._runner.run(
-            self._api.registry.run(self._caller, call.controller, call.action, dict(call.input))
-        )
+        return self._runner.run(self._api.registry.run(self._caller, call))
 
     def close(self) -> None:
         try:

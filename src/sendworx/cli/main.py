@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sendworx.config import ConfigError
-from sendworx.instance import Instance, default_home
+from sendworx.shared.config import ConfigError
+from sendworx.shared.instance import Instance, default_home
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,8 +109,8 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         supervisor,
         users_command,
     )
-    from sendworx.engine.queue import Queue
     from sendworx.inject import sendmail
+    from sendworx.shared.queue import Queue
 
     command = arguments.command
     if command == "init":

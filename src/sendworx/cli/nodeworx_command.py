@@ -17,8 +17,8 @@ from typing import Any
 from sendworx.cli.api_access import AccessDenied, ApiAccess, LocalApi, RemoteApi
 from sendworx.cli.output import plain_lines, print_json
 from sendworx.client import ClientError, calls
-from sendworx.config import ConfigError
-from sendworx.instance import Instance, default_home
+from sendworx.shared.config import ConfigError
+from sendworx.shared.instance import Instance, default_home
 
 
 def parser(prog: str = "nodeworx") -> argparse.ArgumentParser:

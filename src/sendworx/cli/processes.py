@@ -13,14 +13,14 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sendworx.engine.queue import Queue
 from sendworx.engine.service import Engine
 from sendworx.inject import smtpd
 from sendworx.inject import workers as workers_module
-from sendworx.instance import Instance
-from sendworx.logs import setup_logging
 from sendworx.panel.server import serve_panel
-from sendworx.pidfile import AlreadyRunning, PidFile
+from sendworx.shared.instance import Instance
+from sendworx.shared.logs import setup_logging
+from sendworx.shared.pidfile import AlreadyRunning, PidFile
+from sendworx.shared.queue import Queue
 
 log = logging.getLogger("sendworx.smtpd")
 

@@ -14,9 +14,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sendworx.engine.queue import CorruptMessageError, Queue, is_message_id
-from sendworx.instance import Instance
-from sendworx.pidfile import running_pid
+from sendworx.shared.instance import Instance
+from sendworx.shared.pidfile import running_pid
+from sendworx.shared.queue import CorruptMessageError, Queue, is_message_id
 
 
 def when(timestamp: float) -> str:

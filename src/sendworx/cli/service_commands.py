@@ -15,16 +15,15 @@ from sendworx.cli import queue_command
 from sendworx.cli.api_access import AccessDenied, LocalApi
 from sendworx.cli.output import plain_lines, print_json, print_table
 from sendworx.client import ApiError, Call, calls
-from sendworx.client.clients import payload_of
 from sendworx.engine.service import query_engine
-from sendworx.instance import Instance
+from sendworx.shared.instance import Instance
 
 NODES = "/nodeworx/cluster/nodes"
 T = TypeVar("T")
 
 
 def _run(api: LocalApi, call: Call[T]) -> T:
-    return payload_of(api.reply(call), call)
+    return api.reply(call).payload_for(call)
 
 
 def _settings(api: LocalApi) -> dict[str, Any]:

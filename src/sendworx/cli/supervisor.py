@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sendworx.backends import ServiceError
 from sendworx.backends.builtin import BuiltinBackend
-from sendworx.instance import Instance
+from sendworx.shared.instance import Instance
 
 CHILDREN = ("smtpd", "panel")
 

@@ -10,9 +10,9 @@ import secrets
 import sys
 
 from sendworx.api.users import PERMISSIONS, UserError, UserStore
-from sendworx.durable import atomic_write
-from sendworx.engine.queue import Queue
-from sendworx.instance import Instance
+from sendworx.shared.durable import atomic_write
+from sendworx.shared.instance import Instance
+from sendworx.shared.queue import Queue
 
 
 def store(instance: Instance) -> UserStore:

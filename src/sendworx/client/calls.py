@@ -4,20 +4,13 @@ a conversion of the payload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-T = TypeVar("T")
+from sendworx.shared.wire import Call
+
+__all__ = ["Call"]  # and the builders below
 MAIL_SEND = "/nodeworx/mail/send"
-
-
-@dataclass(frozen=True)
-class Call(Generic[T]):
-    controller: str
-    action: str
-    input: Mapping[str, Any] = field(default_factory=dict)
-    convert: Callable[[Any], T] = field(default=lambda payload: payload)
 
 
 def _cascade(cascade_to_nodes: bool) -> dict[str, Any]:

@@ -16,11 +16,10 @@ from typing import Any, TypeVar
 import aiohttp
 import httpx
 
-from sendworx.api.errors import error_for_reply
-from sendworx.api.registry import Reply
-from sendworx.client.calls import Call, get_session
+from sendworx.client.calls import get_session
 from sendworx.client.errors import BadResponse, aiohttp_error, client_error
-from sendworx.transports.xmlrpc_reader import read_response
+from sendworx.shared.wire import Call, Reply
+from sendworx.shared.xmlrpc_reader import read_response
 
 T = TypeVar("T")
 # The armored key, {"apikey": ...}, {"sessionid": ...} or {"email": ..., "password": ...}.
@@ -44,13 +43,6 @@ def ca_context(ca_file: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
-def payload_of(reply: Reply, call: Call[T]) -> T:
-    """The call's converted payload; a status other than 0 raises its ApiError subclass."""
-    if reply.status != 0:
-        raise error_for_reply(reply.status, reply.payload, reply.reply_code)
-    return call.convert(reply.payload)
-
-
 class _Base:
     def __init__(self, url: str, auth: Auth) -> None:
         self.url = url if url.rstrip("/").endswith("/xmlrpc") else url.rstrip("/") + "/xmlrpc"
@@ -58,7 +50,7 @@ class _Base:
 
     def _body(self, call: Call[Any]) -> bytes:
         auth = self.auth if isinstance(self.auth, str) else dict(self.auth)
-        params: tuple[Any, ...] = (auth, call.controller, call.action, dict(call.input))
+        params: tuple[Any, ...] = (auth, call.controller, call.action, call.inputs())
         return xmlrpc.client.dumps(params, "iworx.route", allow_none=True).encode()
 
     def _reply(self, status_code: int, content: bytes) -> Reply:
@@ -96,7 +88,7 @@ class Client(_Base):
 
     def run(self, call: Call[T]) -> T:
         """The payload, converted; a status other than 0 raises its ApiError subclass."""
-        return payload_of(self.reply(call), call)
+        return self.reply(call).payload_for(call)
 
     def login(self) -> str:
         """Trades the credentials for a session id and uses the session from now on."""
@@ -143,7 +135,7 @@ class AsyncClient(_Base):
             raise aiohttp_error(error) from error
 
     async def run(self, call: Call[T]) -> T:
-        return payload_of(await self.reply(call), call)
+        return (await self.reply(call)).payload_for(call)
 
     async def login(self) -> str:
         session = await self.run(get_session())

@@ -11,7 +11,7 @@ import ssl
 import aiohttp
 import httpx
 
-from sendworx.api.errors import (
+from sendworx.shared.errors import (
     ActionFailed,
     ApiError,
     AuthenticationFailed,

@@ -11,10 +11,16 @@ import hashlib
 import ssl
 from typing import Any
 
-from sendworx.api.errors import ActionFailed, PartialFailure, ValidationFailed, error_for_reply
-from sendworx.api.registry import Reply
-from sendworx.client import AsyncClient, Call, ClientError, calls, pinned_context
+from sendworx.client import AsyncClient, ClientError, calls, pinned_context
+from sendworx.cluster.errors import (
+    KeyNotAccepted,
+    NodeRefusedKey,
+    NodeUnreachable,
+    RegistrationRefused,
+    UnknownNode,
+)
 from sendworx.cluster.store import Node, NodeError, NodeStore, parse_node_address
+from sendworx.shared.wire import Call, Reply
 
 # The node refused our credentials: worth telling apart from the caller's own 401/403.
 CREDENTIAL_STATUSES = (401, 403)
@@ -56,7 +62,7 @@ class ClusterManager:
     def node(self, node_id: str) -> Node:
         node = self.store.get(node_id)
         if node is None:
-            raise ValidationFailed({"node_id": f"no node {node_id[:100]!r} is registered"})
+            raise UnknownNode(f"no node {node_id[:100]!r} is registered")
         return node
 
     async def call(self, node: Node, call: Call[Any]) -> Reply:
@@ -73,30 +79,26 @@ class ClusterManager:
             await self._clients.pop(node).aclose()
         return removed
 
-    async def run_on(self, node_id: str, call: Call[Any]) -> Any:
+    async def run_on(self, node_id: str, call: Call[Any]) -> Reply:
         """What the node answered, as if it had been asked directly (`xxxOnNode`)."""
         node = self.node(node_id)
         try:
             reply = await self.call(node, call)
         except ClientError as error:
-            raise ActionFailed(f"node {node_id}: {error}") from error
+            raise NodeUnreachable(f"node {node_id}: {error}") from error
         if reply.status in CREDENTIAL_STATUSES:
-            raise ActionFailed(
+            raise NodeRefusedKey(
                 f"node {node_id} refused the registered API key ({reply.status}: {reply.payload})"
             )
-        if reply.status != 0:
-            raise error_for_reply(reply.status, reply.payload, reply.reply_code)
-        return reply.payload
+        return reply
 
     async def cascade(self, local_payload: Any, call: Call[Any]) -> dict[str, Any]:
         """Replays `call` (never itself cascaded) on every node in parallel, after it succeeded
-        here. Per node: {status, payload}; raises PartialFailure unless every node succeeded."""
+        here: {node_id: {status, payload}}, this node first."""
         nodes = self.store.nodes()
         outcomes = await asyncio.gather(*(self._outcome(node, call) for node in nodes))
         results: dict[str, Any] = {self.local_node: {"status": 0, "payload": local_payload}}
         results.update(zip((node.node_id for node in nodes), outcomes, strict=True))
-        if any(result["status"] != 0 for result in outcomes):
-            raise PartialFailure(results)
         return results
 
     async def _outcome(self, node: Node, call: Call[Any]) -> dict[str, Any]:
@@ -116,11 +118,11 @@ class ClusterManager:
         try:
             address = parse_node_address(address_text)
         except NodeError as error:
-            raise ValidationFailed({"hostname": str(error)}) from error
+            raise RegistrationRefused(str(error)) from error
         if address.node_id == self.local_node:
-            raise ValidationFailed({"hostname": "is this node itself"})
+            raise RegistrationRefused("is this node itself")
         if self.store.get(address.node_id) is not None:
-            raise ValidationFailed({"hostname": f"{address.node_id} is already registered"})
+            raise RegistrationRefused(f"{address.node_id} is already registered")
         try:
             presented = await asyncio.wait_for(
                 asyncio.to_thread(
@@ -129,24 +131,18 @@ class ClusterManager:
                 self.timeout + 1,
             )
         except (OSError, TimeoutError, ValueError) as error:
-            raise ValidationFailed(
-                {"hostname": f"cannot reach {address.node_id} over TLS: {error or 'timed out'}"}
+            raise RegistrationRefused(
+                f"cannot reach {address.node_id} over TLS: {error or 'timed out'}"
             ) from error
         node = Node(address.node_id, address.url, api_key, presented, fingerprint(presented))
         try:
             reply = await self.call(node, calls.is_running())
         except ClientError as error:
-            raise ValidationFailed(
-                {"hostname": f"{address.node_id} did not answer: {error}"}
-            ) from error
+            raise RegistrationRefused(f"{address.node_id} did not answer: {error}") from error
         if reply.status in CREDENTIAL_STATUSES:
-            raise ValidationFailed(
-                {"apikey": f"{address.node_id} refused this key ({reply.payload})"}
-            )
+            raise KeyNotAccepted(f"{address.node_id} refused this key ({reply.payload})")
         if reply.status != 0:
-            raise ValidationFailed(
-                {"hostname": f"{address.node_id} answered status {reply.status}"}
-            )
+            raise RegistrationRefused(f"{address.node_id} answered status {reply.status}")
         self.store.add(node)
         return node
 

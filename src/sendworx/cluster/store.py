@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sendworx.durable import atomic_write
-from sendworx.watched_file import WatchedFile
+from sendworx.shared.durable import atomic_write
+from sendworx.shared.watched_file import WatchedFile
 
 DEFAULT_PANEL_PORT = 2443
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sendworx.config import DeliveryConfig
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.resolver import DestinationResolver, Host, ResolutionError
-from sendworx.engine.routes import Relay
 from sendworx.engine.smtp_client import SessionLost, SMTPConnection, Timeouts, TLSHandshakeFailed
-from sendworx.settings import Settings
+from sendworx.shared.config import DeliveryConfig
+from sendworx.shared.routes import Relay
+from sendworx.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from sendworx.config import ResolverConfig
-from sendworx.engine.routes import Relay
+from sendworx.shared.config import ResolverConfig
+from sendworx.shared.routes import Relay
 
 
 @dataclass(frozen=True, slots=True)

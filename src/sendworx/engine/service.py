@@ -20,7 +20,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from sendworx.addresses import AddressError, check_domain, literal_address
 from sendworx.engine.bounces import build_bounce
 from sendworx.engine.delivery import (
     DeliveryJob,
@@ -31,7 +30,13 @@ from sendworx.engine.delivery import (
 )
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.metrics import EngineMetrics
-from sendworx.engine.queue import (
+from sendworx.engine.resolver import DestinationResolver
+from sendworx.engine.schedule import has_expired, next_attempt_at
+from sendworx.engine.scheduler import Scheduler
+from sendworx.engine.smtp_client import opportunistic_tls_context
+from sendworx.shared.addresses import AddressError, check_domain, literal_address
+from sendworx.shared.instance import Instance
+from sendworx.shared.queue import (
     CorruptMessageError,
     DeliveryState,
     Envelope,
@@ -40,12 +45,7 @@ from sendworx.engine.queue import (
     RecipientFailure,
     socket_name,
 )
-from sendworx.engine.resolver import DestinationResolver
-from sendworx.engine.schedule import has_expired, next_attempt_at
-from sendworx.engine.scheduler import Scheduler
-from sendworx.engine.smtp_client import opportunistic_tls_context
-from sendworx.instance import Instance
-from sendworx.settings import Settings, read_settings
+from sendworx.shared.settings import Settings, read_settings
 
 log = logging.getLogger("sendworx.engine")
 delivery_log = logging.getLogger("sendworx.delivery")

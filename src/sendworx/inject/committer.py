@@ -10,7 +10,7 @@ import asyncio
 import queue as thread_queue
 import threading
 
-from sendworx.engine.queue import Envelope, Queue, QueueWriteError, encode_message
+from sendworx.shared.queue import Envelope, Queue, QueueWriteError, encode_message
 
 _Pending = tuple[str, bytes, asyncio.Future[None]]
 

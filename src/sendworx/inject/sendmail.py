@@ -17,8 +17,8 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import BinaryIO
 
-from sendworx.addresses import check_domain
-from sendworx.engine.queue import Envelope, Queue, QueueWriteError, new_message_id
+from sendworx.shared.addresses import check_domain
+from sendworx.shared.queue import Envelope, Queue, QueueWriteError, new_message_id
 
 EX_OK = 0
 EX_USAGE = 64

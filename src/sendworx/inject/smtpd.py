@@ -18,10 +18,10 @@ from typing import ClassVar
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
-from sendworx.addresses import AddressError, check_domain, domain_of
-from sendworx.config import InstanceConfig
-from sendworx.engine.queue import Envelope, Queue, QueueWriteError, new_message_id
 from sendworx.inject.committer import GroupCommitter
+from sendworx.shared.addresses import AddressError, check_domain, domain_of
+from sendworx.shared.config import InstanceConfig
+from sendworx.shared.queue import Envelope, Queue, QueueWriteError, new_message_id
 
 log = logging.getLogger("sendworx.smtpd")
 

@@ -12,9 +12,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from sendworx.api.auth import Authenticator
-from sendworx.api.errors import ApiError
-from sendworx.api.registry import Registry, Reply
-from sendworx.transports.route_call import RouteCall
+from sendworx.api.registry import Registry
+from sendworx.shared import wire
+from sendworx.shared.errors import ApiError
+from sendworx.shared.wire import Reply
 
 log = logging.getLogger("sendworx.panel")
 READ_ONLY_PREFIXES = ("is", "list", "query", "getSession")
@@ -76,10 +77,11 @@ class Dispatcher:
         self.authenticator = authenticator
         self.max_request_bytes = max_request_bytes
 
-    async def dispatch(self, call: RouteCall, peer: str, transport: str) -> Reply:
+    async def dispatch(self, request: wire.Request, peer: str, transport: str) -> Reply:
         caller_email = "-"
+        call = request.call
         try:
-            caller = await self.authenticator.authenticate(call.auth, peer)
+            caller = await self.authenticator.authenticate(request.auth, peer)
         except ApiError as error:
             reply = Reply.from_error(error)
         except Exception:
@@ -88,7 +90,7 @@ class Dispatcher:
             reply = Reply.internal_error()
         else:
             caller_email = caller.email
-            reply = await self.registry.run(caller, call.controller, call.action, call.input)
+            reply = await self.registry.run(caller, call)
         # Monitoring polls (successful reads) at DEBUG; changes and failures are the audit trail.
         quiet = reply.status == 0 and call.action.startswith(READ_ONLY_PREFIXES)
         level = logging.DEBUG if quiet else logging.INFO

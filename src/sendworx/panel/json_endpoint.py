@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from sendworx.api.errors import ApiError, ValidationFailed
 from sendworx.panel.dispatch import GONE, Dispatcher, TooLarge, peer_of, read_capped
+from sendworx.shared import wire
+from sendworx.shared.errors import ApiError, ValidationFailed
 from sendworx.transports import jsonapi
 from sendworx.transports.openapi import openapi_document
-from sendworx.transports.route_call import RouteCall
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -37,11 +38,14 @@ def json_endpoints(dispatcher: Dispatcher) -> tuple[Endpoint, Endpoint]:
             except TooLarge:
                 error = ValidationFailed({"body": f"is larger than {limit} bytes"})
                 return JSONResponse(jsonapi.error_body(error)[1], status_code=413)
-            call = RouteCall(auth, "/" + controller, action_name, jsonapi.parse_input(body))
+            call: wire.Call[Any] = wire.Call(
+                "/" + controller, action_name, jsonapi.parse_input(body)
+            )
+            routed = wire.Request(auth, call)
         except ApiError as error:
             status, body_json = jsonapi.error_body(error)
             return JSONResponse(body_json, status_code=status)
-        reply = await dispatcher.dispatch(call, peer_of(request.scope), "json")
+        reply = await dispatcher.dispatch(routed, peer_of(request.scope), "json")
         return JSONResponse(jsonapi.reply_body(reply), status_code=jsonapi.http_status(reply))
 
     return action, openapi

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import uvicorn
 
 from sendworx.api.controllers import api_for
-from sendworx.instance import Instance
 from sendworx.panel.app import create_app
 from sendworx.panel.tls import TlsFiles, ensure_certificates, host_names
+from sendworx.shared.instance import Instance
 
 log = logging.getLogger("sendworx.panel")
 

@@ -23,7 +23,7 @@ def soap_endpoint(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respo
             return Response(soap.wsdl(location), media_type="text/xml; charset=utf-8")
         content_type = request.headers.get("content-type", "")
         try:
-            version, call = soap.parse_call(await read_capped(request, limit), content_type)
+            version, routed = soap.parse_request(await read_capped(request, limit), content_type)
         except ClientDisconnect:
             return GONE
         except TooLarge:
@@ -31,7 +31,7 @@ def soap_endpoint(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respo
             return _fault(version, f"request larger than {limit} bytes")
         except soap.SoapFault as error:
             return _fault(error.version, error.message)
-        reply = await dispatcher.dispatch(call, peer_of(request.scope), "soap")
+        reply = await dispatcher.dispatch(routed, peer_of(request.scope), "soap")
         return Response(
             soap.encode_reply(version, reply.as_struct()), media_type=version.content_type
         )

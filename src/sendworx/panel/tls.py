@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sendworx.durable import atomic_write
+from sendworx.shared.durable import atomic_write
 
 VALID_DAYS = 825
 

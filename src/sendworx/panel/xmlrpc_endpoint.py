@@ -11,8 +11,8 @@ import logging
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from sendworx.api.registry import Reply
 from sendworx.panel.dispatch import Dispatcher, TooLarge, peer_of, read_body
+from sendworx.shared.wire import Reply
 from sendworx.transports import xmlrpc
 from sendworx.transports.route_call import FAULT_TOO_LARGE, MalformedRequest
 
@@ -46,7 +46,7 @@ class XmlRpcEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             body = await read_body(receive, header(scope, b"content-length"), self.limit)
-            call = self.calls.parse(body)
+            request = self.calls.parse(body)
         except ClientDisconnect:
             return  # gone before its request was complete: nobody to answer
         except TooLarge:
@@ -54,7 +54,7 @@ class XmlRpcEndpoint:
         except MalformedRequest as error:
             reply = xmlrpc.encode_fault(error.code, error.message)
         else:
-            reply = encode(await self.dispatcher.dispatch(call, peer_of(scope), "xmlrpc"))
+            reply = encode(await self.dispatcher.dispatch(request, peer_of(scope), "xmlrpc"))
         headers = [(b"content-type", XML), (b"content-length", b"%d" % len(reply))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": reply})

@@ -8,10 +8,10 @@ import binascii
 import json
 from typing import Any
 
-from sendworx.api.errors import ApiError, AuthenticationFailed, ValidationFailed
 from sendworx.api.language import tokens_in
-from sendworx.api.registry import Reply
 from sendworx.api.users import KEY_FOOTER, KEY_HEADER
+from sendworx.shared.errors import ApiError, AuthenticationFailed, ValidationFailed
+from sendworx.shared.wire import Reply
 
 PREFIX = "/api/v1"
 # Status 1 is a valid request whose action did not succeed (409); a bug of ours is 500;

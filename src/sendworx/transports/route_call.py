@@ -1,12 +1,13 @@
-"""What every wire format turns a request into: one `iworx.route(auth, controller, action, input)`.
+"""What XML-RPC and SOAP decode: `route(auth, controller, action, input)` into a Request.
 
-XML-RPC and SOAP share the arity and type rules here; each reports a violation in its own form.
+Both formats share the arity and type rules here; each reports a violation in its own form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from sendworx.shared.wire import Call, Request
 
 FAULT_PARSE = -32700
 FAULT_METHOD = -32601
@@ -21,15 +22,7 @@ class MalformedRequest(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class RouteCall:
-    auth: object
-    controller: str
-    action: str
-    input: object
-
-
-def route_call(params: Sequence[object]) -> RouteCall:
+def route_request(params: Sequence[object]) -> Request:
     """Three or four positional parameters; a missing `input` means no input."""
     if not 3 <= len(params) <= 4:
         raise MalformedRequest(
@@ -38,4 +31,4 @@ def route_call(params: Sequence[object]) -> RouteCall:
     auth, controller, action = params[:3]
     if not isinstance(controller, str) or not isinstance(action, str):
         raise MalformedRequest(FAULT_PARAMS, "controller and action must be strings")
-    return RouteCall(auth, controller, action, params[3] if len(params) == 4 else None)
+    return Request(auth, Call(controller, action, params[3] if len(params) == 4 else None))

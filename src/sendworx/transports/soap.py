@@ -16,14 +16,14 @@ from xml.sax.saxutils import escape, quoteattr
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from sendworx.shared.wire import Request
+from sendworx.shared.xml_guard import ForbiddenXml, utf8_without_dtd
 from sendworx.transports.route_call import (
     FAULT_METHOD,
     FAULT_PARSE,
     MalformedRequest,
-    RouteCall,
-    route_call,
+    route_request,
 )
-from sendworx.transports.xml_guard import ForbiddenXml, utf8_without_dtd
 
 OPERATION = "route"
 SERVICE_NAMESPACE = "urn:InterWorx"
@@ -77,7 +77,7 @@ def version_for(content_type: str) -> SoapVersion:
     return SOAP_12 if "application/soap+xml" in content_type.lower() else SOAP_11
 
 
-def parse_call(body: bytes, content_type: str = "") -> tuple[SoapVersion, RouteCall]:
+def parse_request(body: bytes, content_type: str = "") -> tuple[SoapVersion, Request]:
     version = version_for(content_type)
     try:
         envelope = _parse(body)
@@ -107,7 +107,7 @@ def parse_call(body: bytes, content_type: str = "") -> tuple[SoapVersion, RouteC
     except (ValueError, RecursionError) as error:
         raise SoapFault(version, FAULT_PARSE, f"malformed SOAP request: {error}") from error
     try:
-        return version, route_call(params)
+        return version, route_request(params)
     except MalformedRequest as error:
         raise SoapFault(version, error.code, error.message) from error
 

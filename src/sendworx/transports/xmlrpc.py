@@ -9,30 +9,29 @@ import xmlrpc.client
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from sendworx.api.registry import NO_INPUT
+from sendworx.shared.wire import NO_INPUT, Call, Request
+from sendworx.shared.xmlrpc_reader import read_call
 from sendworx.transports.route_call import (
     FAULT_METHOD,
     FAULT_PARSE,
     MalformedRequest,
-    RouteCall,
-    route_call,
+    route_request,
 )
-from sendworx.transports.xmlrpc_reader import read_call
 from sendworx.transports.xmlrpc_writer import encode_reply
 
 METHOD = "iworx.route"
-__all__ = ["RecentCalls", "encode_fault", "encode_reply", "parse_call"]
+__all__ = ["RecentCalls", "encode_fault", "encode_reply", "parse_request"]
 UNCHANGEABLE = (str, int, float, type(None))  # values kept as they are (bool is an int)
 
 
-def parse_call(body: bytes) -> RouteCall:
+def parse_request(body: bytes) -> Request:
     try:
         method, params = read_call(body)
     except (ValueError, TypeError, OverflowError, RecursionError) as error:
         raise MalformedRequest(FAULT_PARSE, f"malformed XML-RPC request: {error}") from error
     if method != METHOD:
         raise MalformedRequest(FAULT_METHOD, f"unknown method {str(method)[:100]!r}; use {METHOD}")
-    return route_call(params)
+    return route_request(params)
 
 
 class RecentCalls:
@@ -46,38 +45,39 @@ class RecentCalls:
     """
 
     def __init__(self, capacity: int = 256, max_body_bytes: int = 8192) -> None:
-        self._calls: dict[bytes, RouteCall] = {}
+        self._calls: dict[bytes, Request] = {}
         self._capacity = capacity
         self._max_body_bytes = max_body_bytes
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def parse(self, body: bytes) -> RouteCall:
+    def parse(self, body: bytes) -> Request:
         if len(body) > self._max_body_bytes:
-            return parse_call(body)  # never kept: not even worth hashing for the lookup
-        call = self._calls.get(body)
-        if call is not None:
-            return call
-        call = parse_call(body)
-        frozen = _frozen_call(call)
+            return parse_request(body)  # never kept: not even worth hashing for the lookup
+        known = self._calls.get(body)
+        if known is not None:
+            return known
+        request = parse_request(body)
+        frozen = _frozen_request(request)
         if frozen is None:
-            return call
+            return request
         if len(self._calls) >= self._capacity:
             del self._calls[next(iter(self._calls))]  # the oldest
         self._calls[body] = frozen
         return frozen
 
 
-def _frozen_call(call: RouteCall) -> RouteCall | None:
-    """`call` with nothing in it a reader could change, or None if it holds other containers."""
-    auth = call.auth if isinstance(call.auth, str) else _frozen_struct(call.auth)
+def _frozen_request(request: Request) -> Request | None:
+    """`request` with nothing in it a reader could change, or None if it holds other containers."""
+    auth = request.auth if isinstance(request.auth, str) else _frozen_struct(request.auth)
     if auth is None:
         return None
+    call = request.call
     if call.input in NO_INPUT:
-        return RouteCall(auth, call.controller, call.action, None)
+        return Request(auth, Call(call.controller, call.action))
     values = _frozen_struct(call.input)
-    return None if values is None else RouteCall(auth, call.controller, call.action, values)
+    return None if values is None else Request(auth, Call(call.controller, call.action, values))
 
 
 def _frozen_struct(value: object) -> Mapping[str, object] | None:

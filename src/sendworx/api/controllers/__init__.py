@@ -18,7 +18,7 @@ from sendworx.backends import ServiceBackend
 from sendworx.backends.builtin import BuiltinBackend
 from sendworx.cluster.manager import ClusterManager
 from sendworx.cluster.store import NodeStore
-from sendworx.instance import Instance
+from sendworx.shared.instance import Instance
 
 # Who asks when sendworx asks itself (the cluster status view reads the local service).
 _SYSTEM = Caller("sendworx", frozenset(), True, "local")

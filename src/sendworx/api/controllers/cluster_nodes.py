@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sendworx.api.controllers.common import ANY_STRUCT, STRING, add_common_actions, parse_string
-from sendworx.api.errors import ValidationFailed
 from sendworx.api.registry import Action, Caller, Controller, Input
+from sendworx.cluster.errors import KeyNotAccepted, RegistrationRefused
 from sendworx.cluster.manager import ClusterManager
+from sendworx.shared.errors import ValidationFailed
 
 NODE_LIST: dict[str, Any] = {
     "type": "array",
@@ -42,7 +43,12 @@ def cluster_nodes_controller(
     controller = Controller("/nodeworx/cluster/nodes", "ClusterNodes", ("CLUSTER",))
 
     async def add(caller: Caller, values: dict[str, Any]) -> str:
-        node = await cluster.register(values["hostname"], values["apikey"])
+        try:
+            node = await cluster.register(values["hostname"], values["apikey"])
+        except KeyNotAccepted as error:
+            raise ValidationFailed({"apikey": str(error)}) from error
+        except RegistrationRefused as error:
+            raise ValidationFailed({"hostname": str(error)}) from error
         return f"node {node.node_id} added (certificate {node.fingerprint})"
 
     async def delete(caller: Caller, values: dict[str, Any]) -> str:

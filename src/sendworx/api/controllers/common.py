@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sendworx.api.errors import ActionFailed, ValidationFailed
 from sendworx.api.registry import Action, Caller, Controller, Input, normalize_input, validate
+from sendworx.shared.errors import ActionFailed, ValidationFailed
 
 # JSON Schemas of payloads, for the JSON API's OpenAPI document.
 STRING: dict[str, Any] = {"type": "string"}

@@ -16,12 +16,12 @@ from sendworx.api.controllers.service import (
     cascading,
     service_controller,
 )
-from sendworx.api.errors import ValidationFailed
 from sendworx.api.registry import Action, Caller, Controller, Input
 from sendworx.backends import ServiceBackend
 from sendworx.cluster.manager import ClusterManager
-from sendworx.instance import Instance
-from sendworx.settings import (
+from sendworx.shared.errors import ValidationFailed
+from sendworx.shared.instance import Instance
+from sendworx.shared.settings import (
     INTEGER_SETTINGS,
     ROUTES_INPUT,
     IntegerSetting,

@@ -17,11 +17,12 @@ from sendworx.api.controllers.common import (
     parse_flag,
     parse_string,
 )
-from sendworx.api.errors import ActionFailed
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input
 from sendworx.backends import ServiceBackend, ServiceError
-from sendworx.client import Call
+from sendworx.cluster.errors import ClusterError, UnknownNode
 from sendworx.cluster.manager import ClusterManager
+from sendworx.shared.errors import ActionFailed, PartialFailure, ValidationFailed
+from sendworx.shared.wire import Call
 
 NOT_APPLICABLE = "##LG_NOT_APPLICABLE##"
 CASCADE_HELP = (
@@ -84,14 +85,18 @@ SERVICE_INFO: dict[str, Any] = {
 def cascading(
     controller_path: str, action_name: str, handler: Handler, cluster: ClusterManager
 ) -> Handler:
-    """Runs the action here; with cascade_to_nodes=1, then replays it on every node."""
+    """Runs the action here; with cascade_to_nodes=1, then replays it on every node. Status 207
+    (PartialFailure, the same per-node payload) unless every node succeeded too."""
 
     async def run(caller: Caller, values: dict[str, Any]) -> Any:
         result = await handler(caller, values)
         if not values.get("cascade_to_nodes"):
             return result
         replay = {name: value for name, value in values.items() if name != "cascade_to_nodes"}
-        return await cluster.cascade(result, Call(controller_path, action_name, replay))
+        results = await cluster.cascade(result, Call(controller_path, action_name, replay))
+        if any(outcome["status"] != 0 for outcome in results.values()):
+            raise PartialFailure(results)
+        return results
 
     return run
 
@@ -143,9 +148,17 @@ def service_controller(
         """`xxxOnNode`: here for this node's id, else `xxx` through that node's own API."""
 
         async def handler(caller: Caller, values: dict[str, Any]) -> Any:
-            if values["node_id"] in ("", cluster.local_node):
+            node_id = values["node_id"]
+            if node_id in ("", cluster.local_node):
                 return await local(caller, values)
-            return await cluster.run_on(values["node_id"], Call(description.ctrl, action_name))
+            call: Call[Any] = Call(description.ctrl, action_name)
+            try:
+                reply = await cluster.run_on(node_id, call)
+            except UnknownNode as error:
+                raise ValidationFailed({"node_id": str(error)}) from error
+            except ClusterError as error:
+                raise ActionFailed(str(error)) from error
+            return reply.payload_for(call)  # the node's own error for its status, if not 0
 
         return handler
 

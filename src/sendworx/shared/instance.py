@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from sendworx.config import DEFAULT_CONFIG_TEXT, InstanceConfig, load_config
-from sendworx.durable import atomic_write
+from sendworx.shared.config import DEFAULT_CONFIG_TEXT, InstanceConfig, load_config
+from sendworx.shared.durable import atomic_write
 
 
 def default_home() -> Path:

@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-from sendworx.durable import atomic_write, fsync_directory, write_unsynced
+from sendworx.shared.durable import atomic_write, fsync_directory, write_unsynced
 
 MAGIC = b"sendworx-queue 1\n"
 _ID_ALPHABET = frozenset("0123456789abcdef")

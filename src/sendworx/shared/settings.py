@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from sendworx.durable import atomic_write
-from sendworx.engine.routes import Route, RouteError, RouteTable, parse_route
+from sendworx.shared.durable import atomic_write
+from sendworx.shared.routes import Route, RouteError, RouteTable, parse_route
 
 log = logging.getLogger(__name__)
 

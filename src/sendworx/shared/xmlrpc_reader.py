@@ -27,7 +27,7 @@ from decimal import Decimal
 
 from lxml import etree
 
-from sendworx.transports.xml_guard import ForbiddenXml, utf8_without_dtd
+from sendworx.shared.xml_guard import ForbiddenXml, utf8_without_dtd
 
 _parsers = threading.local()  # a feed parser is reused (a third cheaper than fromstring)
 

@@ -6,13 +6,9 @@ import asyncio
 
 from support.sink import RecordingSink
 
-from sendworx.engine.delivery import (
-    DeliveryJob,
-    DeliveryPool,
-    DestinationKey,
-    Outcome,
-    RecipientResult,
-)
+from sendworx.engine.attempts import Outcome, RecipientResult
+from sendworx.engine.delivery import DeliveryJob, DeliveryPool
+from sendworx.engine.destinations import RelayHost
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.shared.config import DeliveryConfig, ResolverConfig
@@ -43,7 +39,7 @@ def test_a_job_whose_message_cannot_be_read_is_deferred_and_the_next_still_goes(
             if len(results) == 2:
                 done.set()
 
-        key = DestinationKey("relay", f"[127.0.0.105]:{port}", Relay("127.0.0.105", port, True))
+        key = RelayHost(Relay("127.0.0.105", port, True))
         for message_id, loader in (("broken", _unreadable), ("fine", lambda: b"Subject: ok\r\n")):
             pool.submit(key, DeliveryJob(message_id, "s@o.test", ["r@far.test"], loader, record))
         async with asyncio.timeout(10):
@@ -89,7 +85,7 @@ def test_an_unexpected_error_in_a_session_defers_its_mail_and_the_next_session_d
             results[job.message_id] = outcome
             recorded[job.message_id].set()
 
-        key = DestinationKey("relay", f"[127.0.0.106]:{port}", Relay("127.0.0.106", port, True))
+        key = RelayHost(Relay("127.0.0.106", port, True))
         for name in ("first", "second"):
             pool.submit(key, DeliveryJob(name, "s@o.test", ["r@far.test"], _content, record))
             async with asyncio.timeout(10):

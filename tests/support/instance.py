@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sendworx.engine.service import query_engine
+from sendworx.engine.control import query_engine
 from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
-from sendworx.shared.queue import Envelope, Queue
+from sendworx.shared.queue_format import Envelope
 from support.net import free_port, port_open, wait_for
 
 DELIVERY_LINE = re.compile(
@@ -158,7 +158,7 @@ class SendworxHome:
         self, *recipients: str, sender: str = "sender@origin.test", copies: int = 1
     ) -> None:
         """Queue messages in-process through the injectors' own code path (fast setup)."""
-        queue = Queue(self.instance.queue_dir, self.home).ensure()
+        queue = self.instance.queue()
         for copy in range(copies):
             content = f"Subject: copy {copy}\r\n\r\nbody {copy}\r\n".encode()
             queue.inject(Envelope(sender, recipients, time.time()), content)

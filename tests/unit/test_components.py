@@ -16,11 +16,11 @@ from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.inject.sendmail import UsageError, parse_arguments, split_message
 from sendworx.shared.config import ConfigError, load_config
 from sendworx.shared.pidfile import AlreadyRunning, PidFile, running_pid
-from sendworx.shared.queue import (
+from sendworx.shared.queue import Queue
+from sendworx.shared.queue_format import (
     CorruptMessageError,
     Envelope,
     MessageKind,
-    Queue,
     RecipientFailure,
     decode_message,
     encode_message,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 from sendworx.backends import ServiceError
 from sendworx.backends.exit_watch import ExitWatch
-from sendworx.engine.service import query_engine
+from sendworx.engine.control import query_engine
 from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
 

@@ -110,7 +110,6 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         users_command,
     )
     from sendworx.inject import sendmail
-    from sendworx.shared.queue import Queue
 
     command = arguments.command
     if command == "init":
@@ -137,7 +136,7 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         instance.ensure()
         return processes.run_smtpd(instance)
     if command == "sendmail":
-        queue = Queue(instance.queue_dir, instance.home).ensure()
+        queue = instance.queue()
         return sendmail.run(arguments.arguments, queue, instance.config.helo_name)
     if command == "nodeworx":
         return nodeworx_command.run(arguments.arguments, "sendworx nodeworx", instance.home)

@@ -13,14 +13,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sendworx.engine.service import Engine
+from sendworx.engine.queue_manager import QueueManager
 from sendworx.inject import smtpd
 from sendworx.inject import workers as workers_module
 from sendworx.panel.server import serve_panel
 from sendworx.shared.instance import Instance
 from sendworx.shared.logs import setup_logging
 from sendworx.shared.pidfile import AlreadyRunning, PidFile
-from sendworx.shared.queue import Queue
 
 log = logging.getLogger("sendworx.smtpd")
 
@@ -54,7 +53,7 @@ def _in_foreground(
 
 def run_engine(instance: Instance) -> int:
     return _in_foreground(
-        instance, "send", instance.engine_pid_file, lambda _: run_loop(Engine(instance).run())
+        instance, "send", instance.engine_pid_file, lambda _: run_loop(QueueManager(instance).run())
     )
 
 
@@ -67,7 +66,7 @@ def run_panel(instance: Instance) -> int:
 def run_smtpd(instance: Instance) -> int:
     def main(pid_file: PidFile) -> None:
         config = instance.config
-        queue = Queue(instance.queue_dir, instance.home).ensure()
+        queue = instance.queue()
         listeners = smtpd.bind_listeners(config)
         workers = config.smtpd.workers or os.cpu_count() or 1
         log.info("listening on %s port %d", ", ".join(config.smtpd.listen), config.smtpd.port)

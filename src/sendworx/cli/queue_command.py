@@ -16,7 +16,8 @@ from typing import Any
 
 from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
-from sendworx.shared.queue import CorruptMessageError, Queue, is_message_id
+from sendworx.shared.queue import Queue
+from sendworx.shared.queue_format import CorruptMessageError, is_message_id
 
 
 def when(timestamp: float) -> str:
@@ -67,7 +68,7 @@ def _all_ids(queue: Queue) -> list[str]:
 
 def summary(instance: Instance) -> dict[str, Any]:
     """Messages, deferred, bytes, oldest age, corrupt files and the engine pid, from the files."""
-    queue = Queue(instance.queue_dir, instance.home).ensure()
+    queue = instance.queue()
     now = time.time()
     ids = _all_ids(queue)
     deferred = sum(1 for _ in queue.state_ids())
@@ -99,7 +100,7 @@ def stat(instance: Instance, as_json: bool) -> int:
 
 
 def list_messages(instance: Instance, as_json: bool) -> int:
-    queue = Queue(instance.queue_dir, instance.home).ensure()
+    queue = instance.queue()
     now = time.time()
     rows = [row for row in (_describe(queue, i, now) for i in _all_ids(queue)) if row]
     if as_json:
@@ -119,7 +120,7 @@ def list_messages(instance: Instance, as_json: bool) -> int:
 
 
 def show(instance: Instance, message_ids: list[str], as_json: bool) -> int:
-    queue = Queue(instance.queue_dir, instance.home).ensure()
+    queue = instance.queue()
     status = 0
     for message_id in message_ids:
         described = _describe(queue, message_id, time.time()) if is_message_id(message_id) else None
@@ -145,7 +146,7 @@ def retry(instance: Instance) -> int:
         os.kill(pid, signal.SIGALRM)
         print(f"asked the engine (pid {pid}) to retry every queued message now")
         return 0
-    queue = Queue(instance.queue_dir, instance.home).ensure()
+    queue = instance.queue()
     count = 0
     for message_id in queue.state_ids():
         state = queue.read_state(message_id)
@@ -158,7 +159,7 @@ def retry(instance: Instance) -> int:
 
 
 def delete(instance: Instance, message_ids: list[str]) -> int:
-    queue = Queue(instance.queue_dir, instance.home).ensure()
+    queue = instance.queue()
     status = 0
     for message_id in message_ids:
         if not is_message_id(message_id) or not queue.remove(message_id):

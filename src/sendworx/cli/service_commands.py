@@ -15,7 +15,7 @@ from sendworx.cli import queue_command
 from sendworx.cli.api_access import AccessDenied, LocalApi
 from sendworx.cli.output import plain_lines, print_json, print_table
 from sendworx.client import ApiError, Call, calls
-from sendworx.engine.service import query_engine
+from sendworx.engine.control import query_engine
 from sendworx.shared.instance import Instance
 
 NODES = "/nodeworx/cluster/nodes"

@@ -43,7 +43,7 @@ def _banner(instance: Instance) -> str:
             f"  XML-RPC:     {base}/xmlrpc",
             f"  SOAP WSDL:   {base}/soap?wsdl",
             f"  JSON API:    {base}/api/v1/  (OpenAPI: {base}/api/v1/openapi.json)",
-            f"  CA file:     {instance.panel_dir / 'tls' / 'ca.pem'}",
+            f"  CA file:     {instance.tls_dir / 'ca.pem'}",
         ]
     if panel.http_port:
         lines.append(

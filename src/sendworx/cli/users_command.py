@@ -12,16 +12,15 @@ import sys
 from sendworx.api.users import PERMISSIONS, UserError, UserStore
 from sendworx.shared.durable import atomic_write
 from sendworx.shared.instance import Instance
-from sendworx.shared.queue import Queue
 
 
 def store(instance: Instance) -> UserStore:
-    return UserStore(instance.panel_dir / "users.json")
+    return UserStore(instance.users_file)
 
 
 def init(instance: Instance, email: str | None) -> int:
     instance.ensure()
-    Queue(instance.queue_dir, instance.home).ensure()
+    instance.queue()
     users = store(instance)
     master = next((user for user in users.users() if user.master), None)
     if master is None:
@@ -32,13 +31,13 @@ def init(instance: Instance, email: str | None) -> int:
         except UserError as error:
             print(f"sendworx init: {error}", file=sys.stderr)
             return 1
-        atomic_write(instance.panel_dir / "master.password", f"{password}\n".encode(), mode=0o600)
+        atomic_write(instance.master_password_file, f"{password}\n".encode(), mode=0o600)
         key = users.issue_key(address)
         atomic_write(instance.master_key_file, key.encode(), mode=0o600)
         print(f"master user {address} created")
     print(f"instance ready in {instance.home}")
     print(f"master API key: {instance.master_key_file} (mode 0600)")
-    print(f"master password: {instance.panel_dir / 'master.password'} (mode 0600)")
+    print(f"master password: {instance.master_password_file} (mode 0600)")
     return 0
 
 

@@ -9,7 +9,7 @@ import email.policy
 import email.utils
 from email.message import EmailMessage, Message
 
-from sendworx.shared.queue import Envelope, RecipientFailure
+from sendworx.shared.queue_format import Envelope, RecipientFailure
 
 # Whole originals up to this size go back to the sender; larger ones only their headers.
 RETURN_FULL_MESSAGE_LIMIT = 64 * 1024

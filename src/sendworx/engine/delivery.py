@@ -2,7 +2,9 @@
 
 Each destination (an MX domain, a relay or an address literal) gets up to
 `destination_concurrency` sessions; all sessions together hold at most `concurrency_remote`
-connections. A session keeps its connection while the destination has more mail.
+connections. A session keeps its connection while the destination has more mail. Every job
+ends with one result per recipient, whatever happens; only a cut at shutdown leaves a job
+unreported (its message stays queued exactly as it was).
 """
 
 from __future__ import annotations
@@ -14,42 +16,16 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from sendworx.engine.attempts import Outcome, RecipientResult
+from sendworx.engine.destinations import AddressLiteral, Destination, MxDomain, RelayHost
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.resolver import DestinationResolver, Host, ResolutionError
 from sendworx.engine.smtp_client import SessionLost, SMTPConnection, Timeouts, TLSHandshakeFailed
 from sendworx.shared.config import DeliveryConfig
-from sendworx.shared.routes import Relay
 from sendworx.shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(StrEnum):
-    DELIVERED = "delivered"
-    DEFERRED = "deferred"
-    FAILED = "failed"
-    # Not tried because the engine is stopping; the recipient stays queued as it was.
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientResult:
-    recipient: str
-    outcome: Outcome
-    reply: str
-    status: str
-    remote: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationKey:
-    """Mail with equal keys shares connections: same relay, same MX domain or same literal."""
-
-    kind: str
-    target: str
-    relay: Relay | None = None
 
 
 class MessageGone(Exception):
@@ -80,17 +56,11 @@ class DeliveryJob:
 
 @dataclass(eq=False)
 class _Destination:
-    key: DestinationKey
+    key: Destination
     jobs: deque[DeliveryJob] = field(default_factory=deque)
     sessions: int = 0
     idle: int = 0
     more_mail: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def _outcome_of(code: int) -> Outcome:
-    if 200 <= code < 300:
-        return Outcome.DELIVERED
-    return Outcome.DEFERRED if code < 500 else Outcome.FAILED
 
 
 class DeliveryPool:
@@ -110,7 +80,7 @@ class DeliveryPool:
         self._config = config
         self._settings = settings
         self._tls_context = tls_context
-        self._destinations: dict[DestinationKey, _Destination] = {}
+        self._destinations: dict[Destination, _Destination] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting_for_slot: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -118,7 +88,7 @@ class DeliveryPool:
 
     # -- feeding ---------------------------------------------------------------------------
 
-    def submit(self, key: DestinationKey, job: DeliveryJob) -> None:
+    def submit(self, key: Destination, job: DeliveryJob) -> None:
         if self._stopping:
             job.finish_all(Outcome.SKIPPED, "engine stopping", "4.3.2", None)
             return
@@ -204,13 +174,14 @@ class DeliveryPool:
             return None
         return destination.jobs.popleft()
 
-    async def _hosts(self, key: DestinationKey) -> list[Host]:
-        if key.kind == "relay":
-            assert key.relay is not None
-            return await self._resolver.hosts_for_relay(key.relay)
-        if key.kind == "literal":
-            return await self._resolver.hosts_for_literal(key.target)
-        return await self._resolver.hosts_for_domain(key.target)
+    async def _hosts(self, destination: Destination) -> list[Host]:
+        match destination:
+            case RelayHost(relay):
+                return await self._resolver.hosts_for_relay(relay)
+            case AddressLiteral(address):
+                return await self._resolver.hosts_for_literal(address)
+            case MxDomain(domain):
+                return await self._resolver.hosts_for_domain(domain)
 
     async def _deliver_while_mail(self, destination: _Destination) -> None:
         job = await self._next_job(destination)
@@ -267,7 +238,7 @@ class DeliveryPool:
         except Exception as error:
             # Anything else unexpected (a bug, a host name the socket layer refuses): a
             # recorded temporary failure, never a message left active for ever.
-            log.exception("session for %s failed unexpectedly", destination.key.target)
+            log.exception("session for %s failed unexpectedly", destination.key)
             if connection is not None:
                 self._drop(connection)
             if job is not None:
@@ -338,7 +309,7 @@ class DeliveryPool:
             [
                 RecipientResult(
                     recipient,
-                    _outcome_of(reply.code),
+                    Outcome.of_reply(reply.code),
                     str(reply),
                     reply.enhanced_status,
                     connection.remote,

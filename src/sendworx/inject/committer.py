@@ -10,7 +10,8 @@ import asyncio
 import queue as thread_queue
 import threading
 
-from sendworx.shared.queue import Envelope, Queue, QueueWriteError, encode_message
+from sendworx.shared.queue import Queue, QueueWriteError
+from sendworx.shared.queue_format import Envelope, encode_message
 
 _Pending = tuple[str, bytes, asyncio.Future[None]]
 

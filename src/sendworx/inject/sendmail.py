@@ -18,7 +18,8 @@ from email.policy import compat32
 from typing import BinaryIO
 
 from sendworx.shared.addresses import check_domain
-from sendworx.shared.queue import Envelope, Queue, QueueWriteError, new_message_id
+from sendworx.shared.queue import Queue, QueueWriteError
+from sendworx.shared.queue_format import Envelope, new_message_id
 
 EX_OK = 0
 EX_USAGE = 64

@@ -21,7 +21,8 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from sendworx.inject.committer import GroupCommitter
 from sendworx.shared.addresses import AddressError, check_domain, domain_of
 from sendworx.shared.config import InstanceConfig
-from sendworx.shared.queue import Envelope, Queue, QueueWriteError, new_message_id
+from sendworx.shared.queue import Queue, QueueWriteError
+from sendworx.shared.queue_format import Envelope, new_message_id
 
 log = logging.getLogger("sendworx.smtpd")
 

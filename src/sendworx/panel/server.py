@@ -30,7 +30,7 @@ def tls_files(instance: Instance) -> TlsFiles:
     panel = instance.config.panel
     if panel.certificate is not None and panel.private_key is not None:
         return TlsFiles(panel.certificate, panel.private_key, None)
-    return ensure_certificates(instance.panel_dir / "tls", host_names([instance.config.helo_name]))
+    return ensure_certificates(instance.tls_dir, host_names([instance.config.helo_name]))
 
 
 async def serve_panel(instance: Instance) -> None:

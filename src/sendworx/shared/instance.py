@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,6 +13,16 @@ from pathlib import Path
 
 from sendworx.shared.config import DEFAULT_CONFIG_TEXT, InstanceConfig, load_config
 from sendworx.shared.durable import atomic_write
+from sendworx.shared.queue import Queue
+
+
+def _socket_name(home: Path, purpose: str) -> bytes:
+    """An abstract-namespace socket name for this instance.
+
+    Abstract names have no 108-byte path limit and leave no stale files after kill -9.
+    """
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:24]
+    return f"\0sendworx/{digest}/{purpose}".encode()
 
 
 def default_home() -> Path:
@@ -47,8 +58,18 @@ class Instance:
         return self.run_dir / "send.pid"
 
     @property
-    def engine_control_socket(self) -> Path:
-        return self.run_dir / "send.sock"
+    def engine_control_name(self) -> bytes:
+        """Where the engine answers `status`, `retry` and `reload`."""
+        return _socket_name(self.home, "control")
+
+    @property
+    def queue_trigger_name(self) -> bytes:
+        """Where the engine hears that injectors put mail into `queue/new/`."""
+        return _socket_name(self.home, "trigger")
+
+    def queue(self) -> Queue:
+        """The instance's queue, its directories created if missing."""
+        return Queue(self.queue_dir, self.queue_trigger_name).ensure()
 
     @property
     def panel_dir(self) -> Path:
@@ -58,6 +79,24 @@ class Instance:
     @property
     def master_key_file(self) -> Path:
         return self.panel_dir / "master.key"
+
+    @property
+    def master_password_file(self) -> Path:
+        return self.panel_dir / "master.password"
+
+    @property
+    def users_file(self) -> Path:
+        return self.panel_dir / "users.json"
+
+    @property
+    def nodes_file(self) -> Path:
+        """The cluster's nodes and their keys (a manager's)."""
+        return self.panel_dir / "nodes.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The generated CA and server certificate."""
+        return self.panel_dir / "tls"
 
     @property
     def panel_pid_file(self) -> Path:

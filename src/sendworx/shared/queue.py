@@ -7,126 +7,29 @@ The engine moves `new/` into `mess/`; `state/` holds the progress of deferred me
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import secrets
 import socket
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
 from sendworx.shared.durable import atomic_write, fsync_directory, write_unsynced
+from sendworx.shared.queue_format import (
+    MAGIC,
+    DeliveryState,
+    Envelope,
+    decode_message,
+    encode_message,
+    is_message_id,
+    new_message_id,
+)
 
-MAGIC = b"sendworx-queue 1\n"
-_ID_ALPHABET = frozenset("0123456789abcdef")
 # A stale temp file older than this was left by an injector that died mid-write.
 STALE_TEMP_SECONDS = 3600
 
 
-class MessageKind(StrEnum):
-    NORMAL = "normal"
-    BOUNCE = "bounce"
-    DOUBLE_BOUNCE = "double-bounce"
-
-
 class QueueWriteError(OSError):
     """The queue could not durably store a message (disk full, I/O error, permissions)."""
-
-
-class CorruptMessageError(ValueError):
-    """A queue file that does not start with a valid header."""
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    sender: str
-    recipients: tuple[str, ...]
-    birth: float
-    kind: MessageKind = MessageKind.NORMAL
-
-    def to_json(self) -> bytes:
-        document = {
-            "sender": self.sender,
-            "recipients": list(self.recipients),
-            "birth": self.birth,
-            "kind": self.kind.value,
-        }
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Envelope:
-        document = json.loads(data)
-        return cls(
-            sender=str(document["sender"]),
-            recipients=tuple(str(recipient) for recipient in document["recipients"]),
-            birth=float(document["birth"]),
-            kind=MessageKind(document.get("kind", MessageKind.NORMAL)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientFailure:
-    """Why a recipient will not get the message: the reply or problem, and who said it."""
-
-    recipient: str
-    reply: str
-    status: str
-    remote: str | None = None
-
-
-@dataclass(slots=True)
-class DeliveryState:
-    """Progress of a message that has been tried and is not finished yet."""
-
-    attempts: int = 0
-    next_attempt_at: float = 0.0
-    delivered: list[str] = field(default_factory=list)
-    failed: list[RecipientFailure] = field(default_factory=list)
-    last_errors: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), ensure_ascii=False).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> DeliveryState:
-        document = json.loads(data)
-        return cls(
-            attempts=int(document.get("attempts", 0)),
-            next_attempt_at=float(document.get("next_attempt_at", 0.0)),
-            delivered=[str(item) for item in document.get("delivered", [])],
-            failed=[RecipientFailure(**item) for item in document.get("failed", [])],
-            last_errors={str(k): str(v) for k, v in document.get("last_errors", {}).items()},
-        )
-
-
-def new_message_id() -> str:
-    """Sortable by injection time, unique across processes, safe as a file name."""
-    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
-
-
-def is_message_id(text: str) -> bool:
-    return 16 <= len(text) <= 40 and set(text) <= _ID_ALPHABET
-
-
-def encode_message(envelope: Envelope, content: bytes) -> bytes:
-    return b"".join((MAGIC, envelope.to_json(), b"\n", content))
-
-
-def decode_message(data: bytes) -> tuple[Envelope, bytes]:
-    if not data.startswith(MAGIC):
-        raise CorruptMessageError("missing queue header")
-    end = data.find(b"\n", len(MAGIC))
-    if end == -1:
-        raise CorruptMessageError("truncated envelope")
-    try:
-        envelope = Envelope.from_json(data[len(MAGIC) : end])
-    except (ValueError, KeyError, TypeError) as error:
-        raise CorruptMessageError(f"bad envelope: {error}") from error
-    return envelope, data[end + 1 :]
 
 
 def _write_error(error: OSError) -> QueueWriteError:
@@ -138,26 +41,19 @@ def _discard(path: Path) -> None:
         path.unlink()
 
 
-def socket_name(home: Path, purpose: str) -> bytes:
-    """An abstract-namespace socket name for this instance.
-
-    Abstract names have no 108-byte path limit and leave no stale files after kill -9.
-    """
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:24]
-    return f"\0sendworx/{digest}/{purpose}".encode()
-
-
 class Queue:
     """The queue directory of one instance; every method is safe to call from any process."""
 
-    def __init__(self, path: Path, home: Path | None = None) -> None:
+    def __init__(self, path: Path, trigger_name: bytes | None = None) -> None:
+        """`trigger_name` is the socket a running engine listens on for wake-ups (None: the
+        queue wakes nobody, and the engine finds new mail at its periodic rescan)."""
         self.path = path
         self.tmp_dir = path / "tmp"
         self.new_dir = path / "new"
         self.messages_dir = path / "mess"
         self.state_dir = path / "state"
         self.corrupt_dir = path / "corrupt"
-        self.trigger_name = socket_name(home or path.parent, "trigger")
+        self.trigger_name = trigger_name
 
     def ensure(self) -> Queue:
         for directory in (
@@ -225,6 +121,8 @@ class Queue:
 
     def wake_engine(self) -> None:
         """Tell a running engine to look at `new/`; harmless and silent when none runs."""
+        if self.trigger_name is None:
+            return
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as wake:
             wake.setblocking(False)
             with contextlib.suppress(OSError):

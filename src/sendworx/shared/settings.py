@@ -68,19 +68,32 @@ ROUTES_INPUT = "smtp_routes"
 ROUTES_FILE = "smtproutes"
 
 
+_DEFAULTS = {setting.input_name: setting.default for setting in INTEGER_SETTINGS}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Current values of every setting, as the engine uses them."""
+    """Current values of every setting, as the engine uses them (defaults from the table)."""
 
-    concurrency_remote: int = 255
-    timeout_remote: int = 600
-    timeout_connect: int = 60
-    queue_lifetime: int = 604_800
+    concurrency_remote: int = _DEFAULTS["concurrency_remote"]
+    timeout_remote: int = _DEFAULTS["timeout_remote"]
+    timeout_connect: int = _DEFAULTS["timeout_connect"]
+    queue_lifetime: int = _DEFAULTS["queue_lifetime"]
     smtp_routes: tuple[Route, ...] = field(default_factory=tuple)
 
     @cached_property
     def route_table(self) -> RouteTable:
         return RouteTable(self.smtp_routes)
+
+    def integer_values(self) -> dict[str, int]:
+        """The integer settings by input name, in the table's order."""
+        return {
+            setting.input_name: getattr(self, setting.input_name) for setting in INTEGER_SETTINGS
+        }
+
+    def as_inputs(self) -> dict[str, object]:
+        """Every setting by input name, as `queryUpdate` shows them."""
+        return {**self.integer_values(), ROUTES_INPUT: [str(route) for route in self.smtp_routes]}
 
 
 class SettingsError(ValueError):

@@ -57,14 +57,14 @@ def api_for(instance: Instance) -> InstanceApi:
     """What the panel serves, built the same for the local CLI."""
     panel = instance.config.panel
     authenticator = Authenticator(
-        UserStore(instance.panel_dir / "users.json"),
+        UserStore(instance.users_file),
         session_seconds=panel.session_seconds,
         failures=FailureTracker(
             panel.max_failures, panel.failure_window_seconds, panel.lockout_seconds
         ),
     )
     cluster = ClusterManager(
-        NodeStore(instance.panel_dir / "nodes.json"),
+        NodeStore(instance.nodes_file),
         instance.node_id,
         instance.config.cluster.timeout_seconds,
     )

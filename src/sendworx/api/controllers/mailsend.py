@@ -67,13 +67,7 @@ def mail_send_controller(
 
     async def current() -> dict[str, Any]:
         settings = await asyncio.to_thread(read_settings, instance.control_dir)
-        values: dict[str, Any] = {
-            setting.input_name: getattr(settings, setting.input_name)
-            for setting in INTEGER_SETTINGS
-        }
-        values[ROUTES_INPUT] = [str(route) for route in settings.smtp_routes]
-        values["cascade_to_nodes"] = 0
-        return values
+        return {**settings.as_inputs(), "cascade_to_nodes": 0}
 
     async def update(caller: Caller, values: dict[str, Any]) -> str:
         changes = {name: value for name, value in values.items() if name != "cascade_to_nodes"}

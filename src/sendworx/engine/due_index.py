@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 
 
-class Scheduler:
+class DueIndex:
     def __init__(self) -> None:
         self._due_at: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []

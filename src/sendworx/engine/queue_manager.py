@@ -1,8 +1,26 @@
-"""The `sendworx send` process: takes due messages from the queue, hands them to delivery
-sessions, and records every outcome durably before it logs it.
+"""The `sendworx send` process: the queue manager. It takes due messages from the queue, hands
+their recipients to delivery sessions, and records every outcome before it logs it.
+
+How a message moves (the files are the truth; everything in memory is rebuilt from them):
+
+    tmp/ --injector renames--> new/ --claim--> mess/ (+ state/ once tried) --> gone
+                                                 `--unreadable--> corrupt/ (kept for people)
+
+- An injector writes `tmp/<id>`, fsyncs it, renames it into `new/` and fsyncs `new/`; only
+  then does it acknowledge the message. It then sends a wake-up datagram to the trigger socket.
+- A wake-up is only a hint: the manager claims `new/` when one arrives and also every
+  `rescan_seconds`, so a lost datagram delays mail, never loses it.
+- Claimed messages live in `mess/`; the due index holds each one's next-attempt time. Up to
+  `max_active_messages` are active at once: their envelopes are read, their recipients split
+  into jobs (one per destination and transaction) for the delivery pool.
+- When every job of a message has reported, the attempt is folded (`attempts.py`) and
+  recorded: the message is removed (after its bounce is queued) or its `state/` file is
+  rewritten. Only then is the attempt logged, so a logged delivery is never repeated; a
+  `kill -9` between a remote's 250 and the record repeats the delivery (at-least-once).
+- The manager never talks to the outside world itself: sessions do, in `delivery.py`.
 
 Signals: SIGTERM/SIGINT stop gracefully, SIGHUP rereads the control files, SIGALRM retries
-everything now. A loopback control socket answers `status`, `retry` and `reload`.
+everything now. The control socket (`control.py`) answers `status`, `retry` and `reload`.
 """
 
 from __future__ import annotations
@@ -14,43 +32,34 @@ import logging
 import os
 import signal
 import socket
-import struct
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from sendworx.engine.attempts import Outcome, RecipientResult, fold_attempt
 from sendworx.engine.bounces import build_bounce
-from sendworx.engine.delivery import (
-    DeliveryJob,
-    DeliveryPool,
-    DestinationKey,
-    Outcome,
-    RecipientResult,
-)
+from sendworx.engine.control import serve_control
+from sendworx.engine.delivery import DeliveryJob, DeliveryPool
+from sendworx.engine.destinations import Destination, destination_for
+from sendworx.engine.due_index import DueIndex
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.resolver import DestinationResolver
-from sendworx.engine.schedule import has_expired, next_attempt_at
-from sendworx.engine.scheduler import Scheduler
 from sendworx.engine.smtp_client import opportunistic_tls_context
-from sendworx.shared.addresses import AddressError, check_domain, literal_address
+from sendworx.shared.addresses import AddressError
 from sendworx.shared.instance import Instance
-from sendworx.shared.queue import (
+from sendworx.shared.queue_format import (
     CorruptMessageError,
     DeliveryState,
     Envelope,
     MessageKind,
-    Queue,
     RecipientFailure,
-    socket_name,
 )
-from sendworx.shared.settings import Settings, read_settings
+from sendworx.shared.settings import read_settings
 
 log = logging.getLogger("sendworx.engine")
 delivery_log = logging.getLogger("sendworx.delivery")
-
-_PEERCRED = struct.Struct("3i")
+RECORD_RETRY_SECONDS = 60.0  # when an attempt cannot be recorded (disk trouble), try again then
 
 
 @dataclass(eq=False)
@@ -67,29 +76,16 @@ class ActiveMessage:
         return [rcpt for rcpt in dict.fromkeys(self.envelope.recipients) if rcpt not in finished]
 
 
-def destination_for(recipient: str, settings: Settings) -> DestinationKey:
-    """Where a recipient's mail goes; AddressError when its domain names nowhere."""
-    local, at, domain = recipient.rpartition("@")
-    if not at or not local or not domain:
-        raise AddressError("address has no domain")
-    domain = domain.lower()
-    literal = literal_address(domain)
-    if literal is not None:
-        return DestinationKey("literal", literal)
-    check_domain(domain)
-    route = settings.route_table.lookup(domain)
-    if route is not None and route.relay is not None:
-        return DestinationKey("relay", str(route.relay), route.relay)
-    return DestinationKey("mx", domain)
-
-
-class Engine:
-    def __init__(self, instance: Instance) -> None:
+class QueueManager:
+    def __init__(self, instance: Instance, clock: Callable[[], float] = time.time) -> None:
+        """`clock` gives the wall-clock time that births, retries and lifetimes are measured
+        in; tests pass one they can move."""
         self.instance = instance
         self.config = instance.config
-        self.queue = Queue(instance.queue_dir, instance.home).ensure()
+        self.clock = clock
+        self.queue = instance.queue()
         self.settings = read_settings(instance.control_dir)
-        self.scheduler = Scheduler()
+        self.due = DueIndex()
         self.metrics = EngineMetrics()
         self.limiter = ConnectionLimiter(self.settings.concurrency_remote)
         delivery = self.config.delivery
@@ -102,14 +98,14 @@ class Engine:
             tls_context=opportunistic_tls_context() if delivery.starttls else None,
         )
         self.metrics.bind(
-            queue_size=lambda: len(self.scheduler),
+            queue_size=lambda: len(self.due),
             active=lambda: len(self._active),
             connections=lambda: self.pool.open_connections,
             limit=lambda: self.limiter.limit,
         )
-        self.started_at = time.time()
+        self.started_at = self.clock()
         self._active: dict[str, ActiveMessage] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._recorders: asyncio.TaskGroup | None = None
         self._stopping = False
         self._check_new = True
         self._wake: asyncio.Event | None = None
@@ -121,10 +117,13 @@ class Engine:
         self._wake = asyncio.Event()
         self._load_queue()
         trigger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        trigger.bind(self.queue.trigger_name)
+        trigger.bind(self.instance.queue_trigger_name)
         trigger.setblocking(False)
         loop.add_reader(trigger.fileno(), self._drain_trigger, trigger)
-        control = await self._start_control_socket()
+        control = await serve_control(
+            self.instance.engine_control_name,
+            {"status": self.status, "retry": self._retry_command, "reload": self._reload_command},
+        )
         for signum, handler in (
             (signal.SIGTERM, self.stop),
             (signal.SIGINT, self.stop),
@@ -135,44 +134,48 @@ class Engine:
         self.metrics.serve(self.config.metrics.listen, self.config.metrics.port)
         log.info(
             "started: %d queued, concurrency_remote=%d, helo=%s",
-            len(self.scheduler),
+            len(self.due),
             self.settings.concurrency_remote,
             self.config.helo_name,
         )
         try:
-            await self._schedule_loop()
+            # Recording an attempt is a task of its own (its file I/O runs in a thread); the
+            # group owns them, and none is left behind when the manager stops.
+            async with asyncio.TaskGroup() as recorders:
+                self._recorders = recorders
+                try:
+                    await self._schedule_loop()
+                finally:
+                    await self._shut_down()
         finally:
-            await self._shut_down()
+            self._recorders = None
             loop.remove_reader(trigger.fileno())
             trigger.close()
             control.close()
+        log.info("stopped: %d messages remain queued", len(self.due))
 
     def stop(self) -> None:
         if not self._stopping:
             log.info("stopping: no new deliveries, finishing those in flight")
         self._stopping = True
-        self._poke()
+        self.wake()
 
     def reload(self) -> None:
         self.settings = read_settings(self.instance.control_dir)
         self.limiter.set_limit(self.settings.concurrency_remote)
-        log.info(
-            "settings reloaded: concurrency_remote=%d timeout_remote=%d timeout_connect=%d "
-            "queue_lifetime=%d routes=%d",
-            self.settings.concurrency_remote,
-            self.settings.timeout_remote,
-            self.settings.timeout_connect,
-            self.settings.queue_lifetime,
-            len(self.settings.smtp_routes),
+        values = " ".join(
+            f"{name}={value}" for name, value in self.settings.integer_values().items()
         )
-        self._poke()
+        log.info("settings reloaded: %s routes=%d", values, len(self.settings.smtp_routes))
+        self.wake()
 
     def retry_now(self) -> None:
-        count = self.scheduler.make_all_due(time.time())
+        count = self.due.make_all_due(self.clock())
         log.info("retrying %d waiting messages now", count)
-        self._poke()
+        self.wake()
 
-    def _poke(self) -> None:
+    def wake(self) -> None:
+        """Look at the queue, the due index and the clock again now."""
         if self._wake is not None:
             self._wake.set()
 
@@ -181,14 +184,11 @@ class Engine:
         grace = self.config.delivery.shutdown_grace_seconds
         if not await self.pool.wait_stopped(grace):
             log.warning("sessions still busy after %.0fs were cut; their mail stays queued", grace)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=max(grace, 5.0))
-        log.info("stopped: %d messages remain queued", len(self.scheduler))
 
     # -- queue intake --------------------------------------------------------------------
 
     def _load_queue(self) -> None:
-        now = time.time()
+        now = self.clock()
         self.queue.claim_new()  # before the orphan check: a state's message may be in new/
         stale = self.queue.remove_stale_temporaries(now)
         orphans = self.queue.remove_orphan_states()
@@ -200,19 +200,19 @@ class Engine:
             except (ValueError, TypeError, KeyError) as error:
                 log.warning("state of %s unreadable (%s); retrying it now", message_id, error)
                 state = None
-            self.scheduler.schedule(message_id, state.next_attempt_at if state else now)
+            self.due.schedule(message_id, state.next_attempt_at if state else now)
 
     def _drain_trigger(self, trigger: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while True:
                 trigger.recv(64)
         self._check_new = True
-        self._poke()
+        self.wake()
 
     def _claim_new(self) -> None:
-        now = time.time()
+        now = self.clock()
         for message_id in self.queue.claim_new():
-            self.scheduler.schedule(message_id, now)
+            self.due.schedule(message_id, now)
 
     async def _schedule_loop(self) -> None:
         assert self._wake is not None
@@ -226,13 +226,12 @@ class Engine:
                 self._check_new = False
                 next_rescan = time.monotonic() + rescan_every
                 self._claim_new()
-            now = time.time()
-            for message_id in self.scheduler.take_due(now, max_active - len(self._active)):
+            for message_id in self.due.take_due(self.clock(), max_active - len(self._active)):
                 self._start(message_id)
             timeout = next_rescan - time.monotonic()
-            next_due = self.scheduler.next_due_at()
+            next_due = self.due.next_due_at()
             if next_due is not None and len(self._active) < max_active:
-                timeout = min(timeout, next_due - time.time())
+                timeout = min(timeout, next_due - self.clock())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(timeout, 0.0)):
                     await self._wake.wait()
@@ -243,12 +242,12 @@ class Engine:
         try:
             envelope = self.queue.read_envelope(message_id)
         except FileNotFoundError:
-            self.scheduler.forget(message_id)
+            self.due.forget(message_id)
             return
         except (CorruptMessageError, OSError) as error:
             log.error("message %s cannot be read (%s); moved to queue/corrupt", message_id, error)
             self.queue.quarantine(message_id)
-            self.scheduler.forget(message_id)
+            self.due.forget(message_id)
             return
         try:
             state = self.queue.read_state(message_id) or DeliveryState()
@@ -270,26 +269,26 @@ class Engine:
             jobs = []
         active.outstanding = len(jobs)
         if not jobs:
-            self._spawn(self._finalize(active))
-        for key, job in jobs:
-            self.pool.submit(key, job)
+            self._record_later(active)
+        for destination, job in jobs:
+            self.pool.submit(destination, job)
 
-    def _jobs_for(self, active: ActiveMessage) -> list[tuple[DestinationKey, DeliveryJob]]:
+    def _jobs_for(self, active: ActiveMessage) -> list[tuple[Destination, DeliveryJob]]:
         """One job per destination and transaction; recipients that name nowhere fail here."""
-        settings = self.settings
+        routes = self.settings.route_table
         per_transaction = self.config.delivery.recipients_per_transaction
-        by_destination: dict[DestinationKey, list[str]] = {}
+        by_destination: dict[Destination, list[str]] = {}
         for recipient in active.pending():
             try:
-                key = destination_for(recipient, settings)
+                destination = destination_for(recipient, routes)
             except AddressError as error:
                 failure = RecipientResult(recipient, Outcome.FAILED, str(error), "5.1.3", None)
                 active.results.append(failure)
             else:
-                by_destination.setdefault(key, []).append(recipient)
+                by_destination.setdefault(destination, []).append(recipient)
         message_id = active.message_id
         jobs = []
-        for key, recipients in by_destination.items():
+        for destination, recipients in by_destination.items():
             for start in range(0, len(recipients), per_transaction):
                 job = DeliveryJob(
                     message_id,
@@ -298,7 +297,7 @@ class Engine:
                     load_content=lambda: self.queue.read(message_id)[1],
                     on_done=self._job_done,
                 )
-                jobs.append((key, job))
+                jobs.append((destination, job))
         return jobs
 
     def _job_done(self, job: DeliveryJob, results: list[RecipientResult]) -> None:
@@ -308,79 +307,52 @@ class Engine:
         active.results.extend(results)
         active.outstanding -= 1
         if active.outstanding == 0:
-            self._spawn(self._finalize(active))
+            self._record_later(active)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _record_later(self, active: ActiveMessage) -> None:
+        if self._recorders is None:  # only while the manager runs
+            raise RuntimeError("the queue manager is not running")
+        self._recorders.create_task(self._record(active))
 
-    async def _finalize(self, active: ActiveMessage) -> None:
+    async def _record(self, active: ActiveMessage) -> None:
         """Record the attempt durably, then log it: a logged delivery is never repeated."""
-        message_id, envelope, state = active.message_id, active.envelope, active.state
-        now = time.time()
-        expired = has_expired(envelope.birth, now, self.settings.queue_lifetime)
-        deferred = skipped = progressed = False
-        for result in active.results:
-            if result.outcome is Outcome.DELIVERED:
-                state.delivered.append(result.recipient)
-                state.last_errors.pop(result.recipient, None)
-                progressed = True
-            elif result.outcome is Outcome.FAILED or (
-                result.outcome is Outcome.DEFERRED and expired
-            ):
-                reply, status = result.reply, result.status
-                if result.outcome is Outcome.DEFERRED:
-                    reply, status = f"delivery time expired; last error: {reply}", "4.4.7"
-                state.failed.append(
-                    RecipientFailure(result.recipient, reply, status, result.remote)
-                )
-                state.last_errors.pop(result.recipient, None)
-                progressed = True
-            elif result.outcome is Outcome.DEFERRED:
-                state.last_errors[result.recipient] = result.reply
-                deferred = True
-            else:
-                skipped = True
+        message_id, envelope = active.message_id, active.envelope
+        now = self.clock()
+        record = fold_attempt(
+            active.state,
+            active.results,
+            birth=envelope.birth,
+            now=now,
+            queue_lifetime=self.settings.queue_lifetime,
+        )
         try:
-            if not deferred and not skipped:
-                if state.failed:
-                    await asyncio.to_thread(self._bounce, message_id, envelope, state.failed)
+            if record.finished:
+                if record.state.failed:
+                    await asyncio.to_thread(self._bounce, message_id, envelope, record.state.failed)
                 self.queue.remove(message_id)
-                self.scheduler.forget(message_id)
+                self.due.forget(message_id)
             else:
-                if deferred:
-                    state.attempts += 1
-                    state.next_attempt_at = next_attempt_at(envelope.birth, now)
-                if deferred or progressed:
-                    await asyncio.to_thread(self.queue.write_state, message_id, state)
-                self.scheduler.schedule(message_id, state.next_attempt_at)
+                if record.changed:
+                    await asyncio.to_thread(self.queue.write_state, message_id, record.state)
+                self.due.schedule(message_id, record.state.next_attempt_at)
         except Exception:
             # Disk trouble or a bug: keep the message as it is on disk, try again in a minute.
             log.exception("cannot record attempt for %s; retrying it in 60s", message_id)
-            self.scheduler.schedule(message_id, now + 60)
+            self.due.schedule(message_id, now + RECORD_RETRY_SECONDS)
             return
         finally:
             self._active.pop(message_id, None)
-            self._poke()
-        self._log_results(active, expired)
-
-    def _log_results(self, active: ActiveMessage, expired: bool) -> None:
-        for result in active.results:
-            if result.outcome is Outcome.SKIPPED:
-                continue
-            outcome = result.outcome
-            if outcome is Outcome.DEFERRED and expired:
-                outcome = Outcome.FAILED
-            self.metrics.attempts.labels(result=outcome.value).inc()
+            self.wake()
+        for result in record.results:
+            self.metrics.attempts.labels(result=result.outcome.value).inc()
             delivery_log.info(
                 "delivery id=%s rcpt=%s relay=%s result=%s status=%s attempt=%d reply=%s",
-                active.message_id,
+                message_id,
                 json.dumps(result.recipient, ensure_ascii=False),
                 result.remote or "-",
-                outcome.value,
+                result.outcome.value,
                 result.status,
-                active.state.attempts + (0 if outcome is Outcome.DEFERRED else 1),
+                record.attempt,
                 json.dumps(result.reply, ensure_ascii=False),
             )
 
@@ -399,7 +371,7 @@ class Engine:
             _, content = self.queue.read(message_id)
         except FileNotFoundError:
             return
-        now = time.time()
+        now = self.clock()
         report = build_bounce(
             original=envelope,
             original_content=content,
@@ -423,65 +395,17 @@ class Engine:
             "pid": os.getpid(),
             "started_at": self.started_at,
             "stopping": self._stopping,
-            "queued": len(self.scheduler),
+            "queued": len(self.due),
             "active": len(self._active),
             "open_connections": self.pool.open_connections,
             "concurrency_remote": self.limiter.limit,
-            "settings": {
-                "concurrency_remote": self.settings.concurrency_remote,
-                "timeout_remote": self.settings.timeout_remote,
-                "timeout_connect": self.settings.timeout_connect,
-                "queue_lifetime": self.settings.queue_lifetime,
-                "smtp_routes": [str(route) for route in self.settings.smtp_routes],
-            },
+            "settings": self.settings.as_inputs(),
         }
 
-    async def _start_control_socket(self) -> asyncio.AbstractServer:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(socket_name(self.instance.home, "control"))
-        return await asyncio.start_unix_server(self._control, sock=listener)
+    def _retry_command(self) -> dict[str, object]:
+        self.retry_now()
+        return {"ok": True}
 
-    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            peer = writer.get_extra_info("socket")
-            _, uid, _ = _PEERCRED.unpack(
-                peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            )
-            if uid not in (0, os.getuid()):
-                writer.write(b'{"error": "permission denied"}\n')
-                return
-            async with asyncio.timeout(5):
-                command = (await reader.readline()).decode("ascii", "replace").strip()
-            answer: dict[str, object]
-            if command == "status":
-                answer = self.status()
-            elif command == "retry":
-                self.retry_now()
-                answer = {"ok": True}
-            elif command == "reload":
-                self.reload()
-                answer = {"ok": True}
-            else:
-                answer = {"error": f"unknown command {command[:40]!r}"}
-            writer.write(json.dumps(answer).encode() + b"\n")
-            await writer.drain()
-        except (TimeoutError, OSError):
-            pass
-        finally:
-            writer.close()
-
-
-def query_engine(instance: Instance, command: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Ask a running engine over its control socket; raises OSError when none answers."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(timeout)
-        client.connect(socket_name(instance.home, "control"))
-        client.sendall(command.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    answer: dict[str, Any] = json.loads(data)
-    return answer
+    def _reload_command(self) -> dict[str, object]:
+        self.reload()
+        return {"ok": True}

@@ -1,0 +1,114 @@
+"""What a queue file and a state file hold: the envelope, the delivery state, message ids,
+and the encoding of each. Pure records; `queue.py` keeps them on disk.
+
+A queue file is a `sendworx-queue 1` line, the envelope as one JSON line, then the message.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+MAGIC = b"sendworx-queue 1\n"
+_ID_ALPHABET = frozenset("0123456789abcdef")
+
+
+class MessageKind(StrEnum):
+    NORMAL = "normal"
+    BOUNCE = "bounce"
+    DOUBLE_BOUNCE = "double-bounce"
+
+
+class CorruptMessageError(ValueError):
+    """A queue file that does not start with a valid header."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    sender: str
+    recipients: tuple[str, ...]
+    birth: float
+    kind: MessageKind = MessageKind.NORMAL
+
+    def to_json(self) -> bytes:
+        document = {
+            "sender": self.sender,
+            "recipients": list(self.recipients),
+            "birth": self.birth,
+            "kind": self.kind.value,
+        }
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Envelope:
+        document = json.loads(data)
+        return cls(
+            sender=str(document["sender"]),
+            recipients=tuple(str(recipient) for recipient in document["recipients"]),
+            birth=float(document["birth"]),
+            kind=MessageKind(document.get("kind", MessageKind.NORMAL)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientFailure:
+    """Why a recipient will not get the message: the reply or problem, and who said it."""
+
+    recipient: str
+    reply: str
+    status: str
+    remote: str | None = None
+
+
+@dataclass(slots=True)
+class DeliveryState:
+    """Progress of a message that has been tried and is not finished yet."""
+
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    delivered: list[str] = field(default_factory=list)
+    failed: list[RecipientFailure] = field(default_factory=list)
+    last_errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DeliveryState:
+        document = json.loads(data)
+        return cls(
+            attempts=int(document.get("attempts", 0)),
+            next_attempt_at=float(document.get("next_attempt_at", 0.0)),
+            delivered=[str(item) for item in document.get("delivered", [])],
+            failed=[RecipientFailure(**item) for item in document.get("failed", [])],
+            last_errors={str(k): str(v) for k, v in document.get("last_errors", {}).items()},
+        )
+
+
+def new_message_id() -> str:
+    """Sortable by injection time, unique across processes, safe as a file name."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
+
+
+def is_message_id(text: str) -> bool:
+    return 16 <= len(text) <= 40 and set(text) <= _ID_ALPHABET
+
+
+def encode_message(envelope: Envelope, content: bytes) -> bytes:
+    return b"".join((MAGIC, envelope.to_json(), b"\n", content))
+
+
+def decode_message(data: bytes) -> tuple[Envelope, bytes]:
+    if not data.startswith(MAGIC):
+        raise CorruptMessageError("missing queue header")
+    end = data.find(b"\n", len(MAGIC))
+    if end == -1:
+        raise CorruptMessageError("truncated envelope")
+    try:
+        envelope = Envelope.from_json(data[len(MAGIC) : end])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CorruptMessageError(f"bad envelope: {error}") from error
+    return envelope, data[end + 1 :]

@@ -304,7 +304,7 @@ class DeliveryPool:
             content = job.load_content()
         except FileNotFoundError as error:
             raise MessageGone(job.message_id) from error
-        outcome = await connection.send(job.sender, job.recipients, content)
+        replies = await connection.send(job.sender, job.recipients, content)
         job.finish(
             [
                 RecipientResult(
@@ -314,6 +314,6 @@ class DeliveryPool:
                     reply.enhanced_status,
                     connection.remote,
                 )
-                for recipient, reply in outcome.replies.items()
+                for recipient, reply in replies.items()
             ]
         )

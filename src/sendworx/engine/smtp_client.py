@@ -1,8 +1,9 @@
-"""One outbound SMTP connection: greeting, EHLO/HELO, opportunistic STARTTLS, pipelined
-transactions carrying several recipients, and reuse for the next message.
+"""One outbound SMTP connection: greeting, EHLO/HELO, opportunistic STARTTLS, then the mail
+transactions `smtp_protocol.Transaction` decides, one after the other on the same connection.
 
-Every read and write is bounded by `timeout_remote`; anything that means "this host is no
-good right now" (timeout, reset, 421, garbage) raises `SessionLost` so the caller can move on.
+This module moves bytes under timeouts and nothing more. Every read and write is bounded by
+`timeout_remote`; anything that means "this host is no good right now" (timeout, reset, 421,
+garbage, a refused RSET) raises `SessionLost` so the caller can move on.
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sendworx.engine.smtp_protocol import (
     ProtocolError,
-    Reply,
     ReplyParser,
-    encode_data,
-    mail_command,
-    needs_smtputf8,
+    ResetRefused,
+    SMTPReply,
+    Transaction,
     parse_extensions,
-    rcpt_command,
 )
 
 _CHUNK = 64 * 1024
@@ -29,7 +28,7 @@ _CHUNK = 64 * 1024
 class SessionLost(Exception):
     """The connection can no longer be used; the caller tries the next host."""
 
-    def __init__(self, reason: str, reply: Reply | None = None) -> None:
+    def __init__(self, reason: str, reply: SMTPReply | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reply = reply
@@ -45,23 +44,12 @@ class Timeouts:
     remote: float
 
 
-@dataclass(slots=True)
-class TransactionOutcome:
-    """The final reply for each recipient of one transaction."""
-
-    replies: dict[str, Reply] = field(default_factory=dict)
-
-
 def opportunistic_tls_context() -> ssl.SSLContext:
     """Encrypt when offered, never verify: the RFC 3207 "may" policy of qmail-tls and Postfix."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def synthetic(code: int, text: str) -> Reply:
-    return Reply(code, (text,))
 
 
 class SMTPConnection:
@@ -75,7 +63,7 @@ class SMTPConnection:
         self._reader = reader
         self._writer = writer
         self._parser = ReplyParser()
-        self._pending: list[Reply] = []
+        self._pending: list[SMTPReply] = []
         self.remote = remote
         self.timeouts = timeouts
         self.extensions: dict[str, str] = {}
@@ -152,96 +140,23 @@ class SMTPConnection:
 
     # -- transactions ------------------------------------------------------------------------
 
-    async def send(self, sender: str, recipients: list[str], content: bytes) -> TransactionOutcome:
-        """Deliver one message to `recipients`; return each recipient's final reply."""
-        outcome = TransactionOutcome()
-        refusal = self._refuse_before_sending(sender, recipients, content)
-        if refusal is not None:
-            outcome.replies = dict.fromkeys(recipients, refusal)
-            return outcome
-        mail = mail_command(sender, self._mail_parameters(sender, recipients, content))
-        rcpts = [rcpt_command(recipient) for recipient in recipients]
-        if "PIPELINING" in self.extensions:
-            await self._write(b"".join([mail, *rcpts, b"DATA\r\n"]))
-            mail_reply = await self._read_reply()
-            rcpt_replies = [await self._read_reply() for _ in rcpts]
-            data_reply = await self._read_reply()
-        else:
-            mail_reply = await self._command(mail)
-            if not mail_reply.is_positive:
-                outcome.replies = dict.fromkeys(recipients, mail_reply)
-                await self._reset()
-                return outcome
-            rcpt_replies = [await self._command(command) for command in rcpts]
-            if not any(reply.is_positive for reply in rcpt_replies):
-                outcome.replies = dict(zip(recipients, rcpt_replies, strict=True))
-                await self._reset()
-                return outcome
-            data_reply = await self._command(b"DATA\r\n")
-        return await self._finish(
-            outcome, recipients, mail_reply, rcpt_replies, data_reply, content
-        )
-
-    async def _finish(
-        self,
-        outcome: TransactionOutcome,
-        recipients: list[str],
-        mail_reply: Reply,
-        rcpt_replies: list[Reply],
-        data_reply: Reply,
-        content: bytes,
-    ) -> TransactionOutcome:
-        accepted = []
-        for recipient, reply in zip(recipients, rcpt_replies, strict=True):
-            if not mail_reply.is_positive:
-                outcome.replies[recipient] = mail_reply
-            elif reply.is_positive:
-                accepted.append(recipient)
-            else:
-                outcome.replies[recipient] = reply
-        if data_reply.code == 354 and not accepted:
-            # A server that says 354 with no valid recipient gets an empty message we abandon.
-            await self._write(b".\r\n")
-            await self._read_reply()
-            await self._reset()
-            return outcome
-        if data_reply.code != 354:
-            for recipient in accepted:
-                outcome.replies[recipient] = data_reply
-            await self._reset()
-            return outcome
-        payload = encode_data(content)
-        for start in range(0, len(payload), _CHUNK):
-            await self._write(payload[start : start + _CHUNK])
-        final = await self._read_reply()
-        for recipient in accepted:
-            outcome.replies[recipient] = final
-        return outcome
-
-    def _refuse_before_sending(
+    async def send(
         self, sender: str, recipients: list[str], content: bytes
-    ) -> Reply | None:
-        if needs_smtputf8(sender, recipients) and "SMTPUTF8" not in self.extensions:
-            return synthetic(553, "5.6.7 remote server does not support SMTPUTF8 addresses")
-        limit = self.extensions.get("SIZE", "")
-        if limit.isdigit() and int(limit) > 0 and len(content) > int(limit):
-            return synthetic(552, f"5.3.4 message size exceeds the remote limit of {limit}")
-        return None
-
-    def _mail_parameters(self, sender: str, recipients: list[str], content: bytes) -> list[str]:
-        parameters = []
-        if "SIZE" in self.extensions:
-            parameters.append(f"SIZE={len(content)}")
-        if not content.isascii() and "8BITMIME" in self.extensions:
-            parameters.append("BODY=8BITMIME")
-        if needs_smtputf8(sender, recipients):
-            parameters.append("SMTPUTF8")
-        return parameters
-
-    async def _reset(self) -> None:
-        reply = await self._command(b"RSET\r\n")
-        if not reply.is_positive:
-            raise SessionLost(f"{self.remote} refused RSET: {reply}", reply)
+    ) -> dict[str, SMTPReply]:
+        """Offer one message to `recipients`; return each recipient's final reply."""
+        transaction = Transaction(sender, recipients, content, self.extensions)
+        outgoing = transaction.start()
+        while True:
+            await self._write(outgoing)
+            if transaction.finished:
+                return transaction.replies
+            reply = await self._read_reply()
+            try:
+                outgoing = transaction.receive(reply)
+            except ResetRefused as refused:
+                raise SessionLost(f"{self.remote} {refused}", refused.reply) from refused
+            except ProtocolError as error:
+                raise SessionLost(f"{self.remote} broke the protocol: {error}", reply) from error
 
     async def quit(self) -> None:
         try:
@@ -256,21 +171,23 @@ class SMTPConnection:
 
     # -- wire ----------------------------------------------------------------------------
 
-    async def _command(self, line: bytes) -> Reply:
+    async def _command(self, line: bytes) -> SMTPReply:
         await self._write(line)
         return await self._read_reply()
 
     async def _write(self, data: bytes) -> None:
+        """Send `data` in pieces, each within `timeout_remote` (a message may be megabytes)."""
         try:
-            self._writer.write(data)
-            async with asyncio.timeout(self.timeouts.remote):
-                await self._writer.drain()
+            for start in range(0, len(data), _CHUNK):
+                self._writer.write(data[start : start + _CHUNK])
+                async with asyncio.timeout(self.timeouts.remote):
+                    await self._writer.drain()
         except TimeoutError as error:
             raise SessionLost(f"timeout writing to {self.remote}") from error
         except OSError as error:
             raise SessionLost(f"connection to {self.remote} lost: {error}") from error
 
-    async def _read_reply(self) -> Reply:
+    async def _read_reply(self) -> SMTPReply:
         while not self._pending:
             try:
                 async with asyncio.timeout(self.timeouts.remote):

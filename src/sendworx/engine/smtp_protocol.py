@@ -1,12 +1,17 @@
-"""SMTP client protocol pieces with no I/O: reply parsing, command building, DATA encoding.
+"""The SMTP client protocol with no I/O: reply parsing, DATA encoding, and the mail
+transaction as a state machine (h11's shape: bytes to send out, replies in, outcomes out).
 
-The delivery connection feeds bytes in and gets `Reply` values out; tests call these directly.
+`smtp_client.py` only moves bytes under timeouts; every decision a transaction takes (what to
+pipeline, which reply belongs to which recipient, when to reset, what to do with a 354 and
+no accepted recipient, which MAIL parameters to send) is here, where tests call it directly.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum, auto
 
 MAX_REPLY_LINE = 2048
 MAX_REPLY_LINES = 200
@@ -20,21 +25,13 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class SMTPReply:
     code: int
     lines: tuple[str, ...]
 
     @property
     def is_positive(self) -> bool:
         return 200 <= self.code < 400
-
-    @property
-    def is_temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def is_permanent(self) -> bool:
-        return self.code >= 500
 
     @property
     def text(self) -> str:
@@ -65,9 +62,9 @@ class ReplyParser:
         """True if bytes beyond the last complete reply are waiting."""
         return bool(self._buffer or self._lines)
 
-    def feed(self, data: bytes) -> list[Reply]:
+    def feed(self, data: bytes) -> list[SMTPReply]:
         self._buffer += data
-        replies: list[Reply] = []
+        replies: list[SMTPReply] = []
         while True:
             end = self._buffer.find(b"\n")
             if end == -1:
@@ -80,7 +77,7 @@ class ReplyParser:
             if reply is not None:
                 replies.append(reply)
 
-    def _line(self, raw: bytes) -> Reply | None:
+    def _line(self, raw: bytes) -> SMTPReply | None:
         if len(raw) < 3 or not raw[:3].isdigit() or (len(raw) > 3 and raw[3:4] not in b" -"):
             raise ProtocolError(f"not an SMTP reply: {raw[:60]!r}")
         code = int(raw[:3])
@@ -92,12 +89,12 @@ class ReplyParser:
             raise ProtocolError("reply has too many lines")
         if raw[3:4] == b"-":
             return None
-        reply = Reply(code, tuple(self._lines))
+        reply = SMTPReply(code, tuple(self._lines))
         self._lines, self._code = [], None
         return reply
 
 
-def parse_extensions(reply: Reply) -> dict[str, str]:
+def parse_extensions(reply: SMTPReply) -> dict[str, str]:
     """EHLO keywords (upper-case) mapped to their parameters; the first line is the greeting."""
     extensions = {}
     for line in reply.lines[1:]:
@@ -129,5 +126,169 @@ def needs_smtputf8(sender: str, recipients: list[str]) -> bool:
     return not (sender.isascii() and all(recipient.isascii() for recipient in recipients))
 
 
-def is_eight_bit(content: bytes) -> bool:
-    return not content.isascii()
+def synthetic(code: int, text: str) -> SMTPReply:
+    """A reply we make up for a recipient the server was never asked about."""
+    return SMTPReply(code, (text,))
+
+
+RSET = b"RSET\r\n"
+DATA = b"DATA\r\n"
+ABANDON = b".\r\n"  # ends an empty message nobody will receive
+
+
+class ResetRefused(ProtocolError):
+    """The server refused RSET: the connection's state is unknown and it must not be reused."""
+
+    def __init__(self, reply: SMTPReply) -> None:
+        super().__init__(f"refused RSET: {reply}")
+        self.reply = reply
+
+
+class _Awaiting(Enum):
+    MAIL = auto()
+    RCPT = auto()
+    DATA = auto()
+    FINAL = auto()  # the reply to the message itself
+    ABANDONED = auto()  # the reply to the empty message we ended at once
+    RESET = auto()
+    NOTHING = auto()  # finished
+
+
+class Transaction:
+    """One mail transaction on an open, greeted connection.
+
+        transaction = Transaction(sender, recipients, content, extensions)
+        outgoing = transaction.start()
+        while True:
+            send(outgoing)                         # may be b""
+            if transaction.finished: break
+            outgoing = transaction.receive(next_reply())
+        transaction.replies                        # {recipient: its final reply}
+
+    Every recipient ends with exactly one reply: the server's refusal of MAIL, of its RCPT or
+    of DATA, the reply to the message, or one made up when the message cannot be offered at
+    all (SIZE, SMTPUTF8). A transaction that did not end with the message accepted ends with
+    RSET, so the connection can carry the next one; a refused RSET raises ResetRefused.
+    """
+
+    def __init__(
+        self, sender: str, recipients: list[str], content: bytes, extensions: Mapping[str, str]
+    ) -> None:
+        if not recipients:
+            raise ValueError("a transaction needs at least one recipient")
+        self.sender = sender
+        self.recipients = list(recipients)
+        self.content = content
+        self.extensions = extensions
+        self.pipelining = "PIPELINING" in extensions
+        self.replies: dict[str, SMTPReply] = {}
+        self._awaiting = _Awaiting.MAIL
+        self._mail_reply: SMTPReply | None = None
+        self._rcpt_replies: list[SMTPReply] = []
+        self._accepted: list[str] = []
+
+    @property
+    def finished(self) -> bool:
+        return self._awaiting is _Awaiting.NOTHING
+
+    def start(self) -> bytes:
+        """The first bytes to send: MAIL, or with PIPELINING MAIL, every RCPT and DATA at
+        once. b"" (and finished) when the message cannot be offered to this server at all."""
+        refusal = self._refusal()
+        if refusal is not None:
+            self.replies = dict.fromkeys(self.recipients, refusal)
+            self._awaiting = _Awaiting.NOTHING
+            return b""
+        mail = mail_command(self.sender, self.mail_parameters())
+        if self.pipelining:
+            return b"".join([mail, *map(rcpt_command, self.recipients), DATA])
+        return mail
+
+    def receive(self, reply: SMTPReply) -> bytes:
+        """Take the server's next reply; return the bytes to send next (b"" for none yet)."""
+        match self._awaiting:
+            case _Awaiting.MAIL:
+                return self._after_mail(reply)
+            case _Awaiting.RCPT:
+                return self._after_rcpt(reply)
+            case _Awaiting.DATA:
+                return self._after_data(reply)
+            case _Awaiting.FINAL:
+                self.replies.update(dict.fromkeys(self._accepted, reply))
+                self._awaiting = _Awaiting.NOTHING
+                return b""
+            case _Awaiting.ABANDONED:
+                return self._reset()
+            case _Awaiting.RESET:
+                if not reply.is_positive:
+                    raise ResetRefused(reply)
+                self._awaiting = _Awaiting.NOTHING
+                return b""
+            case _Awaiting.NOTHING:
+                raise ProtocolError(f"a reply after the transaction ended: {reply}")
+
+    def mail_parameters(self) -> list[str]:
+        parameters = []
+        if "SIZE" in self.extensions:
+            parameters.append(f"SIZE={len(self.content)}")
+        if not self.content.isascii() and "8BITMIME" in self.extensions:
+            parameters.append("BODY=8BITMIME")
+        if needs_smtputf8(self.sender, self.recipients):
+            parameters.append("SMTPUTF8")
+        return parameters
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _refusal(self) -> SMTPReply | None:
+        if needs_smtputf8(self.sender, self.recipients) and "SMTPUTF8" not in self.extensions:
+            return synthetic(553, "5.6.7 remote server does not support SMTPUTF8 addresses")
+        limit = self.extensions.get("SIZE", "")
+        if limit.isdigit() and int(limit) > 0 and len(self.content) > int(limit):
+            return synthetic(552, f"5.3.4 message size exceeds the remote limit of {limit}")
+        return None
+
+    def _after_mail(self, reply: SMTPReply) -> bytes:
+        self._mail_reply = reply
+        self._awaiting = _Awaiting.RCPT
+        if self.pipelining:
+            return b""  # the RCPTs and DATA are on their way already
+        if not reply.is_positive:
+            self.replies = dict.fromkeys(self.recipients, reply)
+            return self._reset()
+        return rcpt_command(self.recipients[0])
+
+    def _after_rcpt(self, reply: SMTPReply) -> bytes:
+        self._rcpt_replies.append(reply)
+        done = len(self._rcpt_replies)
+        if done < len(self.recipients):
+            return b"" if self.pipelining else rcpt_command(self.recipients[done])
+        self._awaiting = _Awaiting.DATA
+        if self.pipelining:
+            return b""
+        if not any(rcpt.is_positive for rcpt in self._rcpt_replies):
+            self.replies = dict(zip(self.recipients, self._rcpt_replies, strict=True))
+            return self._reset()
+        return DATA
+
+    def _after_data(self, reply: SMTPReply) -> bytes:
+        assert self._mail_reply is not None
+        for recipient, rcpt in zip(self.recipients, self._rcpt_replies, strict=True):
+            if not self._mail_reply.is_positive:
+                self.replies[recipient] = self._mail_reply
+            elif rcpt.is_positive:
+                self._accepted.append(recipient)
+            else:
+                self.replies[recipient] = rcpt
+        if reply.code == 354 and not self._accepted:
+            # A server that says 354 with no valid recipient gets an empty message we abandon.
+            self._awaiting = _Awaiting.ABANDONED
+            return ABANDON
+        if reply.code != 354:
+            self.replies.update(dict.fromkeys(self._accepted, reply))
+            return self._reset()
+        self._awaiting = _Awaiting.FINAL
+        return encode_data(self.content)
+
+    def _reset(self) -> bytes:
+        self._awaiting = _Awaiting.RESET
+        return RSET

@@ -40,12 +40,16 @@ def test_a_job_whose_message_cannot_be_read_is_deferred_and_the_next_still_goes(
                 done.set()
 
         key = RelayHost(Relay("127.0.0.105", port, True))
-        for message_id, loader in (("broken", _unreadable), ("fine", lambda: b"Subject: ok\r\n")):
-            pool.submit(key, DeliveryJob(message_id, "s@o.test", ["r@far.test"], loader, record))
-        async with asyncio.timeout(10):
-            await done.wait()
-        pool.stop()
-        assert await pool.wait_stopped(5)
+        async with pool.running():
+            for message_id, loader in (
+                ("broken", _unreadable),
+                ("fine", lambda: b"Subject: ok\r\n"),
+            ):
+                job = DeliveryJob(message_id, "s@o.test", ["r@far.test"], loader, record)
+                pool.submit(key, job)
+            async with asyncio.timeout(10):
+                await done.wait()
+        assert not pool.cut
 
     with RecordingSink("127.0.0.105") as sink:
         asyncio.run(scenario(sink.port))
@@ -86,12 +90,12 @@ def test_an_unexpected_error_in_a_session_defers_its_mail_and_the_next_session_d
             recorded[job.message_id].set()
 
         key = RelayHost(Relay("127.0.0.106", port, True))
-        for name in ("first", "second"):
-            pool.submit(key, DeliveryJob(name, "s@o.test", ["r@far.test"], _content, record))
-            async with asyncio.timeout(10):
-                await recorded[name].wait()
-        pool.stop()
-        assert await pool.wait_stopped(5)
+        async with pool.running():
+            for name in ("first", "second"):
+                pool.submit(key, DeliveryJob(name, "s@o.test", ["r@far.test"], _content, record))
+                async with asyncio.timeout(10):
+                    await recorded[name].wait()
+        assert not pool.cut
 
     with RecordingSink("127.0.0.106") as sink:
         asyncio.run(scenario(sink.port))

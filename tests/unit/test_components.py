@@ -12,7 +12,7 @@ from typing import cast
 import pytest
 
 from sendworx.engine.bounces import build_bounce
-from sendworx.engine.limiter import ConnectionLimiter
+from sendworx.engine.limiter import ConnectionLimiter, LimiterClosed
 from sendworx.inject.sendmail import UsageError, parse_arguments, split_message
 from sendworx.shared.config import ConfigError, load_config
 from sendworx.shared.pidfile import AlreadyRunning, PidFile, running_pid
@@ -62,6 +62,25 @@ def test_limiter_cancelled_waiter_does_not_leak_a_slot() -> None:
         return limiter.in_use
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_a_closed_limiter_sends_every_waiter_away_and_keeps_held_slots() -> None:
+    async def scenario() -> None:
+        limiter = ConnectionLimiter(1)
+        await limiter.acquire()
+        waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+        limiter.close()
+        for waiter in waiters:
+            with pytest.raises(LimiterClosed):
+                await waiter
+        with pytest.raises(LimiterClosed):
+            await limiter.acquire()
+        assert limiter.in_use == 1
+        limiter.release()
+        assert limiter.in_use == 0
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sendworx.api.controllers.common import add_common_actions
-from sendworx.api.controllers.service import ServiceDescription, service_controller
+from sendworx.api.controllers.service_actions import ServiceDescription, service_controller
 from sendworx.api.registry import Caller, Registry
 from sendworx.cluster.manager import ClusterManager
 from sendworx.cluster.store import NodeStore

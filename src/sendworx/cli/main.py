@@ -101,61 +101,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
-    from sendworx.cli import (
-        nodeworx_command,
-        processes,
-        queue_command,
-        service_commands,
-        supervisor,
-        users_command,
-    )
-    from sendworx.inject import sendmail
-
+    """Each command imports only what it needs: `sendmail` runs once per message that PHP's
+    mail() sends, and loading the panel and the engine for it cost half a second of CPU."""
     command = arguments.command
-    if command == "init":
-        return users_command.init(instance, arguments.email)
-    if command == "panel":
-        instance.ensure()
-        return processes.run_panel(instance)
-    if command == "user":
-        if arguments.user_command == "add":
-            return users_command.add(
-                instance, arguments.email, arguments.name, arguments.permission
-            )
-        if arguments.user_command == "list":
-            return users_command.list_users(instance)
-        return users_command.remove(instance, arguments.email)
-    if command == "apikey":
-        return users_command.apikey(instance, arguments.user)
-    if command == "run":
-        return supervisor.run(instance)
-    if command == "send":
-        instance.ensure()
-        return processes.run_engine(instance)
-    if command == "smtpd":
-        instance.ensure()
-        return processes.run_smtpd(instance)
     if command == "sendmail":
-        queue = instance.queue()
-        return sendmail.run(arguments.arguments, queue, instance.config.helo_name)
+        from sendworx.inject import sendmail
+
+        return sendmail.run(arguments.arguments, instance.queue(), instance.config.helo_name)
+    if command in ("panel", "send", "smtpd"):
+        from sendworx.cli import processes
+
+        instance.ensure()
+        run = {"panel": processes.run_panel, "send": processes.run_engine}
+        return run.get(command, processes.run_smtpd)(instance)
+    if command == "run":
+        from sendworx.cli import supervisor
+
+        return supervisor.run(instance)
+    if command in ("init", "user", "apikey"):
+        return _users(arguments, instance)
+    if command == "queue":
+        return _queue(arguments, instance)
     if command == "nodeworx":
+        from sendworx.cli import nodeworx_command
+
         return nodeworx_command.run(arguments.arguments, "sendworx nodeworx", instance.home)
-    if command == "status":
-        return service_commands.status(instance, arguments.json, arguments.cluster)
-    if command == "node":
-        return service_commands.nodes(
-            instance,
-            arguments.node_command,
-            getattr(arguments, "address", None),
-            getattr(arguments, "key_file", None),
-            arguments.json,
-        )
-    if command in ("start", "stop", "restart"):
-        return service_commands.control(instance, command, arguments.json)
-    if command == "settings":
-        if arguments.settings_command == "set":
-            return service_commands.settings_set(instance, arguments.assignments, arguments.json)
-        return service_commands.settings(instance, arguments.json)
+    return _operator(arguments, instance)
+
+
+def _users(arguments: argparse.Namespace, instance: Instance) -> int:
+    from sendworx.cli import users_command
+
+    if arguments.command == "init":
+        return users_command.init(instance, arguments.email)
+    if arguments.command == "apikey":
+        return users_command.apikey(instance, arguments.user)
+    if arguments.user_command == "add":
+        return users_command.add(instance, arguments.email, arguments.name, arguments.permission)
+    if arguments.user_command == "list":
+        return users_command.list_users(instance)
+    return users_command.remove(instance, arguments.email)
+
+
+def _queue(arguments: argparse.Namespace, instance: Instance) -> int:
+    from sendworx.cli import queue_command
+
     sub = arguments.queue_command
     if sub == "stat":
         return queue_command.stat(instance, arguments.json)
@@ -166,3 +156,25 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
     if sub == "retry":
         return queue_command.retry(instance)
     return queue_command.delete(instance, arguments.ids)
+
+
+def _operator(arguments: argparse.Namespace, instance: Instance) -> int:
+    """status, node, start/stop/restart and settings: the API's actions for people."""
+    from sendworx.cli import operator_commands
+
+    command = arguments.command
+    if command == "status":
+        return operator_commands.status(instance, arguments.json, arguments.cluster)
+    if command == "node":
+        return operator_commands.nodes(
+            instance,
+            arguments.node_command,
+            getattr(arguments, "address", None),
+            getattr(arguments, "key_file", None),
+            arguments.json,
+        )
+    if command in ("start", "stop", "restart"):
+        return operator_commands.control(instance, command, arguments.json)
+    if arguments.settings_command == "set":
+        return operator_commands.settings_set(instance, arguments.assignments, arguments.json)
+    return operator_commands.settings(instance, arguments.json)

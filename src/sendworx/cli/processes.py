@@ -1,6 +1,7 @@
 """Running the long-lived processes in the foreground: pid lock, logging, event loop.
 
-Shared by `sendworx send`, `sendworx smtpd` and the `run` supervisor's children.
+Shared by `sendworx send`, `sendworx smtpd` and the `run` supervisor's children; each
+loads only its own process's code.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sendworx.engine.queue_manager import QueueManager
-from sendworx.inject import smtpd
-from sendworx.inject import workers as workers_module
-from sendworx.panel.server import serve_panel
 from sendworx.shared.instance import Instance
 from sendworx.shared.logs import setup_logging
 from sendworx.shared.pidfile import AlreadyRunning, PidFile
@@ -52,18 +49,25 @@ def _in_foreground(
 
 
 def run_engine(instance: Instance) -> int:
+    from sendworx.engine.queue_manager import QueueManager
+
     return _in_foreground(
         instance, "send", instance.engine_pid_file, lambda _: run_loop(QueueManager(instance).run())
     )
 
 
 def run_panel(instance: Instance) -> int:
+    from sendworx.panel.server import serve_panel
+
     return _in_foreground(
         instance, "panel", instance.panel_pid_file, lambda _: run_loop(serve_panel(instance))
     )
 
 
 def run_smtpd(instance: Instance) -> int:
+    from sendworx.inject import smtpd
+    from sendworx.inject import workers as workers_module
+
     def main(pid_file: PidFile) -> None:
         config = instance.config
         queue = instance.queue()

@@ -96,7 +96,9 @@ class ClusterManager:
         """Replays `call` (never itself cascaded) on every node in parallel, after it succeeded
         here: {node_id: {status, payload}}, this node first."""
         nodes = self.store.nodes()
-        outcomes = await asyncio.gather(*(self._outcome(node, call) for node in nodes))
+        async with asyncio.TaskGroup() as calls_in_flight:
+            asked = [calls_in_flight.create_task(self._outcome(node, call)) for node in nodes]
+        outcomes = [task.result() for task in asked]
         results: dict[str, Any] = {self.local_node: {"status": 0, "payload": local_payload}}
         results.update(zip((node.node_id for node in nodes), outcomes, strict=True))
         return results
@@ -149,7 +151,9 @@ class ClusterManager:
     async def status(self, local: dict[str, Any]) -> list[dict[str, Any]]:
         """Every node's state, the manager first: for `sendworx status --cluster`."""
         nodes = self.store.nodes()
-        answers = await asyncio.gather(*(self._service_info(node) for node in nodes))
+        async with asyncio.TaskGroup() as calls_in_flight:
+            asked = [calls_in_flight.create_task(self._service_info(node)) for node in nodes]
+        answers = [task.result() for task in asked]
         return [{"node_id": self.local_node, "role": "manager", **local}, *answers]
 
     async def _service_info(self, node: Node) -> dict[str, Any]:

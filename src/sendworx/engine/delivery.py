@@ -14,12 +14,12 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from sendworx.engine.attempts import Outcome, RecipientResult
 from sendworx.engine.destinations import AddressLiteral, Destination, MxDomain, RelayHost
-from sendworx.engine.limiter import ConnectionLimiter
+from sendworx.engine.limiter import ConnectionLimiter, LimiterClosed
 from sendworx.engine.resolver import DestinationResolver, Host, ResolutionError
 from sendworx.engine.smtp_client import SessionLost, SMTPConnection, Timeouts, TLSHandshakeFailed
 from sendworx.shared.config import DeliveryConfig
@@ -64,6 +64,9 @@ class _Destination:
 
 
 class DeliveryPool:
+    """Sessions run inside `async with pool.running():`, which owns them: leaving it stops the
+    pool, lets sessions finish within the grace period and cancels the rest."""
+
     def __init__(
         self,
         *,
@@ -81,15 +84,34 @@ class DeliveryPool:
         self._settings = settings
         self._tls_context = tls_context
         self._destinations: dict[Destination, _Destination] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting_for_slot: set[asyncio.Task[None]] = set()
+        self._sessions: asyncio.TaskGroup | None = None
         self._stopping = False
         self.open_connections = 0
+        self.cut = False  # sessions were still busy at the end of the grace period
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[DeliveryPool]:
+        grace_period = asyncio.timeout(None)
+        try:
+            async with grace_period, asyncio.TaskGroup() as sessions:
+                self._sessions = sessions
+                try:
+                    yield self
+                finally:
+                    self.stop()
+                    grace = self._config.shutdown_grace_seconds
+                    grace_period.reschedule(asyncio.get_running_loop().time() + grace)
+        except TimeoutError:
+            if not grace_period.expired():
+                raise
+            self.cut = True  # the task group cancelled the sessions still running
+        finally:
+            self._sessions = None
 
     # -- feeding ---------------------------------------------------------------------------
 
     def submit(self, key: Destination, job: DeliveryJob) -> None:
-        if self._stopping:
+        if self._stopping or self._sessions is None:
             job.finish_all(Outcome.SKIPPED, "engine stopping", "4.3.2", None)
             return
         destination = self._destinations.get(key)
@@ -102,32 +124,20 @@ class DeliveryPool:
             self._spawn(destination)
 
     def _spawn(self, destination: _Destination) -> None:
+        assert self._sessions is not None
         destination.sessions += 1
-        task = asyncio.create_task(self._session(destination))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sessions.create_task(self._session(destination))
 
     # -- stopping --------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Take no new work: queued jobs are skipped, sessions finish their current message."""
+        """Take no new work: queued jobs are skipped, sessions finish their current message,
+        sessions waiting for a connection slot give up."""
         self._stopping = True
+        self._limiter.close()
         for destination in self._destinations.values():
             self._skip_queued(destination)
             destination.more_mail.set()
-        for task in self._waiting_for_slot:
-            task.cancel()
-
-    async def wait_stopped(self, grace: float) -> bool:
-        """Wait up to `grace` seconds for sessions to end; cancel the rest. True if all ended."""
-        if not self._tasks:
-            return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        return not pending
 
     def _skip_queued(self, destination: _Destination) -> None:
         while destination.jobs:
@@ -136,21 +146,11 @@ class DeliveryPool:
     # -- sessions --------------------------------------------------------------------------
 
     async def _session(self, destination: _Destination) -> None:
-        task = asyncio.current_task()
-        assert task is not None
         try:
-            self._waiting_for_slot.add(task)
-            try:
-                await self._limiter.acquire()
-            finally:
-                self._waiting_for_slot.discard(task)
-            try:
+            async with self._limiter.slot():
                 await self._deliver_while_mail(destination)
-            finally:
-                self._limiter.release()
-        except asyncio.CancelledError:
-            if not self._stopping:
-                raise
+        except LimiterClosed:
+            pass  # stopping: the jobs it would have taken are skipped
         finally:
             destination.sessions -= 1
             if self._stopping:

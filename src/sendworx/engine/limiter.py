@@ -1,6 +1,7 @@
 """A connection limit that can change while connections are open (`concurrency_remote`).
 
-Waiters are served first come, first served; a limit of 0 holds everyone.
+Waiters are served first come, first served; a limit of 0 holds everyone; a closed limiter
+(the engine stopping) sends every waiter away.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 
+class LimiterClosed(Exception):
+    """No more slots will be given out."""
+
+
 class ConnectionLimiter:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
 
     @property
     def in_use(self) -> int:
@@ -30,7 +36,17 @@ class ConnectionLimiter:
         self._limit = limit
         self._wake()
 
+    def close(self) -> None:
+        """Every waiter, and whoever asks from now on, gets LimiterClosed; slots held stay."""
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(LimiterClosed())
+
     async def acquire(self) -> None:
+        if self._closed:
+            raise LimiterClosed
         if self._in_use < self._limit and not self._waiters:
             self._in_use += 1
             return

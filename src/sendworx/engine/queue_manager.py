@@ -140,13 +140,16 @@ class QueueManager:
         )
         try:
             # Recording an attempt is a task of its own (its file I/O runs in a thread); the
-            # group owns them, and none is left behind when the manager stops.
+            # group owns them and outlives the pool, whose last sessions still report.
             async with asyncio.TaskGroup() as recorders:
                 self._recorders = recorders
-                try:
+                async with self.pool.running():
                     await self._schedule_loop()
-                finally:
-                    await self._shut_down()
+            if self.pool.cut:
+                grace = self.config.delivery.shutdown_grace_seconds
+                log.warning(
+                    "sessions still busy after %.0fs were cut; their mail stays queued", grace
+                )
         finally:
             self._recorders = None
             loop.remove_reader(trigger.fileno())
@@ -178,12 +181,6 @@ class QueueManager:
         """Look at the queue, the due index and the clock again now."""
         if self._wake is not None:
             self._wake.set()
-
-    async def _shut_down(self) -> None:
-        self.pool.stop()
-        grace = self.config.delivery.shutdown_grace_seconds
-        if not await self.pool.wait_stopped(grace):
-            log.warning("sessions still busy after %.0fs were cut; their mail stays queued", grace)
 
     # -- queue intake --------------------------------------------------------------------
 

@@ -81,6 +81,10 @@ async def serve_panel(instance: Instance) -> None:
         panel.https_port or "off",
         panel.http_port or "off",
     )
-    await asyncio.gather(*(server.serve() for server in servers))
-    await api.cluster.aclose()
+    try:
+        async with asyncio.TaskGroup() as listeners:
+            for server in servers:
+                listeners.create_task(server.serve())
+    finally:
+        await api.cluster.aclose()  # connections to nodes belong to this loop
     log.info("panel stopped")

@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from sendworx.api.controllers.common import add_common_actions
-from sendworx.api.controllers.service import (
+from sendworx.api.controllers.service_actions import (
     CHANGE_RESULT,
     ServiceDescription,
     cascade_input,

@@ -94,3 +94,26 @@ def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
 def test_comments_and_blank_lines_in_smtproutes_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "smtproutes").write_text("# relay everything\n\n:[192.0.2.1]\n")
     assert [str(route) for route in read_settings(tmp_path).smtp_routes] == [":[192.0.2.1]"]
+
+
+def test_the_default_config_file_shows_exactly_the_model_defaults() -> None:
+    """Uncommenting every key that shows a default (not an example) gives the defaults."""
+    import re
+    import tomllib
+
+    from sendworx.shared.config import InstanceConfig, default_config_text
+
+    examples = ("helo_name", "certificate", "private_key", "node_id")
+    kept = []
+    for line in default_config_text().splitlines():
+        match = re.match(r"# (\w+) = (.*?)\s+# ", line)
+        if match and match.group(1) not in examples:
+            kept.append(f"{match.group(1)} = {match.group(2)}")
+        elif line.startswith("["):
+            kept.append(line)
+    document = tomllib.loads("\n".join(kept))
+    assert InstanceConfig.model_validate(document) == InstanceConfig()
+    shown = {key for section in document.values() if isinstance(section, dict) for key in section}
+    sections = [type(getattr(InstanceConfig(), name)) for name in InstanceConfig.model_fields]
+    every = {key for section in sections if section is not str for key in section.model_fields}
+    assert shown == every - set(examples)

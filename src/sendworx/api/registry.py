@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from sendworx.shared.errors import ApiError, PermissionDenied, UnknownAction, ValidationFailed
@@ -16,12 +17,21 @@ from sendworx.shared.wire import NO_INPUT, Call, Reply
 log = logging.getLogger("sendworx.api")
 
 
+class InputKind(StrEnum):
+    """An input's type as the InterWorx docs name it."""
+
+    INTEGER = "integer"
+    STRING = "string"
+    STRUCT = "struct"
+    STRING_STRUCT = "struct (string)"  # a list, a struct of strings or a newline-separated text
+
+
 @dataclass(frozen=True)
 class Input:
     """One input of an action; `parse` turns a wire value into a clean one or raises ValueError."""
 
     name: str
-    kind: str  # as the InterWorx docs name it: integer, string, struct (string)
+    kind: InputKind
     parse: Callable[[object], object]
     help: str = ""
     default: Callable[[], object] | None = None

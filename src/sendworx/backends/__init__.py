@@ -1,6 +1,7 @@
 """Service backends: what `start`, `stop`, `restart`, `isRunning` and `update` act on.
 
-The built-in engine is the default; qmail and Postfix backends implement the same protocol.
+The built-in engine (`builtin.py`) is the only one today; a backend for a real qmail or
+Postfix would implement this same protocol.
 """
 
 from __future__ import annotations

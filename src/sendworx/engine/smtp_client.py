@@ -67,7 +67,6 @@ class SMTPConnection:
         self.remote = remote
         self.timeouts = timeouts
         self.extensions: dict[str, str] = {}
-        self.encrypted = False
 
     @classmethod
     async def open(
@@ -125,7 +124,6 @@ class SMTPConnection:
                 raise TLSHandshakeFailed(
                     f"TLS handshake with {self.remote} failed: {error}"
                 ) from error
-            self.encrypted = True
             await self._hello(helo_name)
 
     async def _hello(self, helo_name: str) -> None:

@@ -24,7 +24,6 @@ from sendworx.shared.queue_format import Envelope, new_message_id
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
-EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 
 # Options real sendmail accepts that change nothing here; they must not be mistaken for

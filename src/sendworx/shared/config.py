@@ -7,12 +7,14 @@ rest: host name, resolver, listeners, delivery tuning. Unknown keys are an error
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -26,9 +28,11 @@ class _Section(BaseModel):
 
 
 class ResolverConfig(_Section):
-    nameservers: list[str] = Field(default_factory=list, description="empty: use /etc/resolv.conf")
-    port: Port = 53
-    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    nameservers: list[str] = Field(
+        default_factory=list, description="DNS servers (IP addresses); empty: /etc/resolv.conf"
+    )
+    port: Port = Field(default=53, description="DNS port")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="one lookup, in all")
 
     @field_validator("nameservers")
     @classmethod
@@ -39,12 +43,23 @@ class ResolverConfig(_Section):
 
 
 class SmtpdConfig(_Section):
-    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
-    port: Port = 2525
-    workers: int = Field(default=0, ge=0, le=64, description="0: one per CPU core")
-    max_message_bytes: int = Field(default=35 * 1024 * 1024, ge=1024)
-    max_recipients: int = Field(default=1000, ge=1, le=100_000)
-    relay_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    listen: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"], description="submission listen addresses"
+    )
+    port: Port = Field(default=2525, description="submission port")
+    workers: int = Field(
+        default=0, ge=0, le=64, description="listener processes; 0: one per CPU core"
+    )
+    max_message_bytes: int = Field(
+        default=35 * 1024 * 1024, ge=1024, description="larger messages get 552"
+    )
+    max_recipients: int = Field(
+        default=1000, ge=1, le=100_000, description="more recipients in one message get 452"
+    )
+    relay_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="peers that may relay; others get 554",
+    )
 
     @field_validator("relay_networks")
     @classmethod
@@ -55,50 +70,92 @@ class SmtpdConfig(_Section):
 
 
 class DeliveryConfig(_Section):
-    remote_port: Port = Field(default=25, description="port for MX and A-record delivery")
-    destination_concurrency: int = Field(default=20, ge=1, le=1000)
-    recipients_per_transaction: int = Field(default=50, ge=1, le=1000)
-    starttls: bool = True
-    idle_connection_seconds: float = Field(default=2.0, ge=0, le=300)
-    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
-    max_active_messages: int = Field(default=5000, ge=1, le=1_000_000)
-    rescan_seconds: float = Field(default=60.0, gt=0, le=86400)
-    double_bounce_to: str = Field(default="postmaster", min_length=1, max_length=320)
+    remote_port: Port = Field(default=25, description="port for MX and address-record delivery")
+    destination_concurrency: int = Field(
+        default=20, ge=1, le=1000, description="connections one destination may hold"
+    )
+    recipients_per_transaction: int = Field(
+        default=50, ge=1, le=1000, description="recipients per SMTP transaction"
+    )
+    starttls: bool = Field(
+        default=True, description="opportunistic STARTTLS (encrypt when offered, never verify)"
+    )
+    idle_connection_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="how long an idle connection waits for more mail to the same destination",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="how long SIGTERM lets deliveries in flight end"
+    )
+    max_active_messages: int = Field(
+        default=5000, ge=1, le=1_000_000, description="messages being delivered at once"
+    )
+    rescan_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="safety-net rescan of queue/new/"
+    )
+    double_bounce_to: str = Field(
+        default="postmaster",
+        min_length=1,
+        max_length=320,
+        description="where failed bounces go (@helo_name added if no domain)",
+    )
 
 
 class PanelConfig(_Section):
-    listen: str = "127.0.0.1"
+    listen: str = Field(default="127.0.0.1", description="API listen address")
     https_port: Port = Field(default=2443, description="0 disables HTTPS")
     http_port: Port = Field(default=2080, description="0 disables plain HTTP")
     certificate: Path | None = Field(
-        default=None, description="PEM chain; replaces the generated one"
+        default=None,
+        description="PEM chain replacing the generated certificate",
+        examples=["/path/to/chain.pem"],
     )
-    private_key: Path | None = None
-    node_id: str | None = Field(default=None, description="this node's id; default helo_name")
-    session_seconds: float = Field(default=3600.0, gt=0, le=30 * 86400)
-    max_failures: int = Field(default=10, ge=1, le=10_000)
-    failure_window_seconds: float = Field(default=60.0, gt=0)
-    lockout_seconds: float = Field(default=60.0, ge=0)
-    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    private_key: Path | None = Field(
+        default=None, description="its private key", examples=["/path/to/key.pem"]
+    )
+    node_id: str | None = Field(
+        default=None,
+        description="this node's id in a cluster; default helo_name",
+        examples=["node1.example.com"],
+    )
+    session_seconds: float = Field(
+        default=3600.0, gt=0, le=30 * 86400, description="an unused session expires after this"
+    )
+    max_failures: int = Field(
+        default=10, ge=1, le=10_000, description="failed logins from one address within..."
+    )
+    failure_window_seconds: float = Field(default=60.0, gt=0, description="...this window...")
+    lockout_seconds: float = Field(default=60.0, ge=0, description="...lock it out this long")
+    max_request_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="larger API requests are refused"
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="addresses whose X-Forwarded-For is believed; none by default",
+        description="addresses whose X-Forwarded-For is believed (lockouts, audit log)",
     )
 
 
 class ClusterConfig(_Section):
     timeout_seconds: float = Field(
-        default=10.0, gt=0, le=600, description="per-node limit for a call to a cluster node"
+        default=10.0, gt=0, le=600, description="a node that takes longer is reported as timed out"
     )
 
 
 class MetricsConfig(_Section):
-    listen: str = "127.0.0.1"
+    listen: str = Field(default="127.0.0.1", description="Prometheus endpoint address")
     port: Port = Field(default=9465, description="0 disables the metrics endpoint")
 
 
 class InstanceConfig(_Section):
-    helo_name: str = Field(default_factory=socket.getfqdn, min_length=1, max_length=253)
+    helo_name: str = Field(
+        default_factory=socket.getfqdn,
+        min_length=1,
+        max_length=253,
+        description="EHLO name, Received: host, bounce Reporting-MTA; default this host's FQDN",
+        examples=["mail.example.com"],
+    )
     resolver: ResolverConfig = Field(default_factory=ResolverConfig)
     smtpd: SmtpdConfig = Field(default_factory=SmtpdConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
@@ -114,59 +171,40 @@ class InstanceConfig(_Section):
         return value
 
 
-DEFAULT_CONFIG_TEXT = """\
+_HEADER = """\
 # sendworx instance configuration. Every key is optional; the values shown are the defaults.
 # The five Outbound Mail settings are not here: they are the control files in ./control
 # (concurrencyremote, timeoutremote, timeoutconnect, queuelifetime, smtproutes).
-
-# helo_name = "this host's FQDN"
-
-[resolver]
-# nameservers = []          # empty: use /etc/resolv.conf
-# port = 53
-# timeout_seconds = 10.0
-
-[smtpd]
-# listen = ["127.0.0.1"]
-# port = 2525
-# workers = 0                # 0: one process per CPU core
-# max_message_bytes = 36700160
-# max_recipients = 1000
-# relay_networks = ["127.0.0.0/8", "::1/128"]
-
-[delivery]
-# remote_port = 25
-# destination_concurrency = 20
-# recipients_per_transaction = 50
-# starttls = true
-# idle_connection_seconds = 2.0
-# shutdown_grace_seconds = 30.0
-# max_active_messages = 5000
-# rescan_seconds = 60.0
-# double_bounce_to = "postmaster"
-
-[metrics]
-# listen = "127.0.0.1"
-# port = 9465               # 0 disables
-
-[panel]
-# listen = "127.0.0.1"
-# https_port = 2443         # 0 disables
-# http_port = 2080          # 0 disables
-# certificate = "/path/to/chain.pem"   # replaces the generated certificate
-# private_key = "/path/to/key.pem"
-# node_id = "this host's helo_name"
-# session_seconds = 3600
-# max_failures = 10         # failed logins from one address within the window...
-# failure_window_seconds = 60
-# lockout_seconds = 60      # ...lock it out this long
-# max_request_bytes = 10485760
-# trusted_proxies = []      # e.g. ["127.0.0.1"] behind a local reverse proxy: only these
-#                           # may name the client in X-Forwarded-For (lockouts, audit log)
-
-[cluster]
-# timeout_seconds = 10      # a node that takes longer is reported as timed out
 """
+
+
+def _commented(name: str, field: FieldInfo) -> str:
+    """One key as a comment: its default (or an example where the default depends on the
+    host or is unset) and what it means."""
+    if field.examples:
+        value = field.examples[0]
+    elif field.default_factory is not None:
+        value = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    shown = f"{name} = {json.dumps(value if not isinstance(value, Path) else str(value))}"
+    return f"# {shown:<44} # {field.description}" if field.description else f"# {shown}"
+
+
+def default_config_text() -> str:
+    """The commented file `sendworx init` writes, made from the model: it cannot go stale."""
+    lines = [_HEADER]
+    sections = []
+    for name, field in InstanceConfig.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            sections.append((name, annotation))
+        else:
+            lines.append(_commented(name, field))
+    for name, section in sections:
+        lines.append(f"\n[{name}]")
+        lines.extend(_commented(key, field) for key, field in section.model_fields.items())
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: Path) -> InstanceConfig:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from sendworx.shared.config import DEFAULT_CONFIG_TEXT, InstanceConfig, load_config
+from sendworx.shared.config import InstanceConfig, default_config_text, load_config
 from sendworx.shared.durable import atomic_write
 from sendworx.shared.queue import Queue
 
@@ -120,5 +120,5 @@ class Instance:
         for directory in (self.home, self.control_dir, self.run_dir, self.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
         if not self.config_path.exists():
-            atomic_write(self.config_path, DEFAULT_CONFIG_TEXT.encode())
+            atomic_write(self.config_path, default_config_text().encode())
         return self

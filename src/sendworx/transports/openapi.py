@@ -8,21 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 from sendworx import __version__
-from sendworx.api.registry import Action, Controller, Input, Registry
+from sendworx.api.registry import Action, Controller, Input, InputKind, Registry
 from sendworx.transports.jsonapi import HTTP_STATUS, PREFIX
 
-_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
-    "integer": {"type": "integer"},
-    "string": {"type": "string", "maxLength": 255},
+_KIND_SCHEMAS: dict[InputKind, dict[str, Any]] = {
+    InputKind.INTEGER: {"type": "integer"},
+    InputKind.STRING: {"type": "string", "maxLength": 255},
     # smtp_routes: a list, a struct of strings, or one newline-separated string (a textarea)
-    "struct (string)": {
+    InputKind.STRING_STRUCT: {
         "anyOf": [
             {"type": "array", "items": {"type": "string"}},
             {"type": "object", "additionalProperties": {"type": "string"}},
             {"type": "string"},
         ]
     },
-    "struct": {"type": "object"},
+    InputKind.STRUCT: {"type": "object"},
 }
 _ERROR_DESCRIPTIONS = {
     11: "Validation failed: `payload` is InterWorx's message, `errors` the same per field.",

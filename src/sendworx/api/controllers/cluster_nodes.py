@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sendworx.api.controllers.common import ANY_STRUCT, STRING, add_common_actions, parse_string
-from sendworx.api.registry import Action, Caller, Controller, Input
+from sendworx.api.registry import Action, Caller, Controller, Input, InputKind
 from sendworx.cluster.errors import KeyNotAccepted, RegistrationRefused
 from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.errors import ValidationFailed
@@ -73,14 +73,14 @@ def cluster_nodes_controller(
             (
                 Input(
                     "hostname",
-                    "string",
+                    InputKind.STRING,
                     lambda value: parse_string(value, max_length=300),
                     "host, host:port or https:// URL of the node's panel",
                     required=True,
                 ),
                 Input(
                     "apikey",
-                    "string",
+                    InputKind.STRING,
                     parse_api_key,
                     "the node's API key (stored readable only by the instance owner)",
                     required=True,
@@ -92,7 +92,15 @@ def cluster_nodes_controller(
             "delete",
             "Forgets a node.",
             delete,
-            (Input("node_id", "string", parse_string, "the node, as registered", required=True),),
+            (
+                Input(
+                    "node_id",
+                    InputKind.STRING,
+                    parse_string,
+                    "the node, as registered",
+                    required=True,
+                ),
+            ),
             STRING,
         ),
         Action("listClusterNodes", "Lists the registered nodes.", list_nodes, returns=NODE_LIST),

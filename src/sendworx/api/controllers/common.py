@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sendworx.api.registry import Action, Caller, Controller, Input, normalize_input, validate
+from sendworx.api.registry import (
+    Action,
+    Caller,
+    Controller,
+    Input,
+    InputKind,
+    normalize_input,
+    validate,
+)
 from sendworx.shared.errors import ActionFailed, ValidationFailed
 
 # JSON Schemas of payloads, for the JSON API's OpenAPI document.
@@ -63,13 +71,13 @@ def add_common_actions(
             (
                 Input(
                     "action",
-                    "string",
+                    InputKind.STRING,
                     parse_string,
                     "the action to run",
                     required=True,
                     schema={"enum": sorted(controller.actions)},
                 ),
-                Input("input", "struct", lambda value: value, "its input", default=dict),
+                Input("input", InputKind.STRUCT, lambda value: value, "its input", default=dict),
             ),
         )
     )

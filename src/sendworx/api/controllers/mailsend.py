@@ -16,7 +16,7 @@ from sendworx.api.controllers.service_actions import (
     cascading,
     service_controller,
 )
-from sendworx.api.registry import Action, Caller, Controller, Input
+from sendworx.api.registry import Action, Caller, Controller, Input, InputKind
 from sendworx.backends import ServiceBackend
 from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.errors import ValidationFailed
@@ -51,7 +51,7 @@ ROUTES_HELP = (
 def _integer_input(setting: IntegerSetting) -> Input:
     return Input(
         setting.input_name,
-        "integer",
+        InputKind.INTEGER,
         lambda value: validate_integer(setting, value),
         f"{setting.meaning} (default {setting.default})",
         schema={"type": "integer", "minimum": setting.minimum, "maximum": setting.maximum},
@@ -87,7 +87,7 @@ def mail_send_controller(
         *(_integer_input(setting) for setting in INTEGER_SETTINGS),
         Input(
             ROUTES_INPUT,
-            "struct (string)",
+            InputKind.STRING_STRUCT,
             lambda value: [str(route) for route in validate_routes(value)],
             ROUTES_HELP,
         ),

@@ -17,7 +17,7 @@ from sendworx.api.controllers.common import (
     parse_flag,
     parse_string,
 )
-from sendworx.api.registry import Action, Caller, Controller, Handler, Input
+from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.backends import ServiceBackend, ServiceError
 from sendworx.cluster.errors import ClusterError, UnknownNode
 from sendworx.cluster.manager import ClusterManager
@@ -44,7 +44,7 @@ class ServiceDescription:
 def cascade_input() -> Input:
     return Input(
         "cascade_to_nodes",
-        "integer",
+        InputKind.INTEGER,
         parse_flag,
         CASCADE_HELP,
         default=lambda: 0,
@@ -54,7 +54,11 @@ def cascade_input() -> Input:
 
 def node_input(local_node: str) -> Input:
     return Input(
-        "node_id", "string", parse_string, "the node, as registered", default=lambda: local_node
+        "node_id",
+        InputKind.STRING,
+        parse_string,
+        "the node, as registered",
+        default=lambda: local_node,
     )
 
 

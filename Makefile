@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SENDWORX_HOME ?= $(CURDIR)/var
 
-.PHONY: run test lint typecheck unit bench clean system-packages
+.PHONY: run test lint typecheck unit bench clean system-packages coverage
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -49,7 +49,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) system-packages lint typecheck
-	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q
+	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q --cov --cov-report=term
+
+# Coverage of every process the tests start (slower than `make test`, which measures only
+# the test process and holds that figure as its floor).
+coverage: $(STAMP) system-packages
+	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q --cov --cov-config=tools/coverage-processes.toml \
+		--cov-report=term --cov-report=html --cov-fail-under=0
 
 bench: $(STAMP) system-packages
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
@@ -60,4 +66,4 @@ bench: $(STAMP) system-packages
 	$(BIN)/python bench/cascade
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov

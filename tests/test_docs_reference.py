@@ -1,8 +1,10 @@
-"""The README's reference table against the code: no interface, action or status may drift."""
+"""The docs' reference tables against the code: no interface, action, status or configuration
+key may drift."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -21,11 +23,11 @@ from sendworx.shared.wire import SUCCESS_REPLY_CODE
 from sendworx.transports.jsonapi import HTTP_STATUS
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADING = "### Reference: every interface, action and status code"
+HEADING = "## Reference: every interface, action and status code"
 
 
 def _rows() -> list[tuple[str, str, str, str]]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "api.md").read_text()
     table = text[text.index(HEADING) :].split("\n\n")[2]
     rows = []
     for line in table.splitlines()[2:]:
@@ -117,3 +119,40 @@ def test_every_route_and_command_is_an_interface_row(
     for command in re.findall(r"`(?:sendworx )?(\w+)`", friendly):
         assert command in subcommands, command
     assert "`sendworx.client`" in interfaces
+
+
+def _config_rows() -> dict[str, str]:
+    """docs/operations.md's configuration table: key -> default as written."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text[text.index("| key | default | meaning |") :].split("\n\n")[0]
+    rows: dict[str, str] = {}
+    for line in table.splitlines()[2:]:
+        keys, defaults, _ = (cell.strip() for cell in line.strip().strip("|").split(" | ", 2))
+        names = [key.strip("` ") for key in keys.split(" / ")]
+        values = defaults.split(" / ") if len(names) > 1 else [defaults]
+        if len(values) == 1:
+            values *= len(names)  # one default shown for keys that share it
+        assert len(values) == len(names), line
+        rows.update(zip(names, (value.strip().strip("`") for value in values), strict=True))
+    return rows
+
+
+def test_every_configuration_key_is_documented_with_its_default() -> None:
+    from sendworx.shared.config import InstanceConfig
+
+    rows = _config_rows()
+    defaults = InstanceConfig().model_dump(mode="json")
+    in_code = {"helo_name": None}
+    for section, values in defaults.items():
+        if isinstance(values, dict):
+            in_code.update({f"{section}.{key}": value for key, value in values.items()})
+    assert set(rows) == set(in_code)
+    for key, value in in_code.items():
+        shown = rows[key]
+        if value is None or key == "helo_name":
+            continue  # shown in words: "the host's FQDN", "generated", "helo_name"
+        if isinstance(value, bool | str | list):
+            expected = value if isinstance(value, str) else json.dumps(value)
+            assert shown == expected, (key, shown, expected)
+        else:
+            assert float(shown) == float(value), (key, shown, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from support.sink import RecordingSink
 
@@ -16,6 +17,18 @@ from sendworx.shared.routes import Relay
 from sendworx.shared.settings import Settings
 
 
+def _pool(settings: Callable[[], Settings]) -> DeliveryPool:
+    """One session per destination, no DNS needed (the tests route to address relays)."""
+    return DeliveryPool(
+        resolver=DestinationResolver(ResolverConfig(nameservers=["127.0.0.1"]), 25),
+        limiter=ConnectionLimiter(5),
+        helo_name="pool.test",
+        config=DeliveryConfig(destination_concurrency=1, idle_connection_seconds=0.2),
+        settings=settings,
+        tls_context=None,
+    )
+
+
 def _unreadable() -> bytes:
     raise PermissionError(13, "Permission denied")
 
@@ -24,14 +37,7 @@ def test_a_job_whose_message_cannot_be_read_is_deferred_and_the_next_still_goes(
     results: dict[str, list[RecipientResult]] = {}
 
     async def scenario(port: int) -> None:
-        pool = DeliveryPool(
-            resolver=DestinationResolver(ResolverConfig(nameservers=["127.0.0.1"]), 25),
-            limiter=ConnectionLimiter(5),
-            helo_name="pool.test",
-            config=DeliveryConfig(destination_concurrency=1, idle_connection_seconds=0.2),
-            settings=Settings,
-            tls_context=None,
-        )
+        pool = _pool(Settings)
         done = asyncio.Event()
 
         def record(job: DeliveryJob, outcome: list[RecipientResult]) -> None:
@@ -75,14 +81,7 @@ def test_an_unexpected_error_in_a_session_defers_its_mail_and_the_next_session_d
         return Settings()
 
     async def scenario(port: int) -> None:
-        pool = DeliveryPool(
-            resolver=DestinationResolver(ResolverConfig(nameservers=["127.0.0.1"]), 25),
-            limiter=ConnectionLimiter(5),
-            helo_name="pool.test",
-            config=DeliveryConfig(destination_concurrency=1, idle_connection_seconds=0.2),
-            settings=settings_failing_once,
-            tls_context=None,
-        )
+        pool = _pool(settings_failing_once)
         recorded = {name: asyncio.Event() for name in ("first", "second")}
 
         def record(job: DeliveryJob, outcome: list[RecipientResult]) -> None:

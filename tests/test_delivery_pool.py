@@ -22,7 +22,7 @@ def _pool(settings: Callable[[], Settings]) -> DeliveryPool:
     return DeliveryPool(
         resolver=DestinationResolver(ResolverConfig(nameservers=["127.0.0.1"]), 25),
         limiter=ConnectionLimiter(5),
-        helo_name="pool.test",
+        helo_name=lambda: "pool.test",
         config=DeliveryConfig(destination_concurrency=1, idle_connection_seconds=0.2),
         settings=settings,
         tls_context=None,

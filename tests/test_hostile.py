@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import os
 import smtplib
+import subprocess
 import threading
 import time
 import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from support.instance import SendworxHome
 from support.net import wait_for
-from support.panel import Panel
+from support.panel import SEND, Panel, control_file
 from support.raw_server import RawServer
 from support.sink import RecordingSink
 
@@ -194,3 +198,122 @@ def test_mail_queued_for_nowhere_fails_and_never_stops_other_delivery(
     failed = [line for line in home.deliveries() if line["result"] == "failed"]
     assert {line["rcpt"] for line in failed} == {"x@[a..b]", "bad@[a..b]", "worse@a..b"}
     assert all(line["status"] == "5.1.3" for line in failed)
+
+
+# -- settings writes: all or nothing, one writer at a time, never a crash ---------------------
+
+
+def _json_update(panel: Panel, body: bytes) -> httpx.Response:
+    """An `update` as raw JSON: JSON can carry what XML cannot (a lone surrogate, \u0000)."""
+    return httpx.post(
+        f"http://127.0.0.1:{panel.http_port}/api/v1{SEND}/update",
+        content=body,
+        headers={"Authorization": "Bearer " + " ".join(panel.key.split())},
+        timeout=60,
+    )
+
+
+def test_a_bad_route_anywhere_writes_no_file_at_all(panel: Panel) -> None:
+    before = {name: control_file(panel.home, name) for name in ("concurrencyremote", "smtproutes")}
+    for route in (
+        r"a.test:[fe80::1%\ud800]",  # a lone surrogate in an IPv6 zone (was HTTP 500, half written)
+        r"a.test:[fe80::1%eth0\u0000]",
+        "a.test:[fe80::1%e#;:[]",
+        r"a.test:relay.test:\u00b2",  # a superscript digit: isdigit(), but int() refuses it
+    ):
+        body = ('{"concurrency_remote": 7, "smtp_routes": ["' + route + '"]}').encode()
+        response = _json_update(panel, body)
+        assert response.status_code == 400, (route, response.text)
+        assert response.json()["errors"][0]["field"] == "smtp_routes", response.text
+    assert {name: control_file(panel.home, name) for name in before} == before
+
+
+def test_a_garbled_routes_file_is_skipped_line_by_line_not_fatal(home: SendworxHome) -> None:
+    home.set_control("smtproutes", "a.test:relay.test:\u00b2\nb.test:[fe80::1%eth0]\n")
+    home.start_engine()
+    assert home.status()["settings"]["smtp_routes"] == ["b.test:[fe80::1%eth0]"]
+    assert "smtproutes line 1 skipped" in home.log_text()
+
+
+def test_routes_are_stored_as_they_were_written(panel: Panel) -> None:
+    reply = panel.call("update", {"smtp_routes": ":127.0.0.1:2525\r\nB.test:[::1]\r\n"})
+    assert reply["status"] == 0
+    assert control_file(panel.home, "smtproutes") == ":127.0.0.1:2525\nB.test:[::1]\n"
+    routes = panel.call("queryUpdate")["payload"]["smtp_routes"]
+    assert routes == [":127.0.0.1:2525", "B.test:[::1]"]
+
+
+def test_a_flood_of_routes_is_refused_without_stalling_other_calls(panel: Panel) -> None:
+    routes = [f"d{number}.test:relay{number}.test" for number in range(200_000)]
+    body = json.dumps({"smtp_routes": routes}).encode()
+    answers: list[float] = []
+    refused: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: refused.append(_json_update(panel, body)))
+    sender.start()
+    while sender.is_alive():
+        started = time.monotonic()
+        assert panel.call("isRunning")["status"] == 0
+        answers.append(time.monotonic() - started)
+    sender.join()
+    [response] = refused
+    assert response.status_code == 400 and "at most 10000 routes" in response.text
+    assert answers and max(answers) < 1.0, answers  # the event loop was never held for long
+    assert control_file(panel.home, "smtproutes") is None
+
+
+@contextlib.contextmanager
+def _writers_lock(control_dir: Path) -> Iterator[None]:
+    """What every writer of control files holds while it updates: a flock on the directory."""
+    fd = os.open(control_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_writers_in_different_processes_leave_the_files_of_one_of_them(panel: Panel) -> None:
+    """The panel and the in-process command line (`sendworx settings set`) write at once."""
+    commands = [
+        subprocess.Popen(
+            panel.home.command(
+                "settings", "set", f"concurrency_remote={number}", f"timeout_remote={number + 100}"
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for number in range(1, 13)
+    ]
+
+    def update_until_the_commands_end(offset: int) -> None:
+        number = offset
+        while any(command.poll() is None for command in commands):
+            number = number % 50 + 500 + offset
+            values = {"concurrency_remote": number, "timeout_remote": number + 100}
+            assert panel.call("update", values)["status"] == 0
+            number += 4
+
+    mixed: list[tuple[str | None, str | None]] = []
+
+    def read_under_the_writers_lock() -> None:
+        """Whenever no writer is in the middle of an update, the files are one request's."""
+        while any(command.poll() is None for command in commands):
+            with _writers_lock(panel.home.instance.control_dir):
+                pair = (
+                    control_file(panel.home, "concurrencyremote"),
+                    control_file(panel.home, "timeoutremote"),
+                )
+            if pair[0] is not None and pair[1] != f"{int(pair[0]) + 100}\n":
+                mixed.append(pair)
+
+    threads = [threading.Thread(target=update_until_the_commands_end, args=(n,)) for n in range(4)]
+    threads.append(threading.Thread(target=read_under_the_writers_lock))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for command in commands:
+        assert command.wait(60) == 0, command.stderr
+    assert not mixed, mixed[:5]
+    concurrency = int(control_file(panel.home, "concurrencyremote") or "0")
+    assert control_file(panel.home, "timeoutremote") == f"{concurrency + 100}\n"

@@ -27,6 +27,7 @@ class Received:
     mail_options: tuple[str, ...]
     encrypted: bool
     at: float
+    helo: str = ""  # the name the client gave in EHLO or HELO
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Handler:
             tuple(envelope.mail_options),
             session.ssl is not None,
             time.time(),
+            str(session.host_name or ""),
         )
         if self.sink.behaviour.data_delay:
             await asyncio.sleep(self.sink.behaviour.data_delay)

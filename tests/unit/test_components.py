@@ -130,6 +130,7 @@ def test_bounce_is_a_valid_multipart_report_with_every_failure() -> None:
         failures=failures,
         notify="author@origin.test",
         reporting_mta="mta.test",
+        sender="MAILER-DAEMON@mta.test",
         now=1_700_000_100.0,
     )
     report = email.message_from_bytes(data)
@@ -153,6 +154,7 @@ def test_bounce_of_a_large_message_returns_only_its_headers() -> None:
         failures=[RecipientFailure("b@x.test", "552 too big", "5.3.4")],
         notify="a@o.test",
         reporting_mta="mta.test",
+        sender="MAILER-DAEMON@mta.test",
         now=0.0,
     )
     assert b"text/rfc822-headers" in data and len(data) < 10_000

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sendworx.shared.settings import Settings, SettingsError, read_settings, write_settings
+from sendworx.shared.control_files import update_settings as write_settings
+from sendworx.shared.settings import Settings, SettingsError, read_settings
 
 
 def test_defaults_when_no_control_files(tmp_path: Path) -> None:

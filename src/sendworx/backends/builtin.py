@@ -105,9 +105,12 @@ class BuiltinBackend:
             self._start_locked()
 
     def apply_settings(self) -> None:
-        pid = self._engine_pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
+        """SIGHUP to the engine and the submission listener, whichever run: both reread the
+        control files (the listener only the names: `me`)."""
+        for pid in (self._engine_pid(), running_pid(self.instance.smtpd_pid_file)):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
 
     def _start_locked(self) -> None:
         self._reap_children()

@@ -107,7 +107,7 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
     if command == "sendmail":
         from sendworx.inject import sendmail
 
-        return sendmail.run(arguments.arguments, instance.queue(), instance.config.helo_name)
+        return sendmail.run(arguments.arguments, instance.queue(), instance.mail_names())
     if command in ("panel", "send", "smtpd"):
         from sendworx.cli import processes
 

@@ -77,10 +77,10 @@ def run_smtpd(instance: Instance) -> int:
 
         def serve() -> None:
             pid_file.forget()  # a worker must not keep the parent's lock alive
-            run_loop(smtpd.serve(queue, config, listeners))
+            run_loop(smtpd.serve(queue, config, listeners, instance.mail_names))
 
         if workers == 1:
-            run_loop(smtpd.serve(queue, config, listeners))
+            run_loop(smtpd.serve(queue, config, listeners, instance.mail_names))
         else:
             workers_module.supervise(workers, serve)
         log.info("stopped")

@@ -48,11 +48,12 @@ def build_bounce(
     failures: list[RecipientFailure],
     notify: str,
     reporting_mta: str,
+    sender: str,
     now: float,
 ) -> bytes:
-    """A multipart/report for `notify` about `failures` of `original`."""
+    """A multipart/report for `notify` about `failures` of `original`, From `sender`."""
     report = EmailMessage(policy=email.policy.SMTP)
-    report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_mta}>"
+    report["From"] = f"Mail Delivery System <{sender}>"
     report["To"] = notify
     report["Subject"] = "Undelivered Mail Returned to Sender"
     report["Date"] = email.utils.formatdate(now, localtime=False)

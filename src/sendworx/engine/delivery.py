@@ -72,7 +72,7 @@ class DeliveryPool:
         *,
         resolver: DestinationResolver,
         limiter: ConnectionLimiter,
-        helo_name: str,
+        helo_name: Callable[[], str],
         config: DeliveryConfig,
         settings: Callable[[], Settings],
         tls_context: ssl.SSLContext | None,
@@ -279,7 +279,7 @@ class DeliveryPool:
                     connection = await SMTPConnection.open(
                         host.address,
                         host.port,
-                        helo_name=self._helo_name,
+                        helo_name=self._helo_name(),
                         timeouts=timeouts,
                         server_name=host.name,
                         tls_context=tls_context,

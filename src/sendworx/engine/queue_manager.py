@@ -55,7 +55,7 @@ from sendworx.shared.queue_format import (
     MessageKind,
     RecipientFailure,
 )
-from sendworx.shared.settings import read_settings
+from sendworx.shared.settings import MailNames, read_settings
 
 log = logging.getLogger("sendworx.engine")
 delivery_log = logging.getLogger("sendworx.delivery")
@@ -85,6 +85,7 @@ class QueueManager:
         self.clock = clock
         self.queue = instance.queue()
         self.settings = read_settings(instance.control_dir)
+        self.names = self._names()
         self.due = DueIndex()
         self.metrics = EngineMetrics()
         self.limiter = ConnectionLimiter(self.settings.concurrency_remote)
@@ -92,7 +93,7 @@ class QueueManager:
         self.pool = DeliveryPool(
             resolver=DestinationResolver(self.config.resolver, delivery.remote_port),
             limiter=self.limiter,
-            helo_name=self.config.helo_name,
+            helo_name=lambda: self.names.me,
             config=delivery,
             settings=lambda: self.settings,
             tls_context=opportunistic_tls_context() if delivery.starttls else None,
@@ -136,7 +137,7 @@ class QueueManager:
             "started: %d queued, concurrency_remote=%d, helo=%s",
             len(self.due),
             self.settings.concurrency_remote,
-            self.config.helo_name,
+            self.names.me,
         )
         try:
             # Recording an attempt is a task of its own (its file I/O runs in a thread); the
@@ -165,12 +166,17 @@ class QueueManager:
 
     def reload(self) -> None:
         self.settings = read_settings(self.instance.control_dir)
+        self.names = self._names()
         self.limiter.set_limit(self.settings.concurrency_remote)
         values = " ".join(
             f"{name}={value}" for name, value in self.settings.integer_values().items()
         )
         log.info("settings reloaded: %s routes=%d", values, len(self.settings.smtp_routes))
         self.wake()
+
+    def _names(self) -> MailNames:
+        delivery = self.config.delivery
+        return self.settings.mail_names(self.config.helo_name, delivery.double_bounce_to)
 
     def retry_now(self) -> None:
         count = self.due.make_all_due(self.clock())
@@ -360,8 +366,17 @@ class QueueManager:
         if envelope.kind is MessageKind.DOUBLE_BOUNCE:
             log.warning("double bounce %s failed too; dropping it (no triple bounces)", message_id)
             return
+        names = self.names
         if envelope.sender == "" or envelope.kind is MessageKind.BOUNCE:
-            notify, kind = self._double_bounce_address(), MessageKind.DOUBLE_BOUNCE
+            recipient = names.double_bounce_recipient
+            if recipient is None:
+                log.warning(
+                    "%s failed and double bounces are switched off (doublebounceto is empty); "
+                    "no report is sent",
+                    message_id,
+                )
+                return
+            notify, kind = recipient, MessageKind.DOUBLE_BOUNCE
         else:
             notify, kind = envelope.sender, MessageKind.BOUNCE
         try:
@@ -374,16 +389,13 @@ class QueueManager:
             original_content=content,
             failures=failures,
             notify=notify,
-            reporting_mta=self.config.helo_name,
+            reporting_mta=names.me,
+            sender=names.bounce_sender,
             now=now,
         )
         bounce_id = self.queue.inject(Envelope("", (notify,), now, kind), report)
         self.metrics.bounces.labels(kind=kind.value).inc()
         log.info("bounce %s (%s) for %s sent to %s", bounce_id, kind.value, message_id, notify)
-
-    def _double_bounce_address(self) -> str:
-        address = self.config.delivery.double_bounce_to
-        return address if "@" in address else f"{address}@{self.config.helo_name}"
 
     # -- control socket ---------------------------------------------------------------------
 

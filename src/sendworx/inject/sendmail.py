@@ -20,6 +20,7 @@ from typing import BinaryIO
 from sendworx.shared.addresses import check_domain
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import Envelope, new_message_id
+from sendworx.shared.settings import MailNames
 
 EX_OK = 0
 EX_USAGE = 64
@@ -144,7 +145,11 @@ def complete_headers(
     return cleaned + "".join(f"{line}\n" for line in added).encode("utf-8")
 
 
-def run(arguments: Sequence[str], queue: Queue, host: str, stdin: BinaryIO | None = None) -> int:
+def run(
+    arguments: Sequence[str], queue: Queue, names: MailNames, stdin: BinaryIO | None = None
+) -> int:
+    """Bare user names get `@default_domain`; added headers name `me`."""
+    host = names.default_domain
     try:
         invocation = parse_arguments(arguments)
     except UsageError as error:
@@ -172,10 +177,10 @@ def run(arguments: Sequence[str], queue: Queue, host: str, stdin: BinaryIO | Non
     message_id = new_message_id()
     final_headers = complete_headers(
         headers,
-        sender=sender or f"MAILER-DAEMON@{host}",
+        sender=sender or names.bounce_sender,
         full_name=invocation.full_name,
         message_id=message_id,
-        host=host,
+        host=names.me,
         now=now,
     )
     received = f"Received: (sendworx sendmail uid {os.getuid()}); {email.utils.formatdate(now)}\n"

@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from aiosmtpd.smtp import SMTP, Session
@@ -23,6 +24,7 @@ from sendworx.shared.addresses import AddressError, check_domain, domain_of
 from sendworx.shared.config import InstanceConfig
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import Envelope, new_message_id
+from sendworx.shared.settings import MailNames
 
 log = logging.getLogger("sendworx.smtpd")
 
@@ -50,9 +52,9 @@ def _deliverable(address: str) -> bool:
 class SubmissionHandler:
     """aiosmtpd hooks: relay policy and recipient limit at RCPT, durable queueing at DATA."""
 
-    def __init__(self, committer: GroupCommitter, config: InstanceConfig) -> None:
+    def __init__(self, committer: GroupCommitter, config: InstanceConfig, host: str) -> None:
         self._committer = committer
-        self._host = config.helo_name
+        self.host = host  # `me`: named in Received: headers; changed on SIGHUP
         self._max_recipients = config.smtpd.max_recipients
         self._relay_networks = [
             ipaddress.ip_network(network, strict=False) for network in config.smtpd.relay_networks
@@ -113,7 +115,7 @@ class SubmissionHandler:
         header = received_header(
             helo=session.host_name,
             peer=str(peer),
-            host=self._host,
+            host=self.host,
             message_id=message_id,
             protocol=protocol,
             now=now,
@@ -175,16 +177,25 @@ def bind_listeners(config: InstanceConfig) -> list[socket.socket]:
     return listeners
 
 
-async def serve(queue: Queue, config: InstanceConfig, listeners: list[socket.socket]) -> None:
-    """Serve until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried."""
+async def serve(
+    queue: Queue,
+    config: InstanceConfig,
+    listeners: list[socket.socket],
+    read_names: Callable[[], MailNames],
+) -> None:
+    """Serve until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried.
+    SIGHUP rereads the name control files (`me`) for the sessions that start afterwards."""
     loop = asyncio.get_running_loop()
     committer = GroupCommitter(queue)
-    handler = SubmissionHandler(committer, config)
+    handler = SubmissionHandler(committer, config, read_names().me)
+
+    def reload() -> None:
+        handler.host = read_names().me
 
     def factory() -> SMTP:
         return SubmissionSMTP(
             handler,
-            hostname=config.helo_name,
+            hostname=handler.host,
             ident="sendworx ESMTP",
             data_size_limit=config.smtpd.max_message_bytes,
             enable_SMTPUTF8=True,
@@ -196,6 +207,7 @@ async def serve(queue: Queue, config: InstanceConfig, listeners: list[socket.soc
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stopped.wait()
     for server in servers:
         server.close()

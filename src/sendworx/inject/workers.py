@@ -35,6 +35,8 @@ def _start(serve: Callable[[], None], parent: int) -> int:
         _die_with_parent(parent)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
+        # Not the parent's forwarder; ignored until the worker's own loop takes it over.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         serve()
     except BaseException:
         log.exception("worker %d failed", os.getpid())
@@ -56,8 +58,13 @@ def supervise(count: int, serve: Callable[[], None]) -> None:
         for child in children:
             os.kill(child, signal.SIGTERM)
 
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            os.kill(child, signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, forward)  # workers reread what they read at start
     children.update(_start(serve, parent) for _ in range(count))
     log.info("%d workers started", count)
     while children:

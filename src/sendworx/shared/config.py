@@ -99,7 +99,7 @@ class DeliveryConfig(_Section):
         default="postmaster",
         min_length=1,
         max_length=320,
-        description="where failed bounces go (@helo_name added if no domain)",
+        description="default of control/doublebounceto: where failed bounces go",
     )
 
 
@@ -153,7 +153,7 @@ class InstanceConfig(_Section):
         default_factory=socket.getfqdn,
         min_length=1,
         max_length=253,
-        description="EHLO name, Received: host, bounce Reporting-MTA; default this host's FQDN",
+        description="default of control/me (EHLO name, Received: host); default this host's FQDN",
         examples=["mail.example.com"],
     )
     resolver: ResolverConfig = Field(default_factory=ResolverConfig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -61,3 +62,30 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             temporary.unlink()
         raise
     fsync_directory(path.parent)
+
+
+def replace_together(directory: Path, files: Mapping[str, bytes | None]) -> None:
+    """Replace several files of one directory as one change, as far as POSIX allows: every
+    new file is written and fsynced before the first rename, so a failure while writing
+    changes nothing; then the renames (and removals, for None) follow each other at once,
+    and the directory is fsynced once."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files.items():
+            if data is not None:
+                target = directory / name
+                temporary = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+                staged.append((temporary, target))
+                write_synced(temporary, data, 0o644)
+    except BaseException:
+        for temporary, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+        raise
+    for temporary, target in staged:
+        os.replace(temporary, target)
+    for name, data in files.items():
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+    fsync_directory(directory)

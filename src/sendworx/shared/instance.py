@@ -14,6 +14,7 @@ from pathlib import Path
 from sendworx.shared.config import InstanceConfig, default_config_text, load_config
 from sendworx.shared.durable import atomic_write
 from sendworx.shared.queue import Queue
+from sendworx.shared.settings import MailNames, read_settings
 
 
 def _socket_name(home: Path, purpose: str) -> bytes:
@@ -109,6 +110,13 @@ class Instance:
     @cached_property
     def config(self) -> InstanceConfig:
         return load_config(self.config_path)
+
+    def mail_names(self) -> MailNames:
+        """Who this server is: the name control files (`me`, `bouncefrom`, ...), defaulting to
+        the configuration's helo_name and double_bounce_to."""
+        delivery = self.config.delivery
+        settings = read_settings(self.control_dir)
+        return settings.mail_names(self.config.helo_name, delivery.double_bounce_to)
 
     @property
     def node_id(self) -> str:

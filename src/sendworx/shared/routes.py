@@ -8,9 +8,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+# An IPv6 zone is an interface name (Linux: at most 15 of these characters).
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
+MAX_ROUTE_LENGTH = 600
 
 
 class RouteError(ValueError):
@@ -38,17 +41,20 @@ class Relay:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One `smtproutes` line. `domain` is "" (catch-all), a host name or `.suffix`."""
+    """One `smtproutes` line. `domain` is "" (catch-all), a host name or `.suffix`; `text` is
+    the line as it was written, which is how it is stored and shown again."""
 
     domain: str
     relay: Relay | None
+    text: str = field(default="", compare=False)
 
     def __str__(self) -> str:
-        return f"{self.domain}:{self.relay or ''}"
+        return self.text or f"{self.domain}:{self.relay or ''}"
 
 
 def _parse_port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    # ASCII digits only: "²".isdigit() is true, and int() refuses it.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise RouteError(f"port must be a number from 1 to 65535, not {text!r}")
     return int(text)
 
@@ -62,6 +68,9 @@ def parse_relay(text: str) -> Relay | None:
         if end == -1:
             raise RouteError(f"unclosed '[' in relay {text!r}")
         literal, rest = text[1:end], text[end + 1 :]
+        _, percent, zone = literal.partition("%")
+        if percent and not _ZONE.match(zone):
+            raise RouteError("an IPv6 zone must be an interface name (letters, digits, _ . -)")
         try:
             address = ipaddress.ip_address(literal)
         except ValueError as error:
@@ -85,15 +94,19 @@ def parse_route(line: str) -> Route:
     """Parse one route; raise RouteError with a message fit to show to the person who typed it."""
     if line == "":
         raise RouteError("empty route")
+    if len(line) > MAX_ROUTE_LENGTH:
+        raise RouteError(f"is longer than {MAX_ROUTE_LENGTH} characters")
     if any(character.isspace() for character in line):
         raise RouteError("must not contain spaces")
+    if not line.isprintable():
+        raise RouteError("must not contain control characters")
     domain, colon, relay_text = line.partition(":")
     if not colon:
         raise RouteError("must be domain:relay[:port] (no ':' found)")
     suffix = domain[1:] if domain.startswith(".") else domain
     if domain and not is_hostname(suffix):
         raise RouteError(f"domain {domain!r} is not empty, a host name or a .suffix")
-    return Route(domain.lower(), parse_relay(relay_text))
+    return Route(domain.lower(), parse_relay(relay_text), line)
 
 
 class RouteTable:

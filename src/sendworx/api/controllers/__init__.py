@@ -12,6 +12,7 @@ from sendworx.api.auth import Authenticator, FailureTracker
 from sendworx.api.controllers.cluster_nodes import cluster_nodes_controller
 from sendworx.api.controllers.index import index_controller
 from sendworx.api.controllers.mailsend import mail_send_controller
+from sendworx.api.controllers.mta import mta_controller
 from sendworx.api.registry import Caller, Registry
 from sendworx.api.users import UserStore
 from sendworx.backends import ServiceBackend
@@ -49,6 +50,7 @@ def build_registry(
     registry = Registry()
     registry.register(index_controller(authenticator))
     registry.register(mail_send)
+    registry.register(mta_controller(instance, backend, cluster))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry
 

@@ -6,15 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sendworx.api.registry import (
-    Action,
-    Caller,
-    Controller,
-    Input,
-    InputKind,
-    normalize_input,
-    validate,
-)
+from sendworx.api.registry import Action, Caller, Controller, Input, InputKind, validated
 from sendworx.shared.errors import ActionFailed, ValidationFailed
 
 # JSON Schemas of payloads, for the JSON API's OpenAPI document.
@@ -57,7 +49,7 @@ def add_common_actions(
         target = controller.actions.get(values["action"])
         if target is None or target.name == "reroute":
             raise ValidationFailed({"action": f"no action {values['action']!r} to reroute to"})
-        return await target.handler(caller, validate(target, normalize_input(values["input"])))
+        return await target.handler(caller, await validated(target, values["input"]))
 
     controller.add(
         Action("queryUpdate", "Current values of every input of update.", query, returns=ANY_STRUCT)

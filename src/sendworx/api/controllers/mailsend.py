@@ -5,10 +5,10 @@ The generic service actions plus `update`, whose inputs come from the settings t
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from sendworx.api.controllers.common import add_common_actions
+from sendworx.api.controllers.control_settings import change_settings, current_settings
 from sendworx.api.controllers.service_actions import (
     CHANGE_RESULT,
     ServiceDescription,
@@ -19,17 +19,13 @@ from sendworx.api.controllers.service_actions import (
 from sendworx.api.registry import Action, Caller, Controller, Input, InputKind
 from sendworx.backends import ServiceBackend
 from sendworx.cluster.manager import ClusterManager
-from sendworx.shared.errors import ValidationFailed
 from sendworx.shared.instance import Instance
 from sendworx.shared.settings import (
     INTEGER_SETTINGS,
     ROUTES_INPUT,
     IntegerSetting,
-    SettingsError,
-    read_settings,
     validate_integer,
     validate_routes,
-    write_settings,
 )
 
 OUTBOUND_MAIL = ServiceDescription(
@@ -62,25 +58,14 @@ def mail_send_controller(
     instance: Instance, backend: ServiceBackend, cluster: ClusterManager
 ) -> Controller:
     controller = service_controller(OUTBOUND_MAIL, backend, cluster, "MailSend")
-    # Updates are serialised so concurrent requests leave the files of exactly one of them.
-    update_lock = asyncio.Lock()
 
     async def current() -> dict[str, Any]:
-        settings = await asyncio.to_thread(read_settings, instance.control_dir)
+        settings = await current_settings(instance)
         return {**settings.as_inputs(), "cascade_to_nodes": 0}
 
     async def update(caller: Caller, values: dict[str, Any]) -> str:
         changes = {name: value for name, value in values.items() if name != "cascade_to_nodes"}
-
-        def write_and_apply() -> None:
-            write_settings(instance.control_dir, changes)
-            backend.apply_settings()
-
-        async with update_lock:
-            try:  # one hop to a thread for the writes (fsync) and the engine's reload signal
-                await asyncio.to_thread(write_and_apply)
-            except SettingsError as error:  # validated already; a race with the CLI lands here
-                raise ValidationFailed(error.problems) from error
+        await change_settings(instance, backend, changes)
         return "Outbound mail settings updated"
 
     inputs = (
@@ -100,6 +85,7 @@ def mail_send_controller(
             cascading(OUTBOUND_MAIL.ctrl, "update", update, cluster),
             inputs,
             CHANGE_RESULT,
+            validates_in_thread=True,  # up to 10,000 routes
         )
     )
     add_common_actions(controller, current)

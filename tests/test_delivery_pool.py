@@ -9,10 +9,10 @@ from support.sink import RecordingSink
 
 from sendworx.engine.attempts import Outcome, RecipientResult
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
-from sendworx.engine.destinations import RelayHost
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.shared.config import DeliveryConfig, ResolverConfig
+from sendworx.shared.destinations import RelayHost
 from sendworx.shared.routes import Relay
 from sendworx.shared.settings import Settings
 

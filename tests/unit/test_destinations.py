@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sendworx.engine.destinations import AddressLiteral, MxDomain, RelayHost, destination_for
 from sendworx.shared.addresses import AddressError
+from sendworx.shared.destinations import AddressLiteral, MxDomain, RelayHost, destination_for
 from sendworx.shared.routes import Relay, RouteTable
 
 ROUTES = RouteTable.from_lines([".relayed.test:smtp.example.net:2525", "direct.relayed.test:"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from sendworx.shared.queue_actions import ActionOutcome, QueueAction
+
 
 class ServiceBackend(Protocol):
     def is_running(self) -> bool: ...
@@ -24,6 +26,18 @@ class ServiceBackend(Protocol):
 
     def apply_settings(self) -> None:
         """Make a running service use the control files as they are now."""
+        ...
+
+
+class QueueBackend(Protocol):
+    """What `/nodeworx/mail/queue` acts on: the service's queue, running or not."""
+
+    def act_on_queue(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+        """An operator's action on queued messages, whether the service runs or not."""
+        ...
+
+    def active_ids(self) -> set[str]:
+        """The messages being delivered right now (none while the service is stopped)."""
         ...
 
 

@@ -7,21 +7,26 @@ never start two engines or interleave a stop with a start.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from sendworx.backends import ServiceError
 from sendworx.backends.exit_watch import ExitWatch
 from sendworx.engine.control import query_engine
+from sendworx.shared.file_lock import FileLock
 from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
+from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 
 START_TIMEOUT_SECONDS = 20.0
+# Ids per request to a running engine, and how long one such request may take (10,000
+# state files fsynced take about 2 s here).
+QUEUE_CHUNK = 2000
+QUEUE_COMMAND_TIMEOUT_SECONDS = 120.0
 # How long a successful "does it answer" probe is trusted; death shows at once via the lock.
 LIVENESS_TTL_SECONDS = 1.0
 
@@ -35,15 +40,9 @@ class BuiltinBackend:
         self._pid_path = str(instance.engine_pid_file)
         self._exit_watch = ExitWatch()
 
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        self.instance.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.instance.run_dir / "control.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _exclusive(self) -> FileLock:
+        """Held by whoever starts or stops the engine (the panel, the CLI)."""
+        return FileLock(self.instance.run_dir / "control.lock")
 
     def _engine_pid(self) -> int | None:
         """The pid holding the engine's lock, or None."""
@@ -111,6 +110,50 @@ class BuiltinBackend:
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGHUP)
+
+    def act_on_queue(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+        """Through the engine while it runs (it owns the queue then); directly on the files,
+        holding the queue lock so that it cannot start meanwhile, while it does not."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            queue_lock = FileLock(self.instance.queue_lock_file)
+            if queue_lock.acquire(wait=False):
+                try:
+                    return apply_to_files(self.instance.queue(), action, ids, time.time())
+                finally:
+                    queue_lock.release()
+            try:
+                return self._act_through_engine(action, ids)
+            except (OSError, ValueError) as error:
+                # Holding the lock but not answering: starting (loading the queue) or stopping.
+                if time.monotonic() > deadline:
+                    raise ServiceError(
+                        f"the Outbound Mail engine holds the queue but does not answer: {error}"
+                    ) from error
+                time.sleep(0.1)
+
+    def _act_through_engine(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+        outcome = ActionOutcome()
+        for start in range(0, len(ids), QUEUE_CHUNK):
+            chunk = ids[start : start + QUEUE_CHUNK]
+            answer = query_engine(
+                self.instance,
+                "queue",
+                timeout=QUEUE_COMMAND_TIMEOUT_SECONDS,
+                argument={"action": action.value, "ids": chunk},
+            )
+            if "error" in answer:
+                raise ServiceError(f"the engine refused: {answer['error']}")
+            outcome.merge(ActionOutcome(answer["touched"], answer["in_flight"], answer["missing"]))
+        return outcome
+
+    def active_ids(self) -> set[str]:
+        if self._engine_pid() is None:
+            return set()
+        try:
+            return set(query_engine(self.instance, "active", timeout=5).get("active", []))
+        except (OSError, ValueError):
+            return set()
 
     def _start_locked(self) -> None:
         self._reap_children()

@@ -28,7 +28,8 @@ class ApiAccess(Protocol):
 class LocalApi:
     """Runs actions in this process as the master user, as InterWorx's own `nodeworx -u` does.
 
-    Only root and the instance's owner may: they can read the master key anyway.
+    Only root and the instance's owner may: they can read the master key anyway, and they act
+    with full rights on an instance that has no master user yet.
     """
 
     def __init__(self, instance: Instance) -> None:
@@ -45,9 +46,10 @@ class LocalApi:
         self._api = api_for(instance)
         users = self._api.authenticator.users.users()
         master = next((user for user in users if user.master), None)
-        if master is None:
-            raise AccessDenied(f"no master user in {instance.home}; run `sendworx init` first")
-        self._caller = Caller(master.email, frozenset(master.permissions), True, "cli")
+        # Before `sendworx init` there is no master user; the owner acts with full rights
+        # anyway (the queue commands have always worked on a bare instance).
+        name = master.email if master is not None else f"local operator (uid {os.geteuid()})"
+        self._caller = Caller(name, frozenset(master.permissions if master else ()), True, "cli")
         # One event loop for every call, so connections to cluster nodes are reused and
         # closed by close(), before the loop ends.
         self._runner = asyncio.Runner()

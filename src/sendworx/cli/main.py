@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sendworx.cli import queue_arguments
 from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import Instance, default_home
 
@@ -47,16 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         "sendmail", help="sendmail-compatible injection", add_help=False, prefix_chars="+"
     )
     sendmail.add_argument("arguments", nargs=argparse.REMAINDER)
-    queue = commands.add_parser("queue", help="inspect and manage the queue")
-    queue_commands = queue.add_subparsers(dest="queue_command", required=True)
-    for name, text in (("stat", "summary"), ("list", "one line per message")):
-        queue_commands.add_parser(name, help=text).add_argument("--json", action="store_true")
-    show = queue_commands.add_parser("show", help="everything about some messages")
-    show.add_argument("ids", nargs="+")
-    show.add_argument("--json", action="store_true")
-    queue_commands.add_parser("retry", help="try every queued message now")
-    delete = queue_commands.add_parser("delete", help="remove messages without delivering them")
-    delete.add_argument("ids", nargs="+")
+    queue_arguments.add_arguments(commands.add_parser("queue", help="inspect and manage the queue"))
     nodeworx = commands.add_parser(
         "nodeworx",
         help="run an API action like InterWorx's nodeworx: -u -n -c MailSend -a update --name v",
@@ -146,16 +138,7 @@ def _users(arguments: argparse.Namespace, instance: Instance) -> int:
 def _queue(arguments: argparse.Namespace, instance: Instance) -> int:
     from sendworx.cli import queue_command
 
-    sub = arguments.queue_command
-    if sub == "stat":
-        return queue_command.stat(instance, arguments.json)
-    if sub == "list":
-        return queue_command.list_messages(instance, arguments.json)
-    if sub == "show":
-        return queue_command.show(instance, arguments.ids, arguments.json)
-    if sub == "retry":
-        return queue_command.retry(instance)
-    return queue_command.delete(instance, arguments.ids)
+    return queue_command.run(arguments, instance)
 
 
 def _operator(arguments: argparse.Namespace, instance: Instance) -> int:

@@ -56,7 +56,7 @@ def status(instance: Instance, as_json: bool, cluster: bool = False) -> int:
             "service": "send",
             "running": running,
             "since": since,
-            "queue": queue_command.summary(instance),
+            "queue": queue_command.counts(api, instance),
             "settings": _settings(api),
             "nodes": [instance.node_id]
             + [node["node_id"] for node in _run(api, calls.route(NODES, "listClusterNodes"))],
@@ -73,7 +73,8 @@ def status(instance: Instance, as_json: bool, cluster: bool = False) -> int:
                 "service": "send (Outbound Mail): " + ("running" if running else "stopped"),
                 "since": queue_command.when(since) if since else "-",
                 "queue": f"{queue['messages']} messages, {queue['deferred']} deferred, "
-                f"{queue['bytes']} bytes, oldest {queue['oldest_age'] or '-'}",
+                f"{queue['held']} held, {queue['bytes']} bytes, "
+                f"oldest {queue['oldest_age'] or '-'}",
                 "settings": report["settings"],
                 "nodes": report["nodes"],
             },

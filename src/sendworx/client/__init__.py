@@ -5,20 +5,66 @@
         api.run(calls.update({"concurrency_remote": 100}))
 
 Statuses other than 0 raise their ApiError subclass; no reply at all raises a ClientError.
+The clients (and the HTTP libraries under them) load on first use, so code that only needs
+the calls and the exceptions (the panel, until it talks to a node) starts without them.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from sendworx.client import calls, errors
 from sendworx.client.calls import Call
-from sendworx.client.clients import AsyncClient, Auth, Client, ca_context, pinned_context
-from sendworx.client.errors import *  # noqa: F403 - every exception, as listed in errors.__all__
+from sendworx.client.errors import (
+    ActionFailed,
+    ApiError,
+    AuthenticationFailed,
+    BadResponse,
+    CertificateRejected,
+    ClientError,
+    PartialFailure,
+    PermissionDenied,
+    TimedOut,
+    UnknownAction,
+    Unreachable,
+    ValidationFailed,
+)
 
-__all__ = [
-    *errors.__all__,
+if TYPE_CHECKING:
+    from sendworx.client.clients import AsyncClient as AsyncClient
+    from sendworx.client.clients import Auth as Auth
+    from sendworx.client.clients import Client as Client
+    from sendworx.client.clients import ca_context as ca_context
+    from sendworx.client.clients import pinned_context as pinned_context
+
+_IN_CLIENTS = ("AsyncClient", "Auth", "Client", "ca_context", "pinned_context")
+__all__ = [  # noqa: RUF022 - the exceptions, then the rest
+    "ActionFailed",
+    "ApiError",
+    "AuthenticationFailed",
+    "BadResponse",
+    "CertificateRejected",
+    "ClientError",
+    "PartialFailure",
+    "PermissionDenied",
+    "TimedOut",
+    "UnknownAction",
+    "Unreachable",
+    "ValidationFailed",
     "AsyncClient",
     "Auth",
-    "Call",
     "Client",
     "ca_context",
-    "calls",
     "pinned_context",
+    "Call",
+    "calls",
+    "errors",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IN_CLIENTS:
+        from sendworx.client import clients
+
+        return getattr(clients, name)
+    raise AttributeError(f"module 'sendworx.client' has no attribute {name!r}")

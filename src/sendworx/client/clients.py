@@ -17,7 +17,13 @@ import aiohttp
 import httpx
 
 from sendworx.client.calls import get_session
-from sendworx.client.errors import BadResponse, aiohttp_error, client_error
+from sendworx.client.errors import (
+    BadResponse,
+    CertificateRejected,
+    ClientError,
+    TimedOut,
+    Unreachable,
+)
 from sendworx.shared.wire import Call, Reply
 from sendworx.shared.xmlrpc_reader import read_response
 
@@ -155,3 +161,28 @@ class AsyncClient(_Base):
         trace: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def client_error(error: httpx.HTTPError) -> ClientError:
+    """Names the transport failure the way an operator would describe it."""
+    if isinstance(error, httpx.TimeoutException):
+        return TimedOut(f"no answer in time ({type(error).__name__})")
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return CertificateRejected(f"certificate rejected: {cause.verify_message}")
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.TransportError):
+        return Unreachable(f"cannot connect: {error}")
+    return BadResponse(str(error))
+
+
+def aiohttp_error(error: aiohttp.ClientError | TimeoutError) -> ClientError:
+    """The same names for the asyncio client's failures."""
+    if isinstance(error, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+        return TimedOut(f"no answer in time ({type(error).__name__})")
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return CertificateRejected(f"certificate rejected: {error.certificate_error}")
+    if isinstance(error, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
+        return Unreachable(f"cannot connect: {error}")
+    return BadResponse(str(error))

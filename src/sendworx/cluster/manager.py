@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sendworx.client import AsyncClient, ClientError, calls, pinned_context
+from sendworx.client import calls
+from sendworx.client.errors import ClientError
 from sendworx.cluster.errors import (
     KeyNotAccepted,
     NodeRefusedKey,
@@ -21,6 +22,9 @@ from sendworx.cluster.errors import (
 )
 from sendworx.cluster.store import Node, NodeError, NodeStore, parse_node_address
 from sendworx.shared.wire import Call, Reply
+
+if TYPE_CHECKING:
+    from sendworx.client.clients import AsyncClient
 
 # The node refused our credentials: worth telling apart from the caller's own 401/403.
 CREDENTIAL_STATUSES = (401, 403)
@@ -42,6 +46,8 @@ class ClusterManager:
         self._clients: dict[Node, AsyncClient] = {}
 
     def _client(self, node: Node) -> AsyncClient:
+        from sendworx.client.clients import AsyncClient, pinned_context  # aiohttp: when needed
+
         client = self._clients.get(node)
         if client is None:
             client = AsyncClient(

@@ -1,11 +1,12 @@
 """What one delivery attempt means for its message: its recipients' results folded into the
 message's next state. Pure: the queue manager records the fold durably, then logs it.
 
-A recipient is finished once delivered or failed; a deferral past the queue lifetime is a
-failure (4.4.7, carrying the last error). A message with no recipient left to try is finished:
-whatever failed is bounced, then the message is removed. Otherwise it waits: for qmail's next
-retry time if anything was deferred, or until it is taken again if its attempt was cut short
-(the engine stopping) with nothing deferred.
+A recipient is finished once delivered or failed; a deferral past the queue lifetime (not
+counting time the message spent held) is a failure (4.4.7, carrying the last error). Every
+attempt is added to the message's history, the last few kept. A message with no recipient
+left to try is finished: whatever failed is bounced, then the message is removed. Otherwise
+it waits: for qmail's next retry time if anything was deferred, or until it is taken again if
+its attempt was cut short (the engine stopping) with nothing deferred.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sendworx.engine.retry_policy import has_expired, next_attempt_at
-from sendworx.shared.queue_format import DeliveryState, RecipientFailure
+from sendworx.shared.queue_format import (
+    HISTORY_LIMIT,
+    AttemptLog,
+    DeliveryState,
+    RecipientAttempt,
+    RecipientFailure,
+)
 
 
 class Outcome(StrEnum):
@@ -62,13 +69,13 @@ def fold_attempt(
     rng: random.Random | None = None,
 ) -> AttemptRecord:
     """The next state of a message whose attempt gave `results`; `state` is left as it was."""
-    expired = has_expired(birth, now, queue_lifetime)
-    after = DeliveryState(
-        attempts=state.attempts,
-        next_attempt_at=state.next_attempt_at,
+    expired = has_expired(birth + state.held_seconds, now, queue_lifetime)
+    after = replace(
+        state,
         delivered=list(state.delivered),
         failed=list(state.failed),
         last_errors=dict(state.last_errors),
+        history=list(state.history),
     )
     recorded: list[RecipientResult] = []
     deferred = skipped = progressed = False
@@ -99,6 +106,12 @@ def fold_attempt(
     if deferred:
         after.attempts += 1
         after.next_attempt_at = next_attempt_at(birth, now, rng)
+    if recorded:
+        logged = tuple(
+            RecipientAttempt(result.recipient, result.outcome.value, result.reply, result.remote)
+            for result in recorded
+        )
+        after.history = [*after.history, AttemptLog(now, logged)][-HISTORY_LIMIT:]
     return AttemptRecord(
         state=after,
         results=tuple(recorded),

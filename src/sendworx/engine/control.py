@@ -1,8 +1,11 @@
-"""The engine's control socket, both ends: the engine answers `status`, `retry` and `reload`;
-the panel's backend and the command line ask.
+"""The engine's control socket, both ends: the engine answers `status`, `retry`, `reload`,
+`active` and `queue` (an operator's action on messages); the panel's backend and the command
+line ask.
 
 Kept apart from the queue manager so that asking for one status line does not load the
-engine (dnspython, prometheus). Only root and the instance's owner get an answer.
+engine (dnspython, prometheus). One request per connection: a command name, optionally a
+space and a JSON argument, on one line; one JSON line back. Only root and the instance's
+owner get an answer.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sendworx.shared.instance import Instance
 
-Command = Callable[[], Mapping[str, object]]
+Command = Callable[[Any], Awaitable[Mapping[str, object]]]
 _PEERCRED = struct.Struct("3i")
 COMMAND_TIMEOUT_SECONDS = 5.0
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a queue action on some thousands of ids
 
 
 async def serve_control(name: bytes, commands: Mapping[str, Command]) -> asyncio.AbstractServer:
@@ -41,32 +45,47 @@ async def serve_control(name: bytes, commands: Mapping[str, Command]) -> asyncio
                 writer.write(b'{"error": "permission denied"}\n')
                 return
             async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
-                command = (await reader.readline()).decode("ascii", "replace").strip()
-            run = commands.get(command)
-            reply = run() if run is not None else {"error": f"unknown command {command[:40]!r}"}
+                line = (await reader.readline()).decode("utf-8", "replace").strip()
+            name, _, text = line.partition(" ")
+            run = commands.get(name)
+            if run is None:
+                reply: Mapping[str, object] = {"error": f"unknown command {name[:40]!r}"}
+            else:
+                try:
+                    argument = json.loads(text) if text else None
+                except ValueError:
+                    reply = {"error": "the argument is not JSON"}
+                else:
+                    reply = await run(argument)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, OSError):
-            pass
+        except (TimeoutError, OSError, ValueError):
+            pass  # ValueError: a line over MAX_REQUEST_BYTES
         finally:
             writer.close()
 
-    return await asyncio.start_unix_server(answer, sock=listener)
+    return await asyncio.start_unix_server(answer, sock=listener, limit=MAX_REQUEST_BYTES)
 
 
 def query_engine(
-    instance: Instance, command: str, timeout: float = COMMAND_TIMEOUT_SECONDS
+    instance: Instance,
+    command: str,
+    timeout: float = COMMAND_TIMEOUT_SECONDS,
+    argument: object = None,
 ) -> dict[str, Any]:
     """Ask a running engine over its control socket; raises OSError when none answers."""
+    line = command if argument is None else f"{command} {json.dumps(argument)}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(instance.engine_control_name)
-        client.sendall(command.encode() + b"\n")
+        client.sendall(line.encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
             chunk = client.recv(65536)
             if not chunk:
                 break
             data += chunk
+    if not data:
+        raise ConnectionError("the engine closed the control connection without an answer")
     answer: dict[str, Any] = json.loads(data)
     return answer

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from sendworx.engine.attempts import Outcome, RecipientResult
-from sendworx.engine.destinations import AddressLiteral, Destination, MxDomain, RelayHost
 from sendworx.engine.limiter import ConnectionLimiter, LimiterClosed
 from sendworx.engine.resolver import DestinationResolver, Host, ResolutionError
 from sendworx.engine.smtp_client import SessionLost, SMTPConnection, Timeouts, TLSHandshakeFailed
 from sendworx.shared.config import DeliveryConfig
+from sendworx.shared.destinations import AddressLiteral, Destination, MxDomain, RelayHost
 from sendworx.shared.settings import Settings
 
 log = logging.getLogger(__name__)

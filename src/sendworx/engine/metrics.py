@@ -19,6 +19,11 @@ class EngineMetrics:
         self.queue_messages = Gauge(
             "sendworx_queue_messages", "Messages in the queue", registry=self.registry
         )
+        self.held_messages = Gauge(
+            "sendworx_held_messages",
+            "Messages an operator holds: never attempted until released",
+            registry=self.registry,
+        )
         self.active_messages = Gauge(
             "sendworx_active_messages", "Messages being delivered now", registry=self.registry
         )
@@ -41,11 +46,13 @@ class EngineMetrics:
     def bind(
         self,
         queue_size: Callable[[], float],
+        held: Callable[[], float],
         active: Callable[[], float],
         connections: Callable[[], float],
         limit: Callable[[], float],
     ) -> None:
         self.queue_messages.set_function(queue_size)
+        self.held_messages.set_function(held)
         self.active_messages.set_function(active)
         self.open_connections.set_function(connections)
         self.connection_limit.set_function(limit)

@@ -17,10 +17,15 @@ How a message moves (the files are the truth; everything in memory is rebuilt fr
   recorded: the message is removed (after its bounce is queued) or its `state/` file is
   rewritten. Only then is the attempt logged, so a logged delivery is never repeated; a
   `kill -9` between a remote's 250 and the record repeats the delivery (at-least-once).
+- An operator's action (retry, hold, release, expire, delete) on a message not being delivered
+  changes its files at once (`shared/queue_actions.py`); on one being delivered, it waits for
+  the end of that attempt. Held messages are never attempted. While the engine runs it holds
+  `run/queue.lock`, so nothing else changes `mess/` or `state/` under it.
 - The manager never talks to the outside world itself: sessions do, in `delivery.py`.
 
 Signals: SIGTERM/SIGINT stop gracefully, SIGHUP rereads the control files, SIGALRM retries
-everything now. The control socket (`control.py`) answers `status`, `retry` and `reload`.
+everything now. The control socket (`control.py`) answers `status`, `retry`, `reload`,
+`active` and `queue`.
 """
 
 from __future__ import annotations
@@ -40,20 +45,23 @@ from sendworx.engine.attempts import Outcome, RecipientResult, fold_attempt
 from sendworx.engine.bounces import build_bounce
 from sendworx.engine.control import serve_control
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
-from sendworx.engine.destinations import Destination, destination_for
 from sendworx.engine.due_index import DueIndex
 from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.shared.addresses import AddressError
+from sendworx.shared.destinations import Destination, destination_for
+from sendworx.shared.file_lock import FileLock
 from sendworx.shared.instance import Instance
+from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 from sendworx.shared.queue_format import (
     CorruptMessageError,
     DeliveryState,
     Envelope,
     MessageKind,
     RecipientFailure,
+    is_message_id,
 )
 from sendworx.shared.settings import MailNames, read_settings
 
@@ -99,13 +107,17 @@ class QueueManager:
             tls_context=opportunistic_tls_context() if delivery.starttls else None,
         )
         self.metrics.bind(
-            queue_size=lambda: len(self.due),
+            queue_size=lambda: len(self.due) + len(self.held),
+            held=lambda: len(self.held),
             active=lambda: len(self._active),
             connections=lambda: self.pool.open_connections,
             limit=lambda: self.limiter.limit,
         )
         self.started_at = self.clock()
         self._active: dict[str, ActiveMessage] = {}
+        self.held: set[str] = set()  # never attempted until an operator releases them
+        self._after_attempt: dict[str, QueueAction] = {}  # actions on messages in flight
+        self._queue_lock = FileLock(instance.queue_lock_file)
         self._recorders: asyncio.TaskGroup | None = None
         self._stopping = False
         self._check_new = True
@@ -116,6 +128,8 @@ class QueueManager:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        # Offline queue tools finish what they are doing first, and start none while we run.
+        await asyncio.to_thread(self._queue_lock.acquire)
         self._load_queue()
         trigger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         trigger.bind(self.instance.queue_trigger_name)
@@ -123,7 +137,13 @@ class QueueManager:
         loop.add_reader(trigger.fileno(), self._drain_trigger, trigger)
         control = await serve_control(
             self.instance.engine_control_name,
-            {"status": self.status, "retry": self._retry_command, "reload": self._reload_command},
+            {
+                "status": self._status_command,
+                "retry": self._retry_command,
+                "reload": self._reload_command,
+                "active": self._active_command,
+                "queue": self._queue_command,
+            },
         )
         for signum, handler in (
             (signal.SIGTERM, self.stop),
@@ -156,7 +176,8 @@ class QueueManager:
             loop.remove_reader(trigger.fileno())
             trigger.close()
             control.close()
-        log.info("stopped: %d messages remain queued", len(self.due))
+            self._queue_lock.release()
+        log.info("stopped: %d messages remain queued", len(self.due) + len(self.held))
 
     def stop(self) -> None:
         if not self._stopping:
@@ -194,6 +215,7 @@ class QueueManager:
         now = self.clock()
         self.queue.claim_new()  # before the orphan check: a state's message may be in new/
         stale = self.queue.remove_stale_temporaries(now)
+        stale += self.queue.remove_unfinished_state_writes()  # we hold the queue lock
         orphans = self.queue.remove_orphan_states()
         if stale or orphans:
             log.info("cleaned %d stale temp files and %d orphan state files", stale, orphans)
@@ -203,7 +225,10 @@ class QueueManager:
             except (ValueError, TypeError, KeyError) as error:
                 log.warning("state of %s unreadable (%s); retrying it now", message_id, error)
                 state = None
-            self.due.schedule(message_id, state.next_attempt_at if state else now)
+            if state is not None and state.held:
+                self.held.add(message_id)
+            else:
+                self.due.schedule(message_id, state.next_attempt_at if state else now)
 
     def _drain_trigger(self, trigger: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -257,8 +282,21 @@ class QueueManager:
         except (ValueError, TypeError, KeyError) as error:
             log.warning("state of %s unreadable (%s); starting it afresh", message_id, error)
             state = DeliveryState()
+        if state.held:
+            self.due.forget(message_id)
+            self.held.add(message_id)
+            return
         active = ActiveMessage(message_id, envelope, state)
         self._active[message_id] = active
+        if state.expire:
+            # An operator expired it: what is left is bounced now, nothing is attempted.
+            reason = "message expired by the mail administrator"
+            active.results = [
+                RecipientResult(recipient, Outcome.FAILED, reason, "4.4.7")
+                for recipient in active.pending()
+            ]
+            self._record_later(active)
+            return
         try:
             jobs = self._jobs_for(active)
         except Exception as error:
@@ -345,7 +383,10 @@ class QueueManager:
             return
         finally:
             self._active.pop(message_id, None)
+            action = self._after_attempt.pop(message_id, None)
             self.wake()
+        if action is not None and not record.finished:
+            await self._apply([message_id], action)
         for result in record.results:
             self.metrics.attempts.labels(result=result.outcome.value).inc()
             delivery_log.info(
@@ -397,6 +438,56 @@ class QueueManager:
         self.metrics.bounces.labels(kind=kind.value).inc()
         log.info("bounce %s (%s) for %s sent to %s", bounce_id, kind.value, message_id, notify)
 
+    # -- an operator's actions ----------------------------------------------------------------
+
+    async def act(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+        """`action` on messages: now for those not being delivered, after the attempt under
+        way for those that are. Mail still in `new/` is claimed first, so it counts too."""
+        self._claim_new()
+        outcome = ActionOutcome()
+        idle = []
+        for message_id in dict.fromkeys(ids):
+            if message_id in self._active:
+                outcome.in_flight.append(message_id)
+                if action is not QueueAction.RELEASE:  # nothing in flight is held
+                    self._after_attempt[message_id] = action
+            else:
+                idle.append(message_id)
+        outcome.merge(await self._apply(idle, action))
+        return outcome
+
+    async def _apply(self, ids: list[str], action: QueueAction) -> ActionOutcome:
+        """The action on messages not being delivered: memory and files in the order that
+        keeps the scheduler from attempting one with its old state."""
+        now = self.clock()
+        if action is QueueAction.RETRY:
+            outcome = ActionOutcome()
+            for message_id in ids:
+                if message_id in self.due:
+                    self.due.schedule(message_id, now)
+                    outcome.touched.append(message_id)
+                elif message_id not in self.held:
+                    outcome.missing.append(message_id)
+            self.wake()
+            return outcome
+        if action is not QueueAction.RELEASE:
+            for message_id in ids:  # not attempted from now on, with the old state or at all
+                self.due.forget(message_id)
+        outcome = await asyncio.to_thread(apply_to_files, self.queue, action, ids, now)
+        missing = set(outcome.missing)
+        for message_id in (message_id for message_id in ids if message_id not in missing):
+            if action is QueueAction.HOLD:
+                self.held.add(message_id)
+            elif action is QueueAction.DELETE:
+                self.held.discard(message_id)
+            elif action is QueueAction.EXPIRE or message_id in outcome.touched:
+                self.held.discard(message_id)  # expired, or released
+                self.due.schedule(message_id, now)
+        for message_id in missing:
+            self.held.discard(message_id)
+        self.wake()
+        return outcome
+
     # -- control socket ---------------------------------------------------------------------
 
     def status(self) -> dict[str, object]:
@@ -404,17 +495,42 @@ class QueueManager:
             "pid": os.getpid(),
             "started_at": self.started_at,
             "stopping": self._stopping,
-            "queued": len(self.due),
+            "queued": len(self.due) + len(self.held),
+            "held": len(self.held),
             "active": len(self._active),
             "open_connections": self.pool.open_connections,
             "concurrency_remote": self.limiter.limit,
             "settings": self.settings.as_inputs(),
         }
 
-    def _retry_command(self) -> dict[str, object]:
+    async def _status_command(self, argument: object) -> dict[str, object]:
+        return self.status()
+
+    async def _retry_command(self, argument: object) -> dict[str, object]:
         self.retry_now()
         return {"ok": True}
 
-    def _reload_command(self) -> dict[str, object]:
+    async def _reload_command(self, argument: object) -> dict[str, object]:
         self.reload()
         return {"ok": True}
+
+    async def _active_command(self, argument: object) -> dict[str, object]:
+        """The ids being delivered now (all of them: at most max_active_messages)."""
+        return {"active": sorted(self._active)}
+
+    async def _queue_command(self, argument: object) -> dict[str, object]:
+        """{"action": "hold", "ids": [...]} -> {"touched": [...], "in_flight": [...], ...}."""
+        if not isinstance(argument, dict) or not isinstance(argument.get("ids"), list):
+            return {"error": "expected {action, ids}"}
+        try:
+            action = QueueAction(str(argument.get("action")))
+        except ValueError:
+            return {"error": f"unknown action {str(argument.get('action'))[:40]!r}"}
+        ids = [str(message_id) for message_id in argument["ids"]]
+        outcome = await self.act(action, [i for i in ids if is_message_id(i)])
+        outcome.missing.extend(i for i in ids if not is_message_id(i))
+        return {
+            "touched": outcome.touched,
+            "in_flight": outcome.in_flight,
+            "missing": outcome.missing,
+        }

@@ -15,6 +15,8 @@ from sendworx.api.controllers import api_for
 from sendworx.panel.app import create_app
 from sendworx.panel.tls import TlsFiles, ensure_certificates, host_names
 from sendworx.shared.instance import Instance
+from sendworx.shared.queue_index import QueueIndex
+from sendworx.shared.queue_watch import QueueWatcher
 
 log = logging.getLogger("sendworx.panel")
 
@@ -31,6 +33,17 @@ def tls_files(instance: Instance) -> TlsFiles:
     if panel.certificate is not None and panel.private_key is not None:
         return TlsFiles(panel.certificate, panel.private_key, None)
     return ensure_certificates(instance.tls_dir, host_names([instance.config.helo_name]))
+
+
+async def _follow_queue(index: QueueIndex, instance: Instance) -> None:
+    """Keep the queue index current while the panel runs (without it, every queue question
+    would read the whole queue again)."""
+    try:
+        watcher = QueueWatcher(index, instance.control_dir)
+    except OSError as error:
+        log.error("cannot watch the queue (%s); each queue question reads it whole", error)
+        return
+    await watcher.run()
 
 
 async def serve_panel(instance: Instance) -> None:
@@ -82,9 +95,11 @@ async def serve_panel(instance: Instance) -> None:
         panel.http_port or "off",
     )
     try:
-        async with asyncio.TaskGroup() as listeners:
-            for server in servers:
-                listeners.create_task(server.serve())
+        async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(_follow_queue(api.queue_index, instance))
+            listeners = [tasks.create_task(server.serve()) for server in servers]
+            await asyncio.wait(listeners)  # until both listeners have stopped
+            watcher.cancel()
     finally:
         await api.cluster.aclose()  # connections to nodes belong to this loop
     log.info("panel stopped")

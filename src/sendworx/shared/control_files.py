@@ -8,13 +8,11 @@ one.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from sendworx.shared.durable import replace_together
+from sendworx.shared.file_lock import FileLock
 from sendworx.shared.settings import (
     DOUBLE_BOUNCE_MESSAGES,
     INTEGER_SETTINGS,
@@ -34,17 +32,11 @@ _INTEGERS = {setting.input_name: setting for setting in INTEGER_SETTINGS}
 _DOUBLE_BOUNCE_FILE = NAMES_BY_INPUT["double_bounce_to"].control_file
 
 
-@contextlib.contextmanager
-def settings_lock(control_dir: Path) -> Iterator[None]:
+def settings_lock(control_dir: Path) -> FileLock:
     """Held while a writer reads, checks and replaces the control files: a flock on the
     directory itself, so no lock file sits among the control files."""
     control_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(control_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return FileLock(control_dir)
 
 
 def planned_files(current: Settings, changes: Mapping[str, object]) -> dict[str, bytes | None]:

@@ -59,6 +59,11 @@ class Instance:
         return self.run_dir / "send.pid"
 
     @property
+    def queue_lock_file(self) -> Path:
+        """Held by the engine while it runs; the queue's offline tools take it when it does not."""
+        return self.run_dir / "queue.lock"
+
+    @property
     def engine_control_name(self) -> bytes:
         """Where the engine answers `status`, `retry` and `reload`."""
         return _socket_name(self.home, "control")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from sendworx.shared.durable import atomic_write, fsync_directory, write_unsynced
+from sendworx.shared.durable import atomic_write, fsync_directory, write_synced, write_unsynced
 from sendworx.shared.queue_format import (
     MAGIC,
     DeliveryState,
@@ -197,6 +198,65 @@ class Queue:
             (self.state_dir / message_id).unlink()
         return removed
 
+    def exists(self, message_id: str) -> bool:
+        """Queued, claimed or not (False for anything that is not a message id)."""
+        if not is_message_id(message_id):
+            return False
+        return (self.messages_dir / message_id).exists() or (self.new_dir / message_id).exists()
+
+    def edit_states(
+        self,
+        message_ids: Iterable[str],
+        change: Callable[[DeliveryState], DeliveryState],
+    ) -> tuple[list[str], list[str]]:
+        """Apply `change` to the state of every message that exists (one without a state file
+        starts from a fresh one) and write the states that changed as one batch: each file
+        written and fsynced, then renamed into `state/`, then `state/` fsynced once. Returns
+        the ids changed and the ids that are not in the queue."""
+        changed: list[tuple[str, DeliveryState]] = []
+        missing: list[str] = []
+        for message_id in message_ids:
+            if not self.exists(message_id):
+                missing.append(message_id)
+                continue
+            try:
+                state = self.read_state(message_id) or DeliveryState()
+            except (ValueError, TypeError, KeyError):
+                state = DeliveryState()  # unreadable: the engine would start it afresh too
+            after = change(state)
+            if after != state:
+                changed.append((message_id, after))
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for message_id, state in changed:
+                temporary = self.state_dir / f".{message_id}.{secrets.token_hex(6)}.tmp"
+                staged.append((temporary, self.state_dir / message_id))
+                write_synced(temporary, state.to_json())
+        except BaseException:
+            for temporary, _ in staged:
+                _discard(temporary)
+            raise
+        for temporary, target in staged:
+            os.replace(temporary, target)
+        if staged:
+            fsync_directory(self.state_dir)
+        return [message_id for message_id, _ in changed], missing
+
+    def delete(self, message_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Remove messages for good, without a bounce. The directories are fsynced before this
+        returns, so a power cut cannot bring a deleted message back to be delivered.
+        Returns the ids removed and the ids that were not in the queue."""
+        removed: list[str] = []
+        missing: list[str] = []
+        for message_id in message_ids:
+            (removed if is_message_id(message_id) and self.remove(message_id) else missing).append(
+                message_id
+            )
+        if removed:
+            for directory in (self.messages_dir, self.new_dir, self.state_dir):
+                fsync_directory(directory)
+        return removed, missing
+
     def quarantine(self, message_id: str) -> None:
         """Set aside a file the engine cannot parse, for an operator to look at."""
         with contextlib.suppress(FileNotFoundError):
@@ -209,6 +269,17 @@ class Queue:
         for entry in os.scandir(self.tmp_dir):
             with contextlib.suppress(FileNotFoundError):
                 if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def remove_unfinished_state_writes(self) -> int:
+        """Temp files in `state/` left by a writer killed mid-batch; only safe while holding
+        the queue lock (no writer is at work)."""
+        removed = 0
+        for entry in os.scandir(self.state_dir):
+            if entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
         return removed

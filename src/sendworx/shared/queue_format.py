@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
 MAGIC = b"sendworx-queue 1\n"
@@ -63,15 +63,42 @@ class RecipientFailure:
     remote: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RecipientAttempt:
+    """What happened to one recipient in one attempt."""
+
+    recipient: str
+    outcome: str  # delivered, deferred or failed
+    reply: str
+    remote: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLog:
+    """One delivery attempt, for the operator: when, and what each recipient got."""
+
+    at: float
+    results: tuple[RecipientAttempt, ...]
+
+
+HISTORY_LIMIT = 10  # attempts kept per message; a week of qmail's schedule makes about 30
+
+
 @dataclass(slots=True)
 class DeliveryState:
-    """Progress of a message that has been tried and is not finished yet."""
+    """Progress of a message that has been tried (or held, or expired by an operator) and is
+    not finished yet. Held time does not count towards the queue lifetime."""
 
     attempts: int = 0
     next_attempt_at: float = 0.0
     delivered: list[str] = field(default_factory=list)
     failed: list[RecipientFailure] = field(default_factory=list)
     last_errors: dict[str, str] = field(default_factory=dict)
+    held: bool = False  # never attempted until released
+    held_since: float = 0.0
+    held_seconds: float = 0.0  # time spent held before, added to the lifetime
+    expire: bool = False  # an operator asked: bounce what is left at the next run
+    history: list[AttemptLog] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False).encode()
@@ -85,7 +112,56 @@ class DeliveryState:
             delivered=[str(item) for item in document.get("delivered", [])],
             failed=[RecipientFailure(**item) for item in document.get("failed", [])],
             last_errors={str(k): str(v) for k, v in document.get("last_errors", {}).items()},
+            held=bool(document.get("held", False)),
+            held_since=float(document.get("held_since", 0.0)),
+            held_seconds=float(document.get("held_seconds", 0.0)),
+            expire=bool(document.get("expire", False)),
+            history=[
+                AttemptLog(
+                    float(entry["at"]),
+                    tuple(RecipientAttempt(**result) for result in entry["results"]),
+                )
+                for entry in document.get("history", [])
+            ],
         )
+
+    def finished_recipients(self) -> set[str]:
+        return set(self.delivered) | {failure.recipient for failure in self.failed}
+
+    def last_attempt(self, recipient: str) -> RecipientAttempt | None:
+        """The latest thing that happened to `recipient`, from the history."""
+        for entry in reversed(self.history):
+            for result in entry.results:
+                if result.recipient == recipient:
+                    return result
+        return None
+
+    # -- what an operator does (pure: a new state; the queue writes it) ----------------------
+
+    def on_hold(self, now: float) -> DeliveryState:
+        if self.held:
+            return self
+        return replace(self, held=True, held_since=now, expire=False)
+
+    def released(self, now: float) -> DeliveryState:
+        """Due at once; the time it spent held is added to its lifetime."""
+        if not self.held:
+            return self
+        held_for = max(0.0, now - self.held_since)
+        return replace(
+            self,
+            held=False,
+            held_since=0.0,
+            held_seconds=self.held_seconds + held_for,
+            next_attempt_at=0.0,
+        )
+
+    def to_expire(self) -> DeliveryState:
+        """Bounce every recipient still to do at the next run (a held message included)."""
+        return replace(self, expire=True, held=False, held_since=0.0, next_attempt_at=0.0)
+
+    def due_now(self) -> DeliveryState:
+        return replace(self, next_attempt_at=0.0)
 
 
 def new_message_id() -> str:

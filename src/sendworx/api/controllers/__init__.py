@@ -6,20 +6,23 @@ Each module defines its controller's actions once; transports never add behaviou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sendworx.api.auth import Authenticator, FailureTracker
 from sendworx.api.controllers.cluster_nodes import cluster_nodes_controller
 from sendworx.api.controllers.index import index_controller
 from sendworx.api.controllers.mailsend import mail_send_controller
 from sendworx.api.controllers.mta import mta_controller
+from sendworx.api.controllers.queue import queue_controller
 from sendworx.api.registry import Caller, Registry
 from sendworx.api.users import UserStore
-from sendworx.backends import ServiceBackend
+from sendworx.backends import QueueBackend, ServiceBackend
 from sendworx.backends.builtin import BuiltinBackend
 from sendworx.cluster.manager import ClusterManager
 from sendworx.cluster.store import NodeStore
 from sendworx.shared.instance import Instance
+from sendworx.shared.queue_index import QueueIndex
+from sendworx.shared.settings import read_settings
 
 # Who asks when sendworx asks itself (the cluster status view reads the local service).
 _SYSTEM = Caller("sendworx", frozenset(), True, "local")
@@ -33,13 +36,19 @@ class InstanceApi:
     registry: Registry
     authenticator: Authenticator
     cluster: ClusterManager
+    queue_index: QueueIndex  # a long-running panel keeps it current with a QueueWatcher
+
+
+class MailBackend(ServiceBackend, QueueBackend, Protocol):
+    """The Outbound Mail service and its queue, as one backend (the built-in engine's)."""
 
 
 def build_registry(
     instance: Instance,
-    backend: ServiceBackend,
+    backend: MailBackend,
     authenticator: Authenticator,
     cluster: ClusterManager,
+    queue_index: QueueIndex,
 ) -> Registry:
     mail_send = mail_send_controller(instance, backend, cluster)
 
@@ -51,6 +60,7 @@ def build_registry(
     registry.register(index_controller(authenticator))
     registry.register(mail_send)
     registry.register(mta_controller(instance, backend, cluster))
+    registry.register(queue_controller(instance, backend, cluster, queue_index))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry
 
@@ -70,5 +80,9 @@ def api_for(instance: Instance) -> InstanceApi:
         instance.node_id,
         instance.config.cluster.timeout_seconds,
     )
-    registry = build_registry(instance, BuiltinBackend(instance), authenticator, cluster)
-    return InstanceApi(registry, authenticator, cluster)
+    queue_index = QueueIndex(
+        instance.queue(), lambda: read_settings(instance.control_dir).route_table
+    )
+    backend = BuiltinBackend(instance)
+    registry = build_registry(instance, backend, authenticator, cluster, queue_index)
+    return InstanceApi(registry, authenticator, cluster, queue_index)

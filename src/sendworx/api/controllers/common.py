@@ -6,8 +6,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sendworx.api.registry import Action, Caller, Controller, Input, InputKind, validated
+from sendworx.api.registry import (
+    Action,
+    Caller,
+    Controller,
+    Handler,
+    Input,
+    InputKind,
+    validated,
+)
+from sendworx.cluster.errors import ClusterError, UnknownNode
+from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.errors import ActionFailed, ValidationFailed
+from sendworx.shared.wire import Call
 
 # JSON Schemas of payloads, for the JSON API's OpenAPI document.
 STRING: dict[str, Any] = {"type": "string"}
@@ -34,6 +45,29 @@ def parse_string(value: object, *, max_length: int = 255) -> str:
     if len(text) > max_length or any(ord(character) < 32 for character in text):
         raise ValueError(f"must be at most {max_length} printable characters")
     return text
+
+
+def node_action(
+    cluster: ClusterManager, controller_path: str, action_name: str, local: Handler
+) -> Handler:
+    """`xxxOnNode`: `xxx` here for this node's id, else `xxx` with the same inputs through that
+    node's own API, answering what the node answered."""
+
+    async def handler(caller: Caller, values: dict[str, Any]) -> Any:
+        node_id = values["node_id"]
+        if node_id in ("", cluster.local_node):
+            return await local(caller, values)
+        inputs = {name: value for name, value in values.items() if name != "node_id"}
+        call: Call[Any] = Call(controller_path, action_name, inputs)
+        try:
+            reply = await cluster.run_on(node_id, call)
+        except UnknownNode as error:
+            raise ValidationFailed({"node_id": str(error)}) from error
+        except ClusterError as error:
+            raise ActionFailed(str(error)) from error
+        return reply.payload_for(call)  # the node's own error for its status, if not 0
+
+    return handler
 
 
 def add_common_actions(

@@ -14,14 +14,14 @@ from sendworx.api.controllers.common import (
     BOOLEAN,
     STRING,
     STRING_LIST,
+    node_action,
     parse_flag,
     parse_string,
 )
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.backends import ServiceBackend, ServiceError
-from sendworx.cluster.errors import ClusterError, UnknownNode
 from sendworx.cluster.manager import ClusterManager
-from sendworx.shared.errors import ActionFailed, PartialFailure, ValidationFailed
+from sendworx.shared.errors import ActionFailed, PartialFailure
 from sendworx.shared.wire import Call
 
 NOT_APPLICABLE = "##LG_NOT_APPLICABLE##"
@@ -149,22 +149,7 @@ def service_controller(
         return handler
 
     def on_node(action_name: str, local: Handler) -> Handler:
-        """`xxxOnNode`: here for this node's id, else `xxx` through that node's own API."""
-
-        async def handler(caller: Caller, values: dict[str, Any]) -> Any:
-            node_id = values["node_id"]
-            if node_id in ("", cluster.local_node):
-                return await local(caller, values)
-            call: Call[Any] = Call(description.ctrl, action_name)
-            try:
-                reply = await cluster.run_on(node_id, call)
-            except UnknownNode as error:
-                raise ValidationFailed({"node_id": str(error)}) from error
-            except ClusterError as error:
-                raise ActionFailed(str(error)) from error
-            return reply.payload_for(call)  # the node's own error for its status, if not 0
-
-        return handler
+        return node_action(cluster, description.ctrl, action_name, local)
 
     def changing(action_name: str, operation: Callable[[], None], done: str) -> Handler:
         return cascading(description.ctrl, action_name, control(operation, done), cluster)

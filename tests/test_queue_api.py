@@ -382,3 +382,28 @@ def test_the_queue_command_has_the_same_verbs_with_the_panel_down(home: Sendworx
         purged = queue("purge", "--sender", "shop.test", "--yes")
         assert purged.returncode == 0 and "4 deleted" in purged.stdout
         assert home.queue_empty()
+
+
+def test_every_action_answers_over_the_json_api(stuck: tuple[Panel, RecordingSink]) -> None:
+    panel, _ = stuck
+    home = panel.home
+    for number in range(6):
+        home.inject(f"u{number}@grey.test", sender=f"s{number}@origin.test")
+    ids = sorted(home.queue_files("new"))
+    for action, body, expected in (
+        ("listMessages", {"page_size": 2}, {"messages", "total", "next_cursor"}),
+        ("querySummary", {}, {"totals", "destinations", "sender_domains"}),
+        ("queryMessage", {"id": ids[0]}, {"id", "sender", "headers", "history"}),
+        ("retry", {"ids": ids[0]}, {"touched", "in_flight", "missing"}),
+        ("hold", {"ids": [ids[1], ids[2]]}, {"touched", "in_flight", "missing"}),
+        ("release", {"ids": f"{ids[1]},{ids[2]}"}, {"touched", "in_flight", "missing"}),
+        ("expire", {"ids": [ids[3]]}, {"touched", "in_flight", "missing"}),
+        ("delete", {"ids": [ids[4]]}, {"touched", "in_flight", "missing"}),
+        ("purge", {"sender": "s5@origin.test", "confirm": 1}, {"touched"}),
+    ):
+        response = _json(panel, action, body)
+        assert response.status_code == 200, (action, response.text)
+        assert expected <= set(response.json()["payload"]), (action, response.json())
+    assert not (home.home / "queue" / "new" / ids[4]).exists()
+    assert not (home.home / "queue" / "new" / ids[5]).exists()
+    assert _state(home, ids[3])["expire"] is True

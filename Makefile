@@ -62,6 +62,7 @@ bench: $(STAMP) system-packages
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/relay --postfix
 	$(BIN)/python bench/queue_memory
+	$(BIN)/python bench/queue_api
 	$(BIN)/python bench/api
 	$(BIN)/python bench/cascade
 

@@ -114,6 +114,15 @@ def test_listing_filters_and_pages_what_smtpd_and_sendmail_queued(
     # The JSON API answers the same.
     response = _json(panel, "listMessages", {"sender": "shop.test", "page_size": 2})
     assert response.status_code == 200 and response.json()["payload"]["total"] == 6
+    # The engine's activity: eight recipients deferred this minute, each with its reply.
+    activity = _queue(panel, "queryActivity", {"minutes": 5})
+    assert activity["running"] and activity["since"] > time.time() - 120
+    assert len(activity["minutes"]) == 5
+    assert sum(minute["deferred"] for minute in activity["minutes"]) == 8
+    assert len(activity["latest"]) == 8
+    assert {attempt["reply"] for attempt in activity["latest"]} == {GREYLISTED}
+    assert panel.call("stop")["status"] == 0
+    assert _queue(panel, "queryActivity")["running"] is False
 
 
 def test_the_summary_shows_where_mail_waits_and_why(stuck: tuple[Panel, RecordingSink]) -> None:

@@ -159,3 +159,22 @@ def test_the_index_follows_refreshes_and_reroutes(tmp_path: Path) -> None:
     routes[:] = []
     index.reroute()
     assert index.matching_ids(QueueFilter(destination="x.test"), set()) == [second]
+
+
+def test_a_summary_is_given_again_only_while_younger_than_max_age(tmp_path: Path) -> None:
+    queue = _queue(tmp_path)
+    first = _inject(queue, "a@o.test", "u@x.test")
+    now = [NOW]
+    index = QueueIndex(queue, lambda: RouteTable.from_lines([]), lambda: now[0])
+    index.rebuild()
+    assert index.summary(set(), max_age=5)["totals"]["messages"] == 1
+    second = _inject(queue, "b@o.test", "v@x.test")
+    index.refresh([second])
+    now[0] += 4
+    assert index.summary(set(), max_age=5)["totals"]["messages"] == 1  # young enough
+    assert index.summary(set(), limit=10, max_age=5)["totals"]["messages"] == 2  # other limit
+    assert index.summary(set())["totals"]["messages"] == 2  # max_age 0: the queue as it is
+    queue.delete([first])
+    index.refresh([first])
+    now[0] += 6
+    assert index.summary(set(), max_age=5)["totals"]["messages"] == 1

@@ -40,6 +40,10 @@ class QueueBackend(Protocol):
         """The messages being delivered right now (none while the service is stopped)."""
         ...
 
+    def activity(self, minutes: int) -> dict[str, object] | None:
+        """Delivery results per minute and the latest attempts; None while stopped."""
+        ...
+
 
 class ServiceError(Exception):
     """The service could not be brought to the requested state; the message says why."""

@@ -155,6 +155,14 @@ class BuiltinBackend:
         except (OSError, ValueError):
             return set()
 
+    def activity(self, minutes: int) -> dict[str, object] | None:
+        if self._engine_pid() is None:
+            return None
+        try:
+            return query_engine(self.instance, "activity", timeout=5, argument=minutes)
+        except (OSError, ValueError):
+            return None
+
     def _start_locked(self) -> None:
         self._reap_children()
         if self._answering_pid() is not None:

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sendworx.engine.activity import KEPT_MINUTES, ActivityLog
 from sendworx.engine.attempts import Outcome, RecipientResult, fold_attempt
 from sendworx.engine.bounces import build_bounce
 from sendworx.engine.control import serve_control
@@ -116,6 +117,7 @@ class QueueManager:
         self.started_at = self.clock()
         self._active: dict[str, ActiveMessage] = {}
         self.held: set[str] = set()  # never attempted until an operator releases them
+        self.activity = ActivityLog()
         self._after_attempt: dict[str, QueueAction] = {}  # actions on messages in flight
         self._queue_lock = FileLock(instance.queue_lock_file)
         self._recorders: asyncio.TaskGroup | None = None
@@ -142,6 +144,7 @@ class QueueManager:
                 "retry": self._retry_command,
                 "reload": self._reload_command,
                 "active": self._active_command,
+                "activity": self._activity_command,
                 "queue": self._queue_command,
             },
         )
@@ -249,6 +252,7 @@ class QueueManager:
         max_active = self.config.delivery.max_active_messages
         while not self._stopping:
             self._wake.clear()
+            self.activity.queue_size(self.clock(), len(self.due) + len(self.held))
             if self._check_new or time.monotonic() >= next_rescan:
                 # The wake-up datagram is only a hint; the periodic look catches lost ones.
                 self._check_new = False
@@ -368,8 +372,11 @@ class QueueManager:
         )
         try:
             if record.finished:
-                if record.state.failed:
-                    await asyncio.to_thread(self._bounce, message_id, envelope, record.state.failed)
+                failures = record.state.failed
+                if failures:
+                    sent = await asyncio.to_thread(self._bounce, message_id, envelope, failures)
+                    if sent:
+                        self.activity.bounce(now)
                 self.queue.remove(message_id)
                 self.due.forget(message_id)
             else:
@@ -389,6 +396,17 @@ class QueueManager:
             await self._apply([message_id], action)
         for result in record.results:
             self.metrics.attempts.labels(result=result.outcome.value).inc()
+            self.activity.attempt(
+                now,
+                result.outcome.value,
+                {
+                    "id": message_id,
+                    "recipient": result.recipient,
+                    "status": result.status,
+                    "reply": result.reply,
+                    "relay": result.remote or "",
+                },
+            )
             delivery_log.info(
                 "delivery id=%s rcpt=%s relay=%s result=%s status=%s attempt=%d reply=%s",
                 message_id,
@@ -402,11 +420,12 @@ class QueueManager:
 
     def _bounce(
         self, message_id: str, envelope: Envelope, failures: list[RecipientFailure]
-    ) -> None:
-        """Queue the one DSN this message owes; runs in a worker thread (file I/O)."""
+    ) -> bool:
+        """Queue the one DSN this message owes; runs in a worker thread (file I/O). False when
+        none is sent (a failed double bounce, or double bounces switched off)."""
         if envelope.kind is MessageKind.DOUBLE_BOUNCE:
             log.warning("double bounce %s failed too; dropping it (no triple bounces)", message_id)
-            return
+            return False
         names = self.names
         if envelope.sender == "" or envelope.kind is MessageKind.BOUNCE:
             recipient = names.double_bounce_recipient
@@ -416,14 +435,14 @@ class QueueManager:
                     "no report is sent",
                     message_id,
                 )
-                return
+                return False
             notify, kind = recipient, MessageKind.DOUBLE_BOUNCE
         else:
             notify, kind = envelope.sender, MessageKind.BOUNCE
         try:
             _, content = self.queue.read(message_id)
         except FileNotFoundError:
-            return
+            return False
         now = self.clock()
         report = build_bounce(
             original=envelope,
@@ -437,6 +456,7 @@ class QueueManager:
         bounce_id = self.queue.inject(Envelope("", (notify,), now, kind), report)
         self.metrics.bounces.labels(kind=kind.value).inc()
         log.info("bounce %s (%s) for %s sent to %s", bounce_id, kind.value, message_id, notify)
+        return True
 
     # -- an operator's actions ----------------------------------------------------------------
 
@@ -513,6 +533,11 @@ class QueueManager:
     async def _reload_command(self, argument: object) -> dict[str, object]:
         self.reload()
         return {"ok": True}
+
+    async def _activity_command(self, argument: object) -> dict[str, object]:
+        """Delivery results per minute and the latest attempts (`activity.py`)."""
+        minutes = argument if isinstance(argument, int) and 0 < argument <= KEPT_MINUTES else 60
+        return {"started_at": self.started_at, **self.activity.report(self.clock(), minutes)}
 
     async def _active_command(self, argument: object) -> dict[str, object]:
         """The ids being delivered now (all of them: at most max_active_messages)."""

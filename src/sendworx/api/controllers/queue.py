@@ -218,7 +218,9 @@ def queue_controller(
 
     async def summary(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         index = await ready_index()
-        return await asyncio.to_thread(index.summary, await active(), values.get("limit", 50))
+        return await asyncio.to_thread(
+            index.summary, await active(), values.get("limit", 50), values.get("max_age", 0)
+        )
 
     async def query_message(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         message_id = values["id"]
@@ -228,6 +230,17 @@ def queue_controller(
             )
         except FileNotFoundError as error:
             raise ValidationFailed({"id": f"no message {message_id} is queued"}) from error
+
+    async def activity(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        report = await asyncio.to_thread(backend.activity, values.get("minutes", 60))
+        if report is None:
+            return {"running": False, "since": 0.0, "minutes": [], "latest": []}
+        return {
+            "running": True,
+            "since": report.get("started_at", 0.0),
+            "minutes": report.get("minutes", []),
+            "latest": report.get("latest", []),
+        }
 
     async def chosen_ids(values: dict[str, Any], *, everything_allowed: bool) -> list[str]:
         if values.get("ids"):
@@ -310,7 +323,16 @@ def queue_controller(
             "querySummary",
             "Totals by state, and where mail waits and who sent it (qshape).",
             summary,
-            (limit,),
+            (
+                limit,
+                Input(
+                    "max_age",
+                    InputKind.INTEGER,
+                    _bounded(0, 60),
+                    "seconds: an answer this old will do (default 0: the queue as it is now)",
+                    default=lambda: 0,
+                ),
+            ),
         ),
         (
             "queryMessage",
@@ -323,6 +345,20 @@ def queue_controller(
                     InputKind.INTEGER,
                     parse_flag,
                     f"1: include the body (at most {BODY_LIMIT} bytes)",
+                ),
+            ),
+        ),
+        (
+            "queryActivity",
+            "Delivery results per minute and the latest attempts, while the engine runs.",
+            activity,
+            (
+                Input(
+                    "minutes",
+                    InputKind.INTEGER,
+                    _bounded(1, 360),
+                    "how many of the last minutes (default 60, at most 360)",
+                    default=lambda: 60,
                 ),
             ),
         ),

@@ -9,8 +9,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from sendworx.api.auth import Authenticator
+from sendworx.api.dispatcher import Dispatcher
 from sendworx.api.registry import Registry
-from sendworx.panel.dispatch import Dispatcher
 from sendworx.panel.json_endpoint import json_endpoints
 from sendworx.panel.soap_endpoint import soap_endpoint
 from sendworx.panel.xmlrpc_endpoint import XmlRpcEndpoint

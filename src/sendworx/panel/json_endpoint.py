@@ -8,10 +8,11 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from sendworx.panel.dispatch import GONE, Dispatcher, TooLarge, peer_of, read_capped
+from sendworx.api.dispatcher import Dispatcher
 from sendworx.shared import wire
 from sendworx.shared.errors import ApiError, ValidationFailed
 from sendworx.transports import jsonapi
+from sendworx.transports.http_body import GONE, TooLarge, peer_of, read_capped
 from sendworx.transports.openapi import openapi_document
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from sendworx.panel.dispatch import GONE, Dispatcher, TooLarge, peer_of, read_capped
+from sendworx.api.dispatcher import Dispatcher
 from sendworx.transports import soap
+from sendworx.transports.http_body import GONE, TooLarge, peer_of, read_capped
 
 
 def soap_endpoint(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Response]]:

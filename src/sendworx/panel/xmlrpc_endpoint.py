@@ -11,9 +11,10 @@ import logging
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from sendworx.panel.dispatch import Dispatcher, TooLarge, peer_of, read_body
+from sendworx.api.dispatcher import Dispatcher
 from sendworx.shared.wire import Reply
 from sendworx.transports import xmlrpc
+from sendworx.transports.http_body import TooLarge, peer_of, read_body
 from sendworx.transports.route_call import FAULT_TOO_LARGE, MalformedRequest
 
 XML = b"text/xml; charset=utf-8"

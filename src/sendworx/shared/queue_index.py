@@ -41,12 +41,17 @@ CREATE TABLE messages (
 );
 CREATE TABLE recipients (
     message_id TEXT, position INTEGER, address TEXT, domain TEXT, destination TEXT,
-    state TEXT, last_reply TEXT, last_host TEXT, PRIMARY KEY (message_id, position)
+    state TEXT, last_reply TEXT, last_host TEXT,
+    size INTEGER, birth REAL,  -- the message's, so the summary needs no join
+    PRIMARY KEY (message_id, position)
 );
 CREATE INDEX recipients_by_domain ON recipients (domain);
 CREATE INDEX recipients_by_address ON recipients (address);
-CREATE INDEX recipients_by_destination ON recipients (destination);
-CREATE INDEX messages_by_sender_domain ON messages (sender_domain);
+-- Covering indexes: the summary groups 100,000 rows by reading these in order, no sort.
+CREATE INDEX recipients_waiting ON recipients (state, destination, message_id, size, birth);
+CREATE INDEX recipients_replies ON recipients (state, destination, last_reply);
+CREATE INDEX messages_by_sender_domain ON messages (sender_domain, size, birth);
+CREATE INDEX messages_by_state ON messages (state);
 CREATE TEMP TABLE active_now (id TEXT PRIMARY KEY);
 """
 
@@ -246,9 +251,11 @@ class QueueIndex:
                     recipient_state,
                     reply,
                     host,
+                    entry.size,
+                    envelope.birth,
                 )
             )
-        self._db.executemany("INSERT INTO recipients VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT INTO recipients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     # -- questions ---------------------------------------------------------------------------
 
@@ -274,7 +281,9 @@ class QueueIndex:
         if selection.state == "active":
             clauses.append("id IN (SELECT id FROM active_now)")
         elif selection.state:
-            clauses.append("state = ? AND id NOT IN (SELECT id FROM active_now)")
+            # `+state`: not by messages_by_state (the summary's), which most messages share;
+            # the other filters narrow far better.
+            clauses.append("+state = ? AND id NOT IN (SELECT id FROM active_now)")
             values.append(selection.state)
         if selection.older_than is not None:
             clauses.append("birth < ?")
@@ -393,18 +402,22 @@ class QueueIndex:
             self._set_active(active)
             totals = {state: 0 for state in MESSAGE_STATES}
             for state, count in self._db.execute(
-                "SELECT CASE WHEN id IN (SELECT id FROM active_now) THEN 'active' ELSE state END, "
-                "COUNT(*) FROM messages GROUP BY 1"
+                "SELECT state, COUNT(*) FROM messages GROUP BY state"
             ):
                 totals[state] = count
+            # Messages being delivered are counted as active, not as what their files say.
+            for state, count in self._db.execute(
+                "SELECT state, COUNT(*) FROM messages "
+                "WHERE id IN (SELECT id FROM active_now) GROUP BY state"
+            ):
+                totals[state] -= count
+                totals["active"] += count
             messages, size, oldest = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(birth) FROM messages"
             ).fetchone()
             destinations = self._db.execute(
-                "SELECT r.destination, COUNT(DISTINCT r.message_id), COUNT(*), "
-                "SUM(m.size), MIN(m.birth) FROM recipients r "
-                "JOIN messages m ON m.id = r.message_id "
-                "WHERE r.state = 'pending' GROUP BY r.destination "
+                "SELECT destination, COUNT(DISTINCT message_id), COUNT(*), SUM(size), "
+                "MIN(birth) FROM recipients WHERE state = 'pending' GROUP BY destination "
                 "ORDER BY 2 DESC, 1 LIMIT ?",
                 (limit,),
             ).fetchall()

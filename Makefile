@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SENDWORX_HOME ?= $(CURDIR)/var
 
-.PHONY: run test lint typecheck unit bench clean system-packages coverage
+.PHONY: run test lint typecheck unit bench clean system-packages coverage screenshots
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 
 # smtp-sink and smtp-source (Postfix) are the real SMTP peers of the tests and benchmarks;
 # PHP's SoapClient (php-cli, php-soap) and xmlrpc extension (php-xmlrpc) are the real clients
-# most integrations use.
+# most integrations use; Debian's chromium is the browser Playwright drives in the page tests
+# (no browser download).
 system-packages:
 	@export PATH="$$PATH:/usr/sbin"; \
 	if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \
@@ -34,7 +35,13 @@ system-packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq php-cli php-soap php-xmlrpc >/dev/null; \
 	fi; \
-	command -v smtp-sink >/dev/null && php -m | grep -qx soap && php -m | grep -qx xmlrpc
+	if ! command -v chromium >/dev/null; then \
+		echo "installing Debian's chromium for the page tests"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
+	fi; \
+	command -v smtp-sink >/dev/null && php -m | grep -qx soap && php -m | grep -qx xmlrpc && \
+		command -v chromium >/dev/null
 
 run: $(STAMP)
 	$(BIN)/sendworx init
@@ -63,8 +70,16 @@ bench: $(STAMP) system-packages
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/relay --postfix
 	$(BIN)/python bench/queue_memory
 	$(BIN)/python bench/queue_api
+	$(BIN)/python bench/pages
 	$(BIN)/python bench/api
 	$(BIN)/python bench/cascade
 
+# The docs' screenshots (docs/web.md) are the page tests' own (test-artifacts/pages/).
+screenshots: $(STAMP) system-packages
+	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q tests/test_pages.py
+	mkdir -p docs/images
+	cp test-artifacts/pages/*.png docs/images/
+
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov \
+		test-artifacts test-results

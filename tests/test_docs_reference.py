@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from sendworx.api.auth import Authenticator
 from sendworx.api.controllers import api_for
@@ -101,7 +101,7 @@ def test_every_route_and_command_is_an_interface_row(
 ) -> None:
     registry, authenticator = registry_and_auth
     interfaces = " ".join(where for _, where, _ in _of_kind("interface"))
-    for route in create_app(registry, authenticator, 1024).routes:
+    for route in create_app(registry, authenticator, 1024, "node1").routes:
         assert isinstance(route, Route)
         path = route.path.replace("{target:path}", "<controller>/<action>")
         assert f"`{path}`" in interfaces or f" {path}`" in interfaces, path
@@ -119,6 +119,31 @@ def test_every_route_and_command_is_an_interface_row(
     for command in re.findall(r"`(?:sendworx )?(\w+)`", friendly):
         assert command in subcommands, command
     assert "`sendworx.client`" in interfaces
+
+
+def _web_routes(registry: Registry, authenticator: Authenticator) -> list[tuple[str, str]]:
+    """(method, path) of every page route, from the mounted pages' own router."""
+    pages = create_app(registry, authenticator, 1024, "node1").router.default
+    router = pages.app  # type: ignore[attr-defined]  # SecurityHeaders wraps the pages' Router
+    found = []
+    for route in router.routes:
+        if isinstance(route, Mount):
+            found.append(("GET", route.path + "/..."))
+            continue
+        assert isinstance(route, Route)
+        found += [
+            (method, route.path) for method in sorted(route.methods or ()) if method != "HEAD"
+        ]
+    return found
+
+
+def test_every_page_is_documented(registry_and_auth: tuple[Registry, Authenticator]) -> None:
+    text = (ROOT / "docs" / "web.md").read_text()
+    table = text[text.index("## Reference: every page") :].split("\n\n")[2]
+    for method, path in _web_routes(*registry_and_auth):
+        assert f"`{method} {path}" in table, (method, path)
+    for image in re.findall(r"\]\((images/[^)]+)\)", text):
+        assert (ROOT / "docs" / image).is_file(), image
 
 
 def _config_rows() -> dict[str, str]:

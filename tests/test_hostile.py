@@ -317,3 +317,92 @@ def test_writers_in_different_processes_leave_the_files_of_one_of_them(panel: Pa
     assert not mixed, mixed[:5]
     concurrency = int(control_file(panel.home, "concurrencyremote") or "0")
     assert control_file(panel.home, "timeoutremote") == f"{concurrency + 100}\n"
+
+
+# -- the pages: forms and queries nobody's browser would send ----------------------------------
+
+
+def _page_session(panel: Panel) -> tuple[httpx.Client, str]:
+    """A logged-in client of the pages and its CSRF token."""
+    base = f"http://127.0.0.1:{panel.http_port}"
+    client = httpx.Client(base_url=base, timeout=30)
+    login = client.get("/login")
+    token = login.text.split('name="token" value="')[1].split('"')[0]
+    reply = client.post(
+        "/login", data={"token": token, "email": panel.email, "password": panel.password}
+    )
+    assert reply.status_code == 303, reply.text
+    page = client.get("/nodeworx/mail/mta")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    return client, csrf
+
+
+def test_hostile_forms_change_nothing_and_get_a_page(panel: Panel) -> None:
+    client, csrf = _page_session(panel)
+    before = control_file(panel.home, "concurrencyremote")
+    try:
+        # Far too large: the panel's own limit, a page saying so.
+        huge = client.post(
+            "/nodeworx/mail/mta/settings",
+            content=b"csrf=" + csrf.encode() + b"&x=" + b"a" * (11 * 1024 * 1024),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert huge.status_code == 413 and "<h1>Too large</h1>" in huge.text
+        # Not a form, too many fields, invalid UTF-8, values of the wrong kind.
+        assert client.post("/nodeworx/mail/mta/settings", json={"csrf": csrf}).status_code == 400
+        fields = "&".join(f"f{n}=1" for n in range(6000))
+        many = client.post(
+            "/nodeworx/mail/mta/settings",
+            content=f"csrf={csrf}&{fields}".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert many.status_code == 400
+        garbled = client.post(
+            "/nodeworx/mail/mta/settings",
+            content=b"csrf=" + csrf.encode() + b"&section=delivery&concurrency_remote=%ff%fe\x00",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert garbled.status_code == 400 and "must be an integer" in garbled.text
+        for section in ("", "nope", "../etc", "delivery\r\nX: y"):
+            reply = client.post(
+                "/nodeworx/mail/mta/settings", data={"csrf": csrf, "section": section}
+            )
+            assert reply.status_code == 303
+        rows = client.post(
+            "/nodeworx/mail/mta/routes",
+            data={"csrf": csrf, "op": "up-99999999999999999999", "route_domain": ["a"] * 3},
+        )
+        assert rows.status_code == 303  # three domains, no relays: three "domain:" routes
+        queue = client.post(
+            "/nodeworx/mail/queue/act",
+            data={
+                "csrf": csrf,
+                "operation": "delete:selected",
+                "ids": ["../../etc/passwd"],
+                "confirmed": "1",
+            },
+        )
+        assert queue.status_code == 303
+    finally:
+        client.close()
+    assert control_file(panel.home, "concurrencyremote") == before
+    assert panel.process is not None and panel.process.poll() is None
+    assert (panel.home.home / "control").is_dir() and not (panel.home.home / "etc").exists()
+
+
+def test_hostile_strings_in_a_search_are_shown_as_text(panel: Panel) -> None:
+    client, _ = _page_session(panel)
+    script = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    try:
+        page = client.get("/nodeworx/mail/queue", params={"sender": script, "reply": script})
+        assert page.status_code == 200
+        assert "<script>alert(1)" not in page.text and "<img src=x" not in page.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        message = client.get("/nodeworx/mail/queue/message/" + "%3Cscript%3E")
+        assert message.status_code == 404 and "<script>" not in message.text
+        assert client.get("/nodeworx/live", params={"parts": script, "hours": script}).json() == {}
+        for path in ("/login?next=https://evil.test/", "/login?next=//evil.test"):
+            reply = client.get(path)  # logged in already: sent on, but only to this panel
+            assert reply.status_code == 303 and reply.headers["location"] == "/"
+    finally:
+        client.close()

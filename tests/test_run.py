@@ -26,11 +26,13 @@ def test_run_brings_everything_up_prints_where_and_stops_it_all(home: SendworxHo
         assert banner[0] == "sendworx is running.\n"
         text = "".join(banner)
         for expected in (
+            f"https://127.0.0.1:{panel.https_port}/  (the master user's password",
             f"https://127.0.0.1:{panel.https_port}/xmlrpc",
             f"https://127.0.0.1:{panel.https_port}/soap?wsdl",
             f"https://127.0.0.1:{panel.https_port}/api/v1/openapi.json",
             f"smtp://127.0.0.1:{home.smtpd_port}",
             str(home.home / "panel" / "master.key"),
+            str(home.home / "panel" / "master.password"),
         ):
             assert expected in text, expected
         wait_for(lambda: port_open("127.0.0.1", panel.https_port), timeout=20)

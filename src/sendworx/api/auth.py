@@ -69,6 +69,18 @@ class Authenticator:
     def has_session(self, session_id: str) -> bool:
         return session_id in self._sessions
 
+    def end_session(self, session_id: str) -> None:
+        """Log out: the session stops working at once."""
+        self._sessions.pop(session_id, None)
+
+    def session_caller(self, session_id: str, peer: str) -> Caller | None:
+        """Who a live session belongs to (a web page's cookie), or None once it has ended.
+        Session ids are unguessable, so an ended one is not counted as a failed attempt."""
+        user = self._session_user(session_id, time.time())
+        if user is None:
+            return None
+        return Caller(user.email, frozenset(user.permissions), user.master, peer)
+
     async def authenticate(self, auth: object, peer: str) -> Caller:
         now = time.time()
         wait = self._failures.locked_for(peer, now)

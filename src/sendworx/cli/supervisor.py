@@ -40,6 +40,8 @@ def _banner(instance: Instance) -> str:
     if panel.https_port:
         base = f"https://{panel.listen}:{panel.https_port}"
         lines += [
+            f"  web pages:   {base}/  (the master user's password: "
+            f"{instance.master_password_file})",
             f"  XML-RPC:     {base}/xmlrpc",
             f"  SOAP WSDL:   {base}/soap?wsdl",
             f"  JSON API:    {base}/api/v1/  (OpenAPI: {base}/api/v1/openapi.json)",

@@ -49,7 +49,7 @@ async def _follow_queue(index: QueueIndex, instance: Instance) -> None:
 async def serve_panel(instance: Instance) -> None:
     panel = instance.config.panel
     api = api_for(instance)
-    app = create_app(api.registry, api.authenticator, panel.max_request_bytes)
+    app = create_app(api.registry, api.authenticator, panel.max_request_bytes, instance.node_id)
     common = {
         "host": panel.listen,
         "log_level": "warning",

@@ -1,0 +1,1 @@
+"""One module per page: what it asks the registry, what it renders, what its forms do."""

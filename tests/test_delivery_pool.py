@@ -9,10 +9,10 @@ from support.sink import RecordingSink
 
 from sendworx.engine.attempts import Outcome, RecipientResult
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
-from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.shared.config import DeliveryConfig, ResolverConfig
 from sendworx.shared.destinations import RelayHost
+from sendworx.shared.policy import Policy
 from sendworx.shared.routes import Relay
 from sendworx.shared.settings import Settings
 
@@ -21,10 +21,11 @@ def _pool(settings: Callable[[], Settings]) -> DeliveryPool:
     """One session per destination, no DNS needed (the tests route to address relays)."""
     return DeliveryPool(
         resolver=DestinationResolver(ResolverConfig(nameservers=["127.0.0.1"]), 25),
-        limiter=ConnectionLimiter(5),
+        limit=5,
         helo_name=lambda: "pool.test",
         config=DeliveryConfig(destination_concurrency=1, idle_connection_seconds=0.2),
         settings=settings,
+        policy=Policy,
         tls_context=None,
     )
 

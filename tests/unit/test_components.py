@@ -1,9 +1,8 @@
-"""Small pieces with rules of their own: the connection limiter, sendmail arguments, DSNs,
+"""Small pieces with rules of their own: sendmail arguments, DSNs,
 the queue file format, the pid lock and the instance config."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 from email.message import Message
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import cast
 import pytest
 
 from sendworx.engine.bounces import build_bounce
-from sendworx.engine.limiter import ConnectionLimiter, LimiterClosed
 from sendworx.inject.sendmail import UsageError, parse_arguments, split_message
 from sendworx.shared.config import ConfigError, load_config
 from sendworx.shared.pidfile import AlreadyRunning, PidFile, running_pid
@@ -25,62 +23,6 @@ from sendworx.shared.queue_format import (
     decode_message,
     encode_message,
 )
-
-
-def test_limiter_holds_at_zero_and_releases_when_raised() -> None:
-    async def scenario() -> list[str]:
-        limiter = ConnectionLimiter(0)
-        order: list[str] = []
-
-        async def worker(name: str) -> None:
-            async with limiter.slot():
-                order.append(name)
-                await asyncio.sleep(0.01)
-
-        tasks = [asyncio.create_task(worker(name)) for name in "abc"]
-        await asyncio.sleep(0.05)
-        assert order == [] and limiter.in_use == 0
-        limiter.set_limit(1)
-        await asyncio.gather(*tasks)
-        assert limiter.in_use == 0
-        return order
-
-    assert asyncio.run(scenario()) == ["a", "b", "c"]
-
-
-def test_limiter_cancelled_waiter_does_not_leak_a_slot() -> None:
-    async def scenario() -> int:
-        limiter = ConnectionLimiter(1)
-        await limiter.acquire()
-        waiter = asyncio.create_task(limiter.acquire())
-        await asyncio.sleep(0)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        limiter.release()
-        await limiter.acquire()
-        return limiter.in_use
-
-    assert asyncio.run(scenario()) == 1
-
-
-def test_a_closed_limiter_sends_every_waiter_away_and_keeps_held_slots() -> None:
-    async def scenario() -> None:
-        limiter = ConnectionLimiter(1)
-        await limiter.acquire()
-        waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
-        await asyncio.sleep(0)
-        limiter.close()
-        for waiter in waiters:
-            with pytest.raises(LimiterClosed):
-                await waiter
-        with pytest.raises(LimiterClosed):
-            await limiter.acquire()
-        assert limiter.in_use == 1
-        limiter.release()
-        assert limiter.in_use == 0
-
-    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,11 @@ class QueueBackend(Protocol):
         """Delivery results per minute and the latest attempts; None while stopped."""
         ...
 
+    def pacing(self) -> list[dict[str, object]]:
+        """The paces with connections open or a rate cut by their receivers (none while
+        stopped)."""
+        ...
+
 
 class ServiceError(Exception):
     """The service could not be brought to the requested state; the message says why."""

@@ -163,6 +163,15 @@ class BuiltinBackend:
         except (OSError, ValueError):
             return None
 
+    def pacing(self) -> list[dict[str, object]]:
+        if self._engine_pid() is None:
+            return []
+        try:
+            paces = query_engine(self.instance, "status", timeout=2).get("pacing", [])
+        except (OSError, ValueError):
+            return []
+        return list(paces) if isinstance(paces, list) else []
+
     def _start_locked(self) -> None:
         self._reap_children()
         if self._answering_pid() is not None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import Instance
 from sendworx.shared.logs import setup_logging
 from sendworx.shared.pidfile import AlreadyRunning, PidFile
@@ -51,8 +52,13 @@ def _in_foreground(
 def run_engine(instance: Instance) -> int:
     from sendworx.engine.queue_manager import QueueManager
 
+    try:
+        manager = QueueManager(instance)  # reads policy.toml: a bad one names its problems
+    except ConfigError as error:
+        print(f"sendworx send: {error}", file=sys.stderr)
+        return 78  # EX_CONFIG
     return _in_foreground(
-        instance, "send", instance.engine_pid_file, lambda _: run_loop(QueueManager(instance).run())
+        instance, "send", instance.engine_pid_file, lambda _: run_loop(manager.run())
     )
 
 

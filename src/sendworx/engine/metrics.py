@@ -9,6 +9,8 @@ import logging
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,14 @@ class EngineMetrics:
         active: Callable[[], float],
         connections: Callable[[], float],
         limit: Callable[[], float],
+        pacing: Callable[[], list[dict[str, object]]],
     ) -> None:
         self.queue_messages.set_function(queue_size)
         self.held_messages.set_function(held)
         self.active_messages.set_function(active)
         self.open_connections.set_function(connections)
         self.connection_limit.set_function(limit)
+        self.registry.register(_PacingCollector(pacing))
 
     def serve(self, address: str, port: int) -> None:
         """Start the endpoint; mail delivery matters more than metrics, so failure only logs."""
@@ -65,3 +69,33 @@ class EngineMetrics:
             start_http_server(port, addr=address, registry=self.registry)
         except OSError as error:
             log.error("metrics endpoint %s:%d not started: %s", address, port, error)
+
+
+class _PacingCollector(Collector):
+    """Each pace that matters now (connections open, or a rate cut by the receiver): its
+    effective rate, its open connections and how often it was told to slow down."""
+
+    def __init__(self, pacing: Callable[[], list[dict[str, object]]]) -> None:
+        self._pacing = pacing
+
+    def collect(self) -> list[Metric]:
+        rate = GaugeMetricFamily(
+            "sendworx_pacing_rate_per_minute",
+            "Messages a minute a pace allows now (absent: no cap)",
+            labels=["pacing"],
+        )
+        open_connections = GaugeMetricFamily(
+            "sendworx_pacing_connections", "Connections a pace holds open", labels=["pacing"]
+        )
+        backoffs = GaugeMetricFamily(
+            "sendworx_pacing_backoffs",
+            "Times the receivers of a pace asked to slow down",
+            labels=["pacing"],
+        )
+        for pace in self._pacing():
+            name = str(pace["name"])
+            if isinstance(pace["rate_per_minute"], (int, float)):
+                rate.add_metric([name], float(pace["rate_per_minute"]))
+            open_connections.add_metric([name], float(pace["open"]))  # type: ignore[arg-type]
+            backoffs.add_metric([name], float(pace["backoffs"]))  # type: ignore[arg-type]
+        return [rate, open_connections, backoffs]

@@ -47,14 +47,15 @@ from sendworx.engine.bounces import build_bounce
 from sendworx.engine.control import serve_control
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
 from sendworx.engine.due_index import DueIndex
-from sendworx.engine.limiter import ConnectionLimiter
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.shared.addresses import AddressError
+from sendworx.shared.config import ConfigError
 from sendworx.shared.destinations import Destination, destination_for
 from sendworx.shared.file_lock import FileLock
 from sendworx.shared.instance import Instance
+from sendworx.shared.policy import load_policy
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 from sendworx.shared.queue_format import (
     CorruptMessageError,
@@ -97,14 +98,15 @@ class QueueManager:
         self.names = self._names()
         self.due = DueIndex()
         self.metrics = EngineMetrics()
-        self.limiter = ConnectionLimiter(self.settings.concurrency_remote)
+        self.policy = load_policy(instance.policy_path)
         delivery = self.config.delivery
         self.pool = DeliveryPool(
             resolver=DestinationResolver(self.config.resolver, delivery.remote_port),
-            limiter=self.limiter,
+            limit=self.settings.concurrency_remote,
             helo_name=lambda: self.names.me,
             config=delivery,
             settings=lambda: self.settings,
+            policy=lambda: self.policy,
             tls_context=opportunistic_tls_context() if delivery.starttls else None,
         )
         self.metrics.bind(
@@ -112,7 +114,8 @@ class QueueManager:
             held=lambda: len(self.held),
             active=lambda: len(self._active),
             connections=lambda: self.pool.open_connections,
-            limit=lambda: self.limiter.limit,
+            limit=lambda: self.pool.limit,
+            pacing=self.pool.status,
         )
         self.started_at = self.clock()
         self._active: dict[str, ActiveMessage] = {}
@@ -191,7 +194,13 @@ class QueueManager:
     def reload(self) -> None:
         self.settings = read_settings(self.instance.control_dir)
         self.names = self._names()
-        self.limiter.set_limit(self.settings.concurrency_remote)
+        self.pool.set_limit(self.settings.concurrency_remote)
+        try:
+            self.policy = load_policy(self.instance.policy_path)
+        except ConfigError as error:
+            log.error("policy not reloaded, the one in force stays: %s", error)
+        else:
+            self.pool.reconfigure()
         values = " ".join(
             f"{name}={value}" for name, value in self.settings.integer_values().items()
         )
@@ -519,7 +528,8 @@ class QueueManager:
             "held": len(self.held),
             "active": len(self._active),
             "open_connections": self.pool.open_connections,
-            "concurrency_remote": self.limiter.limit,
+            "concurrency_remote": self.pool.limit,
+            "pacing": self.pool.status(),
             "settings": self.settings.as_inputs(),
         }
 

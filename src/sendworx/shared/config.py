@@ -11,12 +11,13 @@ import json
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -209,13 +210,20 @@ def default_config_text() -> str:
 
 def load_config(path: Path) -> InstanceConfig:
     """Read `path`; a missing file means every default."""
+    return load_toml_model(path, InstanceConfig)
+
+
+def load_toml_model(path: Path, model: type[_Model]) -> _Model:
+    """A TOML file validated as `model`, every problem named; a missing file is all defaults."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return InstanceConfig()
+        return model()
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror or error}") from error
     try:
         document = tomllib.loads(raw.decode("utf-8"))
-        return InstanceConfig.model_validate(document)
+        return model.model_validate(document)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     except ValidationError as error:

@@ -39,6 +39,10 @@ class Instance:
         return self.home / "sendworx.toml"
 
     @property
+    def policy_path(self) -> Path:
+        return self.home / "policy.toml"
+
+    @property
     def control_dir(self) -> Path:
         return self.home / "control"
 

@@ -218,9 +218,11 @@ def queue_controller(
 
     async def summary(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         index = await ready_index()
-        return await asyncio.to_thread(
+        summary = await asyncio.to_thread(
             index.summary, await active(), values.get("limit", 50), values.get("max_age", 0)
         )
+        # How fast mail may go where it waits: the engine's paces (a copy: the summary is cached)
+        return {**summary, "pacing": await asyncio.to_thread(backend.pacing)}
 
     async def query_message(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         message_id = values["id"]

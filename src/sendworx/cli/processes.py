@@ -51,14 +51,15 @@ def _in_foreground(
 
 def run_engine(instance: Instance) -> int:
     from sendworx.engine.queue_manager import QueueManager
+    from sendworx.shared.policy import load_policy
 
     try:
-        manager = QueueManager(instance)  # reads policy.toml: a bad one names its problems
+        load_policy(instance.policy_path)  # a bad policy.toml names its problems, then exit
     except ConfigError as error:
         print(f"sendworx send: {error}", file=sys.stderr)
         return 78  # EX_CONFIG
     return _in_foreground(
-        instance, "send", instance.engine_pid_file, lambda _: run_loop(manager.run())
+        instance, "send", instance.engine_pid_file, lambda _: run_loop(QueueManager(instance).run())
     )
 
 

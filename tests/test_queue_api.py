@@ -5,6 +5,8 @@ checked in the queue files and at the sinks, over XML-RPC and the JSON API."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import smtplib
 import ssl
 import subprocess
@@ -154,6 +156,18 @@ def test_the_summary_shows_where_mail_waits_and_why(stuck: tuple[Panel, Recordin
     ]
 
 
+def test_a_message_from_smtpd_names_the_client_it_came_from(
+    stuck: tuple[Panel, RecordingSink],
+) -> None:
+    panel, _ = stuck
+    home = panel.home
+    home.start_smtpd()
+    _smtp(home, "shop@shop.test", "buyer@grey.test")
+    [message_id] = home.queue_files("new") or home.queue_files()
+    shown = _queue(panel, "queryMessage", {"id": message_id})
+    assert shown["origin"] == {"via": "smtpd", "peer": "127.0.0.1"}
+
+
 def test_one_message_in_full_with_its_history_and_the_body_on_request(
     stuck: tuple[Panel, RecordingSink],
 ) -> None:
@@ -166,6 +180,10 @@ def test_one_message_in_full_with_its_history_and_the_body_on_request(
     shown = _queue(panel, "queryMessage", {"id": message_id})
     assert shown["sender"] == "a@origin.test" and shown["pending"] == ["u@grey.test"]
     assert ["Subject", "test"] in shown["headers"] and "body" not in shown
+    account = pwd.getpwuid(os.getuid()).pw_name
+    assert shown["origin"] == {"via": "sendmail", "uid": os.getuid(), "account": account}
+    [received] = [value for name, value in shown["headers"] if name == "Received"]
+    assert received.startswith(f"by sendworx.test (sendworx, from userid {os.getuid()})")
     [attempt] = shown["history"]
     assert attempt["results"][0]["reply"] == GREYLISTED
     assert attempt["results"][0]["host"].startswith("127.0.4.1[")

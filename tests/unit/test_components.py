@@ -20,6 +20,7 @@ from sendworx.shared.queue_format import (
     CorruptMessageError,
     Envelope,
     MessageKind,
+    Origin,
     RecipientFailure,
     decode_message,
     encode_message,
@@ -161,3 +162,15 @@ def test_the_listener_finds_every_command_and_hook_aiosmtpd_would() -> None:
         assert ours._smtp_methods["EHLO"].__self__ is ours
 
     asyncio.run(tables())
+
+
+def test_the_envelope_keeps_who_handed_the_message_in() -> None:
+    origin = Origin("sendmail", uid=1000, account="alice")
+    envelope = Envelope("a@b.test", ("c@d.test",), 1.5, origin=origin)
+    assert Envelope.from_json(envelope.to_json()) == envelope
+    assert b'"origin":{"via":"sendmail","uid":1000,"account":"alice"}' in envelope.to_json()
+    # Files written before the origin was recorded, and nonsense in its place.
+    assert Envelope.from_json(b'{"sender":"","recipients":[],"birth":1}').origin is None
+    hostile = b'{"sender":"","recipients":[],"birth":1,"origin":{"via":"x","uid":true,"peer":[1]}}'
+    assert Envelope.from_json(hostile).origin == Origin("x")
+    assert Envelope.from_json(hostile.replace(b'"via":"x"', b'"via":7')).origin is None

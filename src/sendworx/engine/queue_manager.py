@@ -62,6 +62,7 @@ from sendworx.shared.queue_format import (
     DeliveryState,
     Envelope,
     MessageKind,
+    Origin,
     RecipientFailure,
     is_message_id,
 )
@@ -462,7 +463,7 @@ class QueueManager:
             sender=names.bounce_sender,
             now=now,
         )
-        bounce_id = self.queue.inject(Envelope("", (notify,), now, kind), report)
+        bounce_id = self.queue.inject(Envelope("", (notify,), now, kind, Origin("engine")), report)
         self.metrics.bounces.labels(kind=kind.value).inc()
         log.info("bounce %s (%s) for %s sent to %s", bounce_id, kind.value, message_id, notify)
         return True

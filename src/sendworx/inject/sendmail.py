@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.utils
 import getpass
 import os
+import pwd
 import re
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import BinaryIO
 
 from sendworx.shared.addresses import check_domain
 from sendworx.shared.queue import Queue, QueueWriteError
-from sendworx.shared.queue_format import Envelope, new_message_id
+from sendworx.shared.queue_format import Envelope, Origin, new_message_id
 from sendworx.shared.settings import MailNames
 
 EX_OK = 0
@@ -145,6 +146,14 @@ def complete_headers(
     return cleaned + "".join(f"{line}\n" for line in added).encode("utf-8")
 
 
+def _account_name(uid: int) -> str | None:
+    """The account's name from the password database (never from $USER, which it sets)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
 def run(
     arguments: Sequence[str], queue: Queue, names: MailNames, stdin: BinaryIO | None = None
 ) -> int:
@@ -183,10 +192,16 @@ def run(
         host=names.me,
         now=now,
     )
-    received = f"Received: (sendworx sendmail uid {os.getuid()}); {email.utils.formatdate(now)}\n"
+    uid = os.getuid()
+    # As Postfix's pickup: the uid that ran sendmail, which the account cannot forge.
+    received = (
+        f"Received: by {names.me} (sendworx, from userid {uid})\n"
+        f"\tid {message_id}; {email.utils.formatdate(now)}\n"
+    )
     message = received.encode() + final_headers + b"\n" + body
+    origin = Origin("sendmail", uid=uid, account=_account_name(uid))
     try:
-        queue.inject(Envelope(sender, tuple(recipients), now), message, message_id)
+        queue.inject(Envelope(sender, tuple(recipients), now, origin=origin), message, message_id)
     except QueueWriteError as error:
         print(f"sendmail: {error}", file=sys.stderr)
         return EX_TEMPFAIL

@@ -23,7 +23,7 @@ from sendworx.inject.committer import GroupCommitter
 from sendworx.shared.addresses import AddressError, check_domain, domain_of
 from sendworx.shared.config import InstanceConfig
 from sendworx.shared.queue import Queue, QueueWriteError
-from sendworx.shared.queue_format import Envelope, new_message_id
+from sendworx.shared.queue_format import Envelope, Origin, new_message_id
 from sendworx.shared.settings import MailNames
 
 log = logging.getLogger("sendworx.smtpd")
@@ -141,7 +141,8 @@ class SubmissionHandler(_NamesForAiosmtpd):
         )
         # aiosmtpd reports the null sender as the literal "<>".
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
-        queued = Envelope(sender, tuple(envelope.rcpt_tos), now)
+        origin = Origin("smtpd", peer=str(peer))
+        queued = Envelope(sender, tuple(envelope.rcpt_tos), now, origin=origin)
         try:
             await self._committer.inject(queued, header + content, message_id)
         except QueueWriteError as error:

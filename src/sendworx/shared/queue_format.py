@@ -27,19 +27,51 @@ class CorruptMessageError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Who handed a message in, beyond its envelope sender: how (`sendmail`, `smtpd`, or the
+    engine itself for bounces), and the Unix account that ran sendmail (which is how a
+    hosting server tells one customer from another when a PHP script sends mail) or the
+    SMTP client's address. The sending policy counts by it."""
+
+    via: str
+    uid: int | None = None
+    account: str | None = None
+    peer: str | None = None
+
+    def to_document(self) -> dict[str, object]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_document(cls, document: object) -> Origin | None:
+        if not isinstance(document, dict) or not isinstance(document.get("via"), str):
+            return None
+        uid = document.get("uid")
+        account, peer = document.get("account"), document.get("peer")
+        return cls(
+            via=document["via"],
+            uid=uid if isinstance(uid, int) and not isinstance(uid, bool) else None,
+            account=account if isinstance(account, str) else None,
+            peer=peer if isinstance(peer, str) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     sender: str
     recipients: tuple[str, ...]
     birth: float
     kind: MessageKind = MessageKind.NORMAL
+    origin: Origin | None = None  # None in files written before it was recorded
 
     def to_json(self) -> bytes:
-        document = {
+        document: dict[str, object] = {
             "sender": self.sender,
             "recipients": list(self.recipients),
             "birth": self.birth,
             "kind": self.kind.value,
         }
+        if self.origin is not None:
+            document["origin"] = self.origin.to_document()
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -50,6 +82,7 @@ class Envelope:
             recipients=tuple(str(recipient) for recipient in document["recipients"]),
             birth=float(document["birth"]),
             kind=MessageKind(document.get("kind", MessageKind.NORMAL)),
+            origin=Origin.from_document(document.get("origin")),
         )
 
 

@@ -461,6 +461,9 @@ def _message(
             for f in (state.failed if state else [])
         ],
         "kind": envelope.kind.value,
+        # Who handed it in: via sendmail (uid, account), smtpd (peer) or the engine; {} for
+        # files from before it was recorded.
+        "origin": envelope.origin.to_document() if envelope.origin else {},
         "birth": envelope.birth,
         "size": len(data),
         "state": (

@@ -152,7 +152,10 @@ def test_a_failing_node_is_reported_while_the_others_succeed(
         assert results[Cluster.node_id(node)]["status"] == 0
         assert control_file(node.home, "timeoutconnect") == "33\n"
     assert control_file(manager.home, "timeoutconnect") == "33\n"  # applied here, not rolled back
-    assert control_file(broken.home, "timeoutconnect") is None
+    if breakage is not _break_slow:
+        assert control_file(broken.home, "timeoutconnect") is None
+    # A node that was only slow got the request and may still apply it once it wakes (the
+    # manager said it did not answer, not that nothing happened there): no assertion.
 
 
 def test_a_node_presenting_another_certificate_is_refused(registered: Cluster) -> None:

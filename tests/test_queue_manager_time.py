@@ -12,12 +12,13 @@ import email
 import logging
 from collections.abc import Awaitable, Callable
 
+import pytest
 from support.instance import SendworxHome
 from support.sink import Behaviour, RecordingSink
 
 from sendworx.engine.queue_manager import QueueManager
 from sendworx.shared.logs import FORMAT
-from sendworx.shared.queue_format import Envelope
+from sendworx.shared.queue_format import Envelope, Origin
 
 BIRTH = 2_000_000_000.0
 
@@ -125,3 +126,47 @@ def test_the_lifetime_turns_the_next_deferral_into_a_bounce(home: SendworxHome) 
     assert "delivery time expired; last error: 450 4.2.1 mailbox busy" in report
     [failed] = [line for line in home.deliveries() if line["result"] == "failed"]
     assert (failed["status"], failed["attempt"]) == ("4.4.7", "3")
+
+
+def test_an_account_over_its_hourly_limit_waits_for_the_window_and_others_do_not(
+    home: SendworxHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    """alice may send 2 messages an hour: her third waits (nothing written, no attempt) until
+    the hour has slid past her first; bob and a bounce from alice's script go at once."""
+    clock = FakeClock(BIRTH)
+    (home.home / "policy.toml").write_text(
+        '[[limit]]\nname = "accounts"\nscope = "account"\nmessages_per_hour = 2\n'
+    )
+    alice, bob = Origin("sendmail", 1001, "alice"), Origin("sendmail", 1002, "bob")
+    queue = home.instance.queue()
+    with RecordingSink("127.0.3.3") as sink:
+        home.routes(f"far.test:[127.0.3.3]:{sink.port}")
+        for number, (sender, origin) in enumerate(
+            [("a@shop.test", alice)] * 3 + [("b@blog.test", bob), ("", alice)]
+        ):
+            envelope = Envelope(sender, (f"r{number}@far.test",), BIRTH, origin=origin)
+            queue.inject(envelope, f"Subject: {number}\n\nhi\n".encode())
+
+        async def steps(manager: QueueManager) -> None:
+            await _until(lambda: len(sink.received()) == 4)
+            await asyncio.sleep(0.3)
+            assert len(sink.received()) == 4
+            [waiting] = home.queue_files("mess")
+            assert home.queue_files("state") == []  # it was never attempted
+            assert manager.due.next_due_at() == BIRTH + 3600
+            clock.now = BIRTH + 3599
+            manager.wake()
+            await asyncio.sleep(0.3)
+            assert len(sink.received()) == 4
+            clock.now = BIRTH + 3600
+            manager.wake()
+            await _until(lambda: len(sink.received()) == 5)
+            await _until(home.queue_empty)
+            assert waiting not in home.queue_files("mess")
+
+        with caplog.at_level(logging.INFO, logger="sendworx.engine"):
+            _run(home, clock, steps)
+    subjects = [email.message_from_bytes(m.content)["Subject"] for m in sink.received()]
+    assert sorted(subjects[:4]) == ["0", "1", "3", "4"] and subjects[4] == "2"
+    said = [r.getMessage() for r in caplog.records if "limit accounts" in r.getMessage()]
+    assert len(said) == 1 and 'reached for account "alice"' in said[0]

@@ -44,6 +44,12 @@ class EngineMetrics:
         self.bounces = Counter(
             "sendworx_bounces", "Bounces generated, by kind", ["kind"], registry=self.registry
         )
+        self.limited = Counter(
+            "sendworx_limited_messages",
+            "Times a message waited for a sending limit, by rule",
+            ["rule"],
+            registry=self.registry,
+        )
 
     def bind(
         self,

@@ -47,6 +47,7 @@ from sendworx.engine.bounces import build_bounce
 from sendworx.engine.control import serve_control
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
 from sendworx.engine.due_index import DueIndex
+from sendworx.engine.limits import SendingLimits
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.smtp_client import opportunistic_tls_context
@@ -55,7 +56,7 @@ from sendworx.shared.config import ConfigError
 from sendworx.shared.destinations import Destination, destination_for
 from sendworx.shared.file_lock import FileLock
 from sendworx.shared.instance import Instance
-from sendworx.shared.policy import load_policy
+from sendworx.shared.policy import Identity, load_policy
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 from sendworx.shared.queue_format import (
     CorruptMessageError,
@@ -100,6 +101,8 @@ class QueueManager:
         self.due = DueIndex()
         self.metrics = EngineMetrics()
         self.policy = load_policy(instance.policy_path)
+        self.limits = SendingLimits()
+        self._limit_logged: dict[tuple[str, str], float] = {}  # until when it was said
         delivery = self.config.delivery
         self.pool = DeliveryPool(
             resolver=DestinationResolver(self.config.resolver, delivery.remote_port),
@@ -268,6 +271,7 @@ class QueueManager:
                 self._check_new = False
                 next_rescan = time.monotonic() + rescan_every
                 self._claim_new()
+                self._forget_spent_limits()
             for message_id in self.due.take_due(self.clock(), max_active - len(self._active)):
                 self._start(message_id)
             timeout = next_rescan - time.monotonic()
@@ -300,6 +304,8 @@ class QueueManager:
             self.due.forget(message_id)
             self.held.add(message_id)
             return
+        if not state.attempts and self._waits_for_a_limit(message_id, envelope):
+            return
         active = ActiveMessage(message_id, envelope, state)
         self._active[message_id] = active
         if state.expire:
@@ -327,6 +333,44 @@ class QueueManager:
             self._record_later(active)
         for destination, job in jobs:
             self.pool.submit(destination, job)
+
+    def _waits_for_a_limit(self, message_id: str, envelope: Envelope) -> bool:
+        """A message never tried whose sender is over a sending limit goes back to wait until
+        the window allows it (nothing is written: the limit is checked again then)."""
+        found = self.policy.limit_for(_identity(envelope)) if self._limitable(envelope) else None
+        if found is None:
+            return False
+        rule, key = found
+        now = self.clock()
+        free_at = self.limits.admit(rule, key, len(envelope.recipients), now)
+        if not free_at:
+            return False
+        self.due.schedule(message_id, free_at)
+        self.metrics.limited.labels(rule.name).inc()
+        if self._limit_logged.get((rule.name, key), 0.0) < now:  # once per key and window
+            self._limit_logged[(rule.name, key)] = free_at
+            log.info(
+                "limit %s reached for %s %s: its mail waits until %s",
+                rule.name,
+                rule.scope,
+                json.dumps(key),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(free_at)),
+            )
+        return True
+
+    def _forget_spent_limits(self) -> None:
+        now = self.clock()
+        self.limits.forget_idle(now)
+        for key in [key for key, until in self._limit_logged.items() if until < now]:
+            del self._limit_logged[key]
+
+    def _limitable(self, envelope: Envelope) -> bool:
+        """Bounces and the server's own postmaster are never limited."""
+        if envelope.kind is not MessageKind.NORMAL or not envelope.sender:
+            return False
+        local, _, domain = envelope.sender.lower().rpartition("@")
+        ours = {self.names.me.lower(), self.names.default_domain.lower()}
+        return not (local == "postmaster" and domain in ours)
 
     def _jobs_for(self, active: ActiveMessage) -> list[tuple[Destination, DeliveryJob]]:
         """One job per destination and transaction; recipients that name nowhere fail here."""
@@ -570,3 +614,10 @@ class QueueManager:
             "in_flight": outcome.in_flight,
             "missing": outcome.missing,
         }
+
+
+def _identity(envelope: Envelope) -> Identity:
+    sender = envelope.sender.lower()
+    origin = envelope.origin
+    account = origin.account if origin is not None and origin.via == "sendmail" else None
+    return Identity(sender=sender, account=account, domain=sender.rpartition("@")[2] or None)

@@ -1,6 +1,29 @@
-"""The sending policy file (`policy.toml` in the instance): how fast mail may go where.
+"""The sending policy file (`policy.toml` in the instance): how much a sender may send, and
+how fast mail may go where. docs/operations.md has worked examples.
 
-Today it holds per-destination pacing rules. A rule matches destinations by their domain
+Limits cap what one sender identity may send per hour and per day (messages and recipients).
+A rule has a scope — `all` (the whole server together), `account` (the Unix account that ran
+sendmail), `domain` (the envelope sender's domain) or `sender` (the address) — and either
+names who it covers in `match` or, without `match`, covers each of them apart:
+
+    [[limit]]
+    name = "accounts"          # every account: 500 messages an hour, 2,000 a day, each
+    scope = "account"
+    messages_per_hour = 500
+    messages_per_day = 2000
+
+    [[limit]]
+    name = "newsletter"        # one account that may send more
+    scope = "account"
+    match = ["news"]
+    messages_per_hour = 20000
+
+The most specific rule wins: one naming the sender's address, then its account, then its
+domain; then the rules without `match`, in the same order; then `all`. Mail over a cap waits
+in the queue (it is not attempted) until the window allows it. Bounces (the null sender) and
+the server's own postmaster are never limited.
+
+Pacing rules shape traffic per destination. A rule matches destinations by their domain
 (`example.com`, or `*.example.com` for every subdomain) or by the name of their first MX host
 (`*.google.com` takes gmail.com, googlemail.com and every domain hosted by Google), so that
 all the destinations one provider receives share one budget:
@@ -20,11 +43,12 @@ unless the file has a rule of the same name. A destination no rule matches gets 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from sendworx.shared.config import load_toml_model
 
@@ -76,19 +100,88 @@ BUILT_IN = (
 )  # fmt: skip
 
 
+Scope = Literal["all", "account", "domain", "sender"]
+_SPECIFICITY: tuple[Scope, ...] = ("sender", "account", "domain")
+
+
+class LimitRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    scope: Scope
+    match: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
+        default_factory=list, max_length=100_000
+    )
+    messages_per_hour: int = Field(default=0, ge=0, le=100_000_000)
+    messages_per_day: int = Field(default=0, ge=0, le=100_000_000)
+    recipients_per_hour: int = Field(default=0, ge=0, le=100_000_000)
+    recipients_per_day: int = Field(default=0, ge=0, le=100_000_000)
+
+    @field_validator("match")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [item.lower() for item in value]
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> LimitRule:
+        if self.scope == "all" and self.match:
+            raise ValueError("scope all covers everything: no match")
+        caps = (self.messages_per_hour, self.messages_per_day)
+        if not any((*caps, self.recipients_per_hour, self.recipients_per_day)):
+            raise ValueError("give at least one cap (messages or recipients, per hour or day)")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who sent a message, as limits see it (lower case; None where unknown)."""
+
+    sender: str | None
+    account: str | None
+    domain: str | None
+
+    def value(self, scope: Scope) -> str | None:
+        return "*" if scope == "all" else getattr(self, scope)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    limit: list[LimitRule] = Field(default_factory=list, max_length=10_000)
     pacing: list[PacingRule] = Field(default_factory=list, max_length=10_000)
 
-    @field_validator("pacing")
+    @field_validator("pacing", "limit")
     @classmethod
-    def _unique(cls, rules: list[PacingRule]) -> list[PacingRule]:
+    def _unique(cls, rules: list[PacingRule] | list[LimitRule]) -> list[Any]:
         names = [rule.name for rule in rules]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
         return rules
+
+    _named: dict[tuple[str, str], LimitRule] = PrivateAttr(default_factory=dict)
+    _defaults: dict[str, LimitRule] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any) -> None:
+        # Looked up for every message: by name, never by walking a thousand rules.
+        for rule in self.limit:
+            for value in rule.match:
+                self._named.setdefault((rule.scope, value), rule)
+            if not rule.match:
+                self._defaults.setdefault(rule.scope, rule)
+
+    def limit_for(self, identity: Identity) -> tuple[LimitRule, str] | None:
+        """The rule that caps `identity`, and the key its counters go by."""
+        for scope in _SPECIFICITY:
+            value = identity.value(scope)
+            if value is not None and (rule := self._named.get((scope, value))) is not None:
+                return rule, value
+        for scope in _SPECIFICITY:
+            value = identity.value(scope)
+            if value is not None and (rule := self._defaults.get(scope)) is not None:
+                return rule, value
+        rule = self._defaults.get("all")
+        return (rule, "*") if rule is not None else None
 
     def pacing_rules(self) -> list[PacingRule]:
         """The file's rules, then the built-in ones it does not replace."""

@@ -11,7 +11,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import smtplib
+import socket
 import subprocess
 import threading
 import time
@@ -28,6 +30,7 @@ from support.raw_server import RawServer
 from support.sink import RecordingSink
 
 from sendworx.client import AsyncClient, BadResponse, Client, calls
+from sendworx.shared.queue_format import Envelope
 from sendworx.transports import soap
 
 # -- parsers: no XML parser of ours opens a file or a URL, in any encoding --------------------
@@ -406,3 +409,50 @@ def test_hostile_strings_in_a_search_are_shown_as_text(panel: Panel) -> None:
             assert reply.status_code == 303 and reply.headers["location"] == "/"
     finally:
         client.close()
+
+
+def test_control_characters_in_envelope_addresses_never_reach_the_wire(
+    home: SendworxHome, sink_port: int
+) -> None:
+    """smtpd answers 501 for a CR or NUL inside MAIL FROM or RCPT TO; a queue file that
+    holds one anyway (written before the check) fails that recipient with 5.1.3, and the
+    body's bare CR and NUL are normalised on the way out."""
+    home.start_smtpd()
+    with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=10) as raw:
+        stream = raw.makefile("rwb")
+        stream.readline()
+        for command, expected in (
+            (b"EHLO client.test\r\n", b"250 "),
+            # 501 from our check, or from aiosmtpd's own parser, which refuses some first.
+            (b"MAIL FROM:<a\rRCPT TO:<x@far.test>@origin.test>\r\n", b"501 "),
+            (b"MAIL FROM:<a\x00b@origin.test>\r\n", b"501 "),
+            (b"MAIL FROM:<a@origin.test>\r\n", b"250 "),
+            (b"RCPT TO:<x\rDATA\r@far.test>\r\n", b"501 "),
+            (b"RCPT TO:<x\x00@far.test>\r\n", b"501 "),
+        ):
+            stream.write(command)
+            stream.flush()
+            reply = stream.readline()
+            while reply[3:4] == b"-":
+                reply = stream.readline()
+            assert reply.startswith(expected), (command, reply)
+    assert home.queue_empty()
+    with RecordingSink("127.0.2.1", sink_port) as sink:
+        home.routes(f"far.test:[127.0.2.1]:{sink_port}")
+        envelope = Envelope("a@origin.test", ("bad\rRSET\r@far.test", "good@far.test"), time.time())
+        home.instance.queue().inject(envelope, b"Subject: x\r\n\r\none\rtwo\x00three\r\n")
+        home.start_engine()
+        [message] = sink.wait_for_messages(1)
+        wait_for(home.queue_empty)
+    assert message.recipients == ("good@far.test",)
+    assert b"one\r\ntwo" in message.content and b"\x00" not in message.content
+    assert re.search(rb"\r(?!\n)", message.content) is None
+    [failed] = [line for line in home.deliveries() if line["rcpt"] == "bad\rRSET\r@far.test"]
+    assert failed["result"] == "failed" and failed["status"] == "5.1.3"
+    assert "control characters" in failed["reply"]
+
+
+def test_sendmail_refuses_a_full_name_that_would_add_header_lines(home: SendworxHome) -> None:
+    result = home.sendmail("-F", "Eve\nBcc: victim@far.test", "x@far.test")
+    assert result.returncode == 65 and b"control characters" in result.stderr
+    assert home.queue_empty()

@@ -64,7 +64,8 @@ def _decode(wire: bytes) -> bytes:
 @given(st.binary(max_size=2000))
 def test_data_round_trips_with_crlf_line_ends(content: bytes) -> None:
     wire = encode_data(content)
-    normalized = re.sub(rb"(?<!\r)\n", b"\r\n", content)
+    # Every line end (CRLF, bare LF, bare CR) becomes CRLF; NUL bytes are dropped.
+    normalized = re.sub(rb"\r\n|\r|\n", b"\r\n", content.replace(b"\x00", b""))
     if normalized and not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
     assert _decode(wire) == normalized
@@ -214,3 +215,8 @@ def test_every_recipient_gets_exactly_one_reply_and_the_body_only_after_354(
     assert sent_data_after in (None, 354)
     if pipelining:
         assert writes[0].count(b"RCPT TO:") == len(recipients)  # everything in the first write
+
+
+def test_bare_cr_and_nul_never_go_out_in_a_body() -> None:
+    assert encode_data(b"a\rb\x00c\r\nd\ne") == b"a\r\nbc\r\nd\r\ne\r\n.\r\n"
+    assert encode_data(b"x\r\r\n.y\r") == b"x\r\n\r\n..y\r\n.\r\n"

@@ -51,7 +51,7 @@ from sendworx.engine.limits import SendingLimits
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.smtp_client import opportunistic_tls_context
-from sendworx.shared.addresses import AddressError
+from sendworx.shared.addresses import AddressError, has_control_characters
 from sendworx.shared.config import ConfigError
 from sendworx.shared.destinations import Destination, destination_for
 from sendworx.shared.file_lock import FileLock
@@ -376,6 +376,13 @@ class QueueManager:
         """One job per destination and transaction; recipients that name nowhere fail here."""
         routes = self.settings.route_table
         per_transaction = self.config.delivery.recipients_per_transaction
+        if has_control_characters(active.envelope.sender):
+            # A queue file from before smtpd refused these: never put them on the wire.
+            reason = "sender address contains control characters"
+            for recipient in active.pending():
+                failure = RecipientResult(recipient, Outcome.FAILED, reason, "5.1.7", None)
+                active.results.append(failure)
+            return []
         by_destination: dict[Destination, list[str]] = {}
         for recipient in active.pending():
             try:

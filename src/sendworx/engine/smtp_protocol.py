@@ -16,7 +16,7 @@ from enum import Enum, auto
 MAX_REPLY_LINE = 2048
 MAX_REPLY_LINES = 200
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
@@ -105,8 +105,14 @@ def parse_extensions(reply: SMTPReply) -> dict[str, str]:
 
 
 def encode_data(content: bytes) -> bytes:
-    """The DATA payload: CRLF line ends, dot-stuffed, ending with CRLF.CRLF."""
-    normalized = _BARE_LF.sub(b"\r\n", content)
+    """The DATA payload: CRLF line ends (a bare LF or a bare CR, which RFC 5321 forbids a
+    client to send, becomes one), no NUL, dot-stuffed, ending with CRLF.CRLF."""
+    if b"\0" in content:
+        content = content.replace(b"\0", b"")
+    if b"\r" in content:
+        normalized = _LINE_END.sub(b"\r\n", content)
+    else:  # the usual queue file: LF line ends only
+        normalized = content.replace(b"\n", b"\r\n")
     stuffed = _LEADING_DOT.sub(b"..", normalized)
     if stuffed and not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"

@@ -18,7 +18,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import BinaryIO
 
-from sendworx.shared.addresses import check_domain
+from sendworx.shared.addresses import check_domain, has_control_characters
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import Envelope, Origin, new_message_id
 from sendworx.shared.settings import MailNames
@@ -182,6 +182,10 @@ def run(
     if not recipients:
         print("sendmail: no recipients", file=sys.stderr)
         return EX_USAGE
+    if invocation.full_name is not None and has_control_characters(invocation.full_name):
+        # A newline in -F would start a header line of the caller's choosing.
+        print("sendmail: -F name contains control characters", file=sys.stderr)
+        return EX_DATAERR
     now = time.time()
     message_id = new_message_id()
     final_headers = complete_headers(

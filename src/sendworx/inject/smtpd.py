@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from sendworx.inject.committer import GroupCommitter
-from sendworx.shared.addresses import AddressError, check_domain, domain_of
+from sendworx.shared.addresses import AddressError, check_domain, domain_of, has_control_characters
 from sendworx.shared.config import InstanceConfig
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import Envelope, Origin, new_message_id
@@ -99,6 +99,8 @@ class SubmissionHandler(_NamesForAiosmtpd):
         address: str,
         mail_options: list[str],
     ) -> str:
+        if has_control_characters(address):
+            return "501 5.1.7 Sender address contains control characters"
         if address != "<>" and "@" in address and not _deliverable(address):
             # Bounces to it could go nowhere; the address is never echoed (it is hostile).
             return "501 5.1.7 Sender domain is not a host name or an address literal"
@@ -116,6 +118,8 @@ class SubmissionHandler(_NamesForAiosmtpd):
     ) -> str:
         if not self._may_relay(session):
             return "554 5.7.1 Relay access denied"
+        if has_control_characters(address):
+            return "501 5.1.3 Recipient address contains control characters"
         if "@" not in address or address.startswith("@") or address.endswith("@"):
             return "553 5.1.3 Recipient address must be user@domain"
         if not _deliverable(address):

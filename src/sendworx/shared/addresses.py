@@ -7,13 +7,23 @@ literals here too, so a queue file written before these rules were enforced fail
 from __future__ import annotations
 
 import ipaddress
+import re
 
 MAX_DOMAIN_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class AddressError(ValueError):
     """An address whose domain part names nowhere mail can go; the message says why."""
+
+
+def has_control_characters(text: str) -> bool:
+    """CR, LF, NUL and the rest: never in an address (on the wire they would end a command
+    or smuggle another)."""
+    return _CONTROL.search(text) is not None
 
 
 def domain_of(address: str) -> str:

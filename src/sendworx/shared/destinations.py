@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sendworx.shared.addresses import AddressError, check_domain, literal_address
+from sendworx.shared.addresses import (
+    AddressError,
+    check_domain,
+    has_control_characters,
+    literal_address,
+)
 from sendworx.shared.routes import Relay, RouteTable
 
 
@@ -46,6 +51,8 @@ Destination = MxDomain | RelayHost | AddressLiteral
 
 def destination_for(recipient: str, routes: RouteTable) -> Destination:
     """Where a recipient's mail goes; AddressError when its domain names nowhere."""
+    if has_control_characters(recipient):
+        raise AddressError("address contains control characters")
     local, at, domain = recipient.rpartition("@")
     if not at or not local or not domain:
         raise AddressError("address has no domain")

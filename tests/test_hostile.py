@@ -144,6 +144,90 @@ def test_a_node_answering_with_a_dtd_freezes_no_client(tmp_path: Path) -> None:
             assert time.monotonic() - started < 5
 
 
+def _http_node(reply_head: bytes, body: bytes, chunks: int = 1) -> RawServer:
+    """A node answering every request with this status line and headers, then `body`
+    `chunks` times."""
+
+    async def node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        writer.write(reply_head)
+        for _ in range(chunks):
+            writer.write(body)
+            await writer.drain()
+
+    return RawServer(node)
+
+
+def _route_reply(struct: str) -> bytes:
+    document = f"<methodResponse><params><param><value><struct>{struct}</struct></value>"
+    return (document + "</param></params></methodResponse>").encode()
+
+
+def test_a_node_cannot_redirect_the_manager_or_fill_its_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 307 is never followed (the key would go where the node says, in clear text); a
+    reply over the cap is refused before it is all read; a reply with a status that is not
+    an integer is that node's own bad response in a cascade, never an error for the call."""
+    from sendworx.client import clients
+    from sendworx.cluster.manager import ClusterManager
+    from sendworx.cluster.store import Node, NodeStore
+    from sendworx.panel.tls import ensure_certificates
+
+    monkeypatch.setattr(clients, "MAX_REPLY_BYTES", 1024 * 1024)
+    # A certificate to pin (plain-HTTP nodes never present it; the client wants one).
+    certificate = ensure_certificates(tmp_path / "tls", ["node.test"]).certificate.read_text()
+    seen_by_target: list[bytes] = []
+
+    async def target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen_by_target.append(await reader.read(65536))
+
+    malformed = _route_reply(
+        "<member><name>status</name><value><string>zero</string></value></member>"
+        "<member><name>payload</name><value><string>x</string></value></member>"
+    )
+    with RawServer(target) as elsewhere:
+        redirect = (
+            f"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{elsewhere.port}"
+            "/xmlrpc\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ).encode()
+        huge = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 400000000\r\n\r\n"
+        odd = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(malformed)
+        )
+        with (
+            _http_node(redirect, b"") as redirecting,
+            _http_node(huge, b"x" * 65536, chunks=64) as flooding,
+            _http_node(odd, malformed) as confused,
+        ):
+            store = NodeStore(tmp_path / "nodes.json")
+            for name, server in (("r", redirecting), ("f", flooding), ("c", confused)):
+                url = f"http://127.0.0.1:{server.port}"
+                store.add(Node(f"{name}.test", url, "SECRET-KEY", certificate, "ab"))
+
+            async def cascade() -> dict[str, object]:
+                manager = ClusterManager(store, "manager.test", timeout=10)
+                try:
+                    return await manager.cascade("done here", calls.is_running())
+                finally:
+                    await manager.aclose()
+
+            results = asyncio.run(cascade())
+    assert results["manager.test"] == {"status": 0, "payload": "done here"}
+    redirected = results["r.test"]
+    assert isinstance(redirected, dict) and redirected["status"] == 1
+    assert str(redirected["payload"]).startswith("HTTP 307 from http://127.0.0.1:")
+    assert results["f.test"] == {"status": 1, "payload": "the reply is larger than 1 MB"}
+    assert results["c.test"] == {
+        "status": 1,
+        "payload": "the reply's status or reply_code is not an integer",
+    }
+    assert seen_by_target == []  # the key never went where the redirect pointed
+
+
 # -- envelope: addresses the engine could not route ------------------------------------------
 
 BAD_DOMAINS = ["[a..b]", "[999.1.1.1]", "[::1]", "[IPv6:127.0.0.1]", "[tag:x]", "[1.2.3.4", "a..b"]

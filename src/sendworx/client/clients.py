@@ -33,6 +33,10 @@ Auth = str | Mapping[str, str]
 Verify = ssl.SSLContext | bool
 # Idle connections are dropped before uvicorn's 5 s keep-alive ends them under our feet.
 LIMITS = httpx.Limits(keepalive_expiry=4.0)
+# A reply larger than this is refused unread: a hostile or broken server must not be able to
+# fill our memory (a panel's largest request is 10 MB; a page of 1,000 queued messages with
+# their recipients stays well under this).
+MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 
 def pinned_context(certificate_pem: str) -> ssl.SSLContext:
@@ -61,6 +65,8 @@ class _Base:
 
     def _reply(self, status_code: int, content: bytes) -> Reply:
         if status_code != 200:
+            # Redirects included: they are never followed, as a 307 to http:// would re-send
+            # the API key in clear text.
             raise BadResponse(f"HTTP {status_code} from {self.url}")
         try:
             (struct,) = read_response(content)
@@ -70,7 +76,10 @@ class _Base:
             raise BadResponse(f"not an XML-RPC reply: {error}") from error
         if not isinstance(struct, dict) or not {"status", "payload"} <= struct.keys():
             raise BadResponse("the reply has no status and payload")
-        return Reply(int(struct["status"]), struct["payload"], int(struct.get("reply_code", 0)))
+        status, reply_code = struct["status"], struct.get("reply_code", 0)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (status, reply_code)):
+            raise BadResponse("the reply's status or reply_code is not an integer")
+        return Reply(status, struct["payload"], reply_code)
 
 
 class Client(_Base):
@@ -80,17 +89,24 @@ class Client(_Base):
         self, url: str, auth: Auth, *, verify: Verify = True, timeout: float = 30.0
     ) -> None:
         super().__init__(url, auth)
-        self._http = httpx.Client(verify=verify, timeout=timeout, limits=LIMITS)
+        self._http = httpx.Client(
+            verify=verify, timeout=timeout, limits=LIMITS, follow_redirects=False
+        )
 
     def reply(self, call: Call[Any]) -> Reply:
         """The raw reply, whatever its status; raises only when there is no reply."""
         try:
-            response = self._http.post(
-                self.url, content=self._body(call), headers={"Content-Type": "text/xml"}
-            )
+            with self._http.stream(
+                "POST", self.url, content=self._body(call), headers={"Content-Type": "text/xml"}
+            ) as response:
+                content = bytearray()
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if len(content) > MAX_REPLY_BYTES:
+                        raise _too_large()
         except httpx.HTTPError as error:
             raise client_error(error) from error
-        return self._reply(response.status_code, response.content)
+        return self._reply(response.status_code, bytes(content))
 
     def run(self, call: Call[T]) -> T:
         """The payload, converted; a status other than 0 raises its ApiError subclass."""
@@ -135,8 +151,15 @@ class AsyncClient(_Base):
 
     async def reply(self, call: Call[Any]) -> Reply:
         try:
-            async with self._http.post(self.url, data=self._body(call)) as response:
-                return self._reply(response.status, await response.read())
+            async with self._http.post(
+                self.url, data=self._body(call), allow_redirects=False
+            ) as response:
+                content = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    content += chunk
+                    if len(content) > MAX_REPLY_BYTES:
+                        raise _too_large()
+                return self._reply(response.status, bytes(content))
         except (aiohttp.ClientError, TimeoutError) as error:
             raise aiohttp_error(error) from error
 
@@ -161,6 +184,10 @@ class AsyncClient(_Base):
         trace: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _too_large() -> BadResponse:
+    return BadResponse(f"the reply is larger than {MAX_REPLY_BYTES // (1024 * 1024)} MB")
 
 
 def client_error(error: httpx.HTTPError) -> ClientError:

@@ -328,6 +328,8 @@ class DeliveryPool:
 
     def _take(self, lane: _Lane, now: float) -> DeliveryJob:
         job = lane.jobs.popleft()
+        if not lane.jobs:
+            self._waiting.discard(lane)  # nothing left for a new session to take
         assert lane.pace is not None
         lane.pace.message_sent(now)
         return job
@@ -354,8 +356,10 @@ class DeliveryPool:
             if chosen is None:
                 break
             pace = chosen.pace
-            if pace is not None and pace.open >= pace.connections:
-                continue  # another lane of its pace took the last connection; it is updated
+            if not chosen.jobs or pace is None or pace.open >= pace.connections:
+                # Its jobs went to sessions it already had, or another lane of its pace took
+                # the last connection: it is put back where it belongs when that changes.
+                continue
             self._start_session(chosen, now)
             self._update(chosen, now)
         wanted = len(self._waiting) - self._reclaiming

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import stat
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import free_port, wait_for
 from support.sink import Behaviour, RecordingSink
+
+from sendworx.shared.unix_sockets import short_path
 
 
 def test_concurrency_remote_caps_connections_across_destinations(
@@ -149,3 +155,34 @@ def test_metrics_report_queue_connections_and_attempts(home: SendworxHome) -> No
     assert "sendworx_queue_messages 0.0" in text
     assert "sendworx_open_connections" in text
     assert "sendworx_connection_limit 255.0" in text
+
+
+def test_the_engine_sockets_are_files_only_the_owner_can_reach_even_in_a_deep_home(
+    tmp_path: Path, dns_server: DNSServer
+) -> None:
+    """No abstract-namespace names another local user could squat: the sockets are files in
+    the 0700 run directory, a stale one from a kill -9 is replaced, and a home deeper than a
+    socket address can hold (108 bytes) works."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "home"
+    home = SendworxHome(deep, dns_port=dns_server.port)
+    try:
+        home.instance.ensure()
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with short_path(home.instance.engine_control_socket) as address:
+            stale.bind(address)  # what a kill -9 leaves behind
+        stale.close()
+        engine = home.start_engine()
+        assert len(str(home.instance.engine_control_socket)) > 108
+        assert stat.S_IMODE(home.instance.run_dir.stat().st_mode) == 0o700
+        assert home.status()["pid"] == engine.pid
+        listed = Path("/proc/net/unix").read_text()
+        assert "@sendworx/" not in listed
+        home.inject("u@nowhere.test")
+        # Tried well before the 5 s rescan: sendmail's wake-up datagram reached the engine.
+        wait_for(lambda: home.deliveries() != [], timeout=3)
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.wait(10)
+        assert home.instance.engine_control_socket.exists()
+        assert home.start_engine().poll() is None  # the stale file is replaced
+    finally:
+        home.close()

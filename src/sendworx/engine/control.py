@@ -16,8 +16,10 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from sendworx.shared import unix_sockets
 from sendworx.shared.instance import Instance
 
 Command = Callable[[Any], Awaitable[Mapping[str, object]]]
@@ -26,11 +28,11 @@ COMMAND_TIMEOUT_SECONDS = 5.0
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a queue action on some thousands of ids
 
 
-async def serve_control(name: bytes, commands: Mapping[str, Command]) -> asyncio.AbstractServer:
-    """Listen on `name` and answer each connection's one command with one JSON line."""
+async def serve_control(path: Path, commands: Mapping[str, Command]) -> asyncio.AbstractServer:
+    """Listen on `path` and answer each connection's one command with one JSON line."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(name)
+        unix_sockets.bind(listener, path)
     except BaseException:
         listener.close()
         raise
@@ -77,7 +79,7 @@ def query_engine(
     line = command if argument is None else f"{command} {json.dumps(argument)}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
-        client.connect(instance.engine_control_name)
+        unix_sockets.connect(client, instance.engine_control_socket)
         client.sendall(line.encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):

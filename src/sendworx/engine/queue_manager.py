@@ -51,6 +51,7 @@ from sendworx.engine.limits import SendingLimits
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.smtp_client import opportunistic_tls_context
+from sendworx.shared import unix_sockets
 from sendworx.shared.addresses import AddressError, has_control_characters
 from sendworx.shared.config import ConfigError
 from sendworx.shared.destinations import Destination, destination_for
@@ -141,11 +142,11 @@ class QueueManager:
         await asyncio.to_thread(self._queue_lock.acquire)
         self._load_queue()
         trigger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        trigger.bind(self.instance.queue_trigger_name)
+        unix_sockets.bind(trigger, self.instance.queue_trigger_socket)
         trigger.setblocking(False)
         loop.add_reader(trigger.fileno(), self._drain_trigger, trigger)
         control = await serve_control(
-            self.instance.engine_control_name,
+            self.instance.engine_control_socket,
             {
                 "status": self._status_command,
                 "retry": self._retry_command,

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,15 +14,6 @@ from sendworx.shared.config import InstanceConfig, default_config_text, load_con
 from sendworx.shared.durable import atomic_write
 from sendworx.shared.queue import Queue
 from sendworx.shared.settings import MailNames, read_settings
-
-
-def _socket_name(home: Path, purpose: str) -> bytes:
-    """An abstract-namespace socket name for this instance.
-
-    Abstract names have no 108-byte path limit and leave no stale files after kill -9.
-    """
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:24]
-    return f"\0sendworx/{digest}/{purpose}".encode()
 
 
 def default_home() -> Path:
@@ -68,18 +58,18 @@ class Instance:
         return self.run_dir / "queue.lock"
 
     @property
-    def engine_control_name(self) -> bytes:
-        """Where the engine answers `status`, `retry` and `reload`."""
-        return _socket_name(self.home, "control")
+    def engine_control_socket(self) -> Path:
+        """Where the engine answers `status`, `retry` and `reload` (`unix_sockets.py`)."""
+        return self.run_dir / "control.sock"
 
     @property
-    def queue_trigger_name(self) -> bytes:
+    def queue_trigger_socket(self) -> Path:
         """Where the engine hears that injectors put mail into `queue/new/`."""
-        return _socket_name(self.home, "trigger")
+        return self.run_dir / "trigger.sock"
 
     def queue(self) -> Queue:
         """The instance's queue, its directories created if missing."""
-        return Queue(self.queue_dir, self.queue_trigger_name).ensure()
+        return Queue(self.queue_dir, self.queue_trigger_socket).ensure()
 
     @property
     def panel_dir(self) -> Path:
@@ -136,6 +126,8 @@ class Instance:
         """Create the directory tree and a commented config file; safe to repeat."""
         for directory in (self.home, self.control_dir, self.run_dir, self.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        # The engine's sockets live here: only the instance's owner may reach or squat them.
+        self.run_dir.chmod(0o700)
         if not self.config_path.exists():
             atomic_write(self.config_path, default_config_text().encode())
         return self

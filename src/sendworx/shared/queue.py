@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +23,7 @@ from sendworx.shared.queue_format import (
     is_message_id,
     new_message_id,
 )
+from sendworx.shared.unix_sockets import send_datagram
 
 # A stale temp file older than this was left by an injector that died mid-write.
 STALE_TEMP_SECONDS = 3600
@@ -45,8 +45,8 @@ def _discard(path: Path) -> None:
 class Queue:
     """The queue directory of one instance; every method is safe to call from any process."""
 
-    def __init__(self, path: Path, trigger_name: bytes | None = None) -> None:
-        """`trigger_name` is the socket a running engine listens on for wake-ups (None: the
+    def __init__(self, path: Path, trigger: Path | None = None) -> None:
+        """`trigger` is the socket a running engine listens on for wake-ups (None: the
         queue wakes nobody, and the engine finds new mail at its periodic rescan)."""
         self.path = path
         self.tmp_dir = path / "tmp"
@@ -54,7 +54,7 @@ class Queue:
         self.messages_dir = path / "mess"
         self.state_dir = path / "state"
         self.corrupt_dir = path / "corrupt"
-        self.trigger_name = trigger_name
+        self.trigger = trigger
 
     def ensure(self) -> Queue:
         for directory in (
@@ -122,12 +122,8 @@ class Queue:
 
     def wake_engine(self) -> None:
         """Tell a running engine to look at `new/`; harmless and silent when none runs."""
-        if self.trigger_name is None:
-            return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as wake:
-            wake.setblocking(False)
-            with contextlib.suppress(OSError):
-                wake.sendto(b"!", self.trigger_name)
+        if self.trigger is not None:
+            send_datagram(b"!", self.trigger)
 
     # -- engine side -----------------------------------------------------------------------
 

@@ -83,6 +83,8 @@ def test_start_stop_restart_control_one_real_engine(panel: Panel) -> None:
     first = running_pid(engine_pid)
     assert first is not None and panel.call("isRunning") == ok(True)
     assert panel.call("start", {"cascade_to_nodes": "0"}) == ok("send started")
+    # A server with no nodes answers a cascade exactly as it answers without one.
+    assert panel.call("start", {"cascade_to_nodes": "1"}) == ok("send started")
     assert running_pid(engine_pid) == first  # idempotent: still exactly one engine
     assert panel.call("restart") == ok("send restarted")
     second = running_pid(engine_pid)

@@ -90,11 +90,12 @@ def cascading(
     controller_path: str, action_name: str, handler: Handler, cluster: ClusterManager
 ) -> Handler:
     """Runs the action here; with cascade_to_nodes=1, then replays it on every node. Status 207
-    (PartialFailure, the same per-node payload) unless every node succeeded too."""
+    (PartialFailure, the same per-node payload) unless every node succeeded too. A server with
+    no nodes answers exactly as without cascade_to_nodes (clients compare the payload)."""
 
     async def run(caller: Caller, values: dict[str, Any]) -> Any:
         result = await handler(caller, values)
-        if not values.get("cascade_to_nodes"):
+        if not values.get("cascade_to_nodes") or not cluster.store.nodes():
             return result
         replay = {name: value for name, value in values.items() if name != "cascade_to_nodes"}
         results = await cluster.cascade(result, Call(controller_path, action_name, replay))

@@ -540,3 +540,30 @@ def test_sendmail_refuses_a_full_name_that_would_add_header_lines(home: Sendworx
     result = home.sendmail("-F", "Eve\nBcc: victim@far.test", "x@far.test")
     assert result.returncode == 65 and b"control characters" in result.stderr
     assert home.queue_empty()
+
+
+def test_logs_settings_and_queue_files_are_the_instance_owners_alone(panel: Panel) -> None:
+    """Every envelope address is in the logs and the queue, the audit trail in panel.log:
+    nothing the processes write is readable by other local users."""
+    home = panel.home
+    old_log = home.home / "log" / "send.log"
+    old_log.parent.mkdir(parents=True, exist_ok=True)
+    old_log.write_text("from an older version\n")
+    old_log.chmod(0o644)
+    # Concurrency 0 keeps the message queued for the look at its file.
+    assert panel.call("update", {"timeout_connect": 45, "concurrency_remote": 0})["status"] == 0
+    assert panel.call("start")["status"] == 0
+    home.start_smtpd()
+    with smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10) as client:
+        client.sendmail("a@origin.test", ["x@far.test"], "hi")
+    wait_for(lambda: home.queue_files() != [])
+    written = [
+        old_log,
+        home.home / "log" / "panel.log",
+        home.home / "log" / "smtpd.log",
+        home.home / "control" / "timeoutconnect",
+        home.home / "panel" / "users.json",
+        *(home.home / "queue" / "mess").iterdir(),
+    ]
+    for path in written:
+        assert os.stat(path).st_mode & 0o077 == 0, (path, oct(os.stat(path).st_mode))

@@ -6,6 +6,7 @@ Every subcommand works on one instance, chosen by --home or SENDWORX_HOME (defau
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +101,10 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         from sendworx.inject import sendmail
 
         return sendmail.run(arguments.arguments, instance.queue(), instance.mail_names())
+    # Everything else writes what only the instance's owner may read: logs (every envelope
+    # address, the audit trail), control files, queue files, keys. (sendmail keeps the
+    # caller's umask: it may run as another account that shares the queue through a group.)
+    os.umask(0o077)
     if command in ("panel", "send", "smtpd"):
         from sendworx.cli import processes
 

@@ -5,6 +5,7 @@ One place decides the format so delivery lines look alike wherever they are read
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
@@ -18,6 +19,8 @@ def setup_logging(log_file: Path | None, *, verbose: bool = False) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8"))
+        with contextlib.suppress(OSError):  # a log from an older version was world-readable
+            log_file.chmod(0o600)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format=FORMAT,

@@ -567,3 +567,48 @@ def test_logs_settings_and_queue_files_are_the_instance_owners_alone(panel: Pane
     ]
     for path in written:
         assert os.stat(path).st_mode & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+
+
+def test_slow_and_greedy_clients_cannot_starve_the_panel(home: SendworxHome) -> None:
+    """A flood of connections from one address that never finish their headers: beyond the
+    per-address cap they are closed at once, the rest when their header deadline passes, a
+    trickled body when its deadline passes; meanwhile another client is served at once."""
+    panel = Panel(
+        home,
+        header_timeout_seconds=1.0,
+        body_timeout_seconds=1.0,
+        max_connections_per_address=50,
+    ).start()
+    flood: list[socket.socket] = []
+    try:
+        for number in range(120):
+            attacker = socket.create_connection(
+                ("127.0.0.1", panel.http_port), timeout=5, source_address=("127.0.0.2", 0)
+            )
+            if number % 2:
+                attacker.sendall(b"POST /xmlrpc HTTP/1.1\r\nHost: x\r\n")  # never finished
+            flood.append(attacker)
+        trickle = socket.create_connection(("127.0.0.1", panel.http_port), timeout=5)
+        trickle.sendall(b"POST /xmlrpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n<a")
+        started = time.monotonic()
+        assert panel.call("isRunning")["status"] == 0
+        assert time.monotonic() - started < 1.0
+
+        def closed(peer: socket.socket) -> bool:
+            peer.settimeout(3)
+            try:
+                return peer.recv(1024) == b""
+            except ConnectionResetError:
+                return True  # closed with our unread bytes in its buffer
+            except TimeoutError:
+                return False
+
+        refused = [peer for peer in flood if closed(peer)]
+        assert len(refused) == 120  # 70 at once, the other 50 at their header deadline
+        assert closed(trickle)
+        assert time.monotonic() - started < 6
+        assert panel.call("isRunning")["status"] == 0
+    finally:
+        for peer in flood:
+            peer.close()
+        panel.stop()

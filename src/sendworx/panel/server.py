@@ -13,6 +13,7 @@ import uvicorn
 
 from sendworx.api.controllers import api_for
 from sendworx.panel.app import create_app
+from sendworx.panel.connection_guard import Limits, guarded_protocol
 from sendworx.panel.tls import TlsFiles, ensure_certificates, host_names
 from sendworx.shared.instance import Instance
 from sendworx.shared.queue_index import QueueIndex
@@ -50,8 +51,16 @@ async def serve_panel(instance: Instance) -> None:
     panel = instance.config.panel
     api = api_for(instance)
     app = create_app(api.registry, api.authenticator, panel.max_request_bytes, instance.node_id)
+    limits = Limits(
+        header_seconds=panel.header_timeout_seconds,
+        body_seconds=panel.body_timeout_seconds,
+        max_connections=panel.max_connections,
+        max_per_address=panel.max_connections_per_address,
+    )
     common = {
         "host": panel.listen,
+        # uvicorn's httptools protocol, with deadlines and connection caps (connection_guard)
+        "http": guarded_protocol(limits),
         "log_level": "warning",
         "access_log": False,
         "lifespan": "off",

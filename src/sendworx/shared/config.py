@@ -136,6 +136,18 @@ class PanelConfig(_Section):
         default_factory=list,
         description="addresses whose X-Forwarded-For is believed (lockouts, audit log)",
     )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="a request's headers must arrive within this"
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="and its body within this after them"
+    )
+    max_connections: int = Field(
+        default=800, ge=1, le=100_000, description="open connections per listener; more are closed"
+    )
+    max_connections_per_address: int = Field(
+        default=100, ge=1, le=100_000, description="open connections from one client address"
+    )
 
 
 class ClusterConfig(_Section):

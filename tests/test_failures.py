@@ -228,6 +228,32 @@ def test_server_that_never_greets_times_out_and_the_next_mx_gets_the_mail(
     assert mute.connections == 1
 
 
+def test_a_greeting_trickled_a_byte_at_a_time_is_cut_at_the_deadline(
+    home: SendworxHome, dns_server: DNSServer, sink_port: int
+) -> None:
+    """Each byte arrives well within timeout_remote, the greeting never ends: the whole reply
+    has one deadline, so the next MX gets the mail after about a second, not never."""
+    home.set_control("timeoutremote", "1\n")
+    dns_server.mx("drip.test", (10, "a.drip.test", "127.0.0.46"), (20, "b.drip.test", "127.0.0.47"))
+
+    async def dripping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220-")
+        while True:
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    with (
+        RawServer(dripping, "127.0.0.46", sink_port),
+        RecordingSink("127.0.0.47", sink_port) as second,
+    ):
+        home.start_engine()
+        started = time.monotonic()
+        home.inject("u@drip.test")
+        second.wait_for_messages(1, timeout=10)
+        assert time.monotonic() - started < 5
+
+
 def test_connection_dropped_mid_data_is_retried_on_the_next_mx(
     home: SendworxHome, dns_server: DNSServer, sink_port: int
 ) -> None:

@@ -1,8 +1,8 @@
 """One outbound SMTP connection: greeting, EHLO/HELO, opportunistic STARTTLS, then the mail
 transactions `smtp_protocol.Transaction` decides, one after the other on the same connection.
 
-This module moves bytes under timeouts and nothing more. Every read and write is bounded by
-`timeout_remote`; anything that means "this host is no good right now" (timeout, reset, 421,
+This module moves bytes under timeouts and nothing more. Every reply (however it trickles
+in) and every write of a chunk is bounded by `timeout_remote`; anything that means "this host is no good right now" (timeout, reset, 421,
 garbage, a refused RSET) raises `SessionLost` so the caller can move on.
 """
 
@@ -186,20 +186,22 @@ class SMTPConnection:
             raise SessionLost(f"connection to {self.remote} lost: {error}") from error
 
     async def _read_reply(self) -> SMTPReply:
-        while not self._pending:
-            try:
-                async with asyncio.timeout(self.timeouts.remote):
+        """The next reply, whole within `timeout_remote` (one deadline per reply, as Postfix
+        has: a server trickling a byte at a time cannot keep a session for ever)."""
+        try:
+            async with asyncio.timeout(self.timeouts.remote):
+                while not self._pending:
                     data = await self._reader.read(_CHUNK)
-            except TimeoutError as error:
-                raise SessionLost(f"timeout waiting for {self.remote}") from error
-            except OSError as error:
-                raise SessionLost(f"connection to {self.remote} lost: {error}") from error
-            if not data:
-                raise SessionLost(f"{self.remote} closed the connection")
-            try:
-                self._pending.extend(self._parser.feed(data))
-            except ProtocolError as error:
-                raise SessionLost(f"{self.remote} broke the protocol: {error}") from error
+                    if not data:
+                        raise SessionLost(f"{self.remote} closed the connection")
+                    try:
+                        self._pending.extend(self._parser.feed(data))
+                    except ProtocolError as error:
+                        raise SessionLost(f"{self.remote} broke the protocol: {error}") from error
+        except TimeoutError as error:
+            raise SessionLost(f"timeout waiting for {self.remote}") from error
+        except OSError as error:
+            raise SessionLost(f"connection to {self.remote} lost: {error}") from error
         reply = self._pending.pop(0)
         if reply.code == 421:
             raise SessionLost(f"{self.remote} is closing: {reply}", reply)

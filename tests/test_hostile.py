@@ -612,3 +612,15 @@ def test_slow_and_greedy_clients_cannot_starve_the_panel(home: SendworxHome) -> 
         for peer in flood:
             peer.close()
         panel.stop()
+
+
+def test_what_senders_choose_reaches_smtpd_log_escaped(home: SendworxHome) -> None:
+    """A right-to-left override (printable to smtpd, not to a terminal) in a sender address
+    is logged as a JSON escape, like every address in send.log."""
+    home.start_smtpd()
+    with smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10) as client:
+        client.ehlo("client.test")
+        client.sendmail("ev\u202eil@origin.test", ["x@far.test"], b"hi", mail_options=["SMTPUTF8"])
+    wait_for(lambda: "queued id=" in home.log_text("smtpd"))
+    logged = home.log_text("smtpd")
+    assert 'from="ev\\u202eil@origin.test"' in logged and "\u202e" not in logged

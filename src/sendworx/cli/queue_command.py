@@ -111,7 +111,7 @@ def _summary(api: LocalApi, arguments: argparse.Namespace, instance: Instance) -
     print("\nwaiting for                          msgs  rcpts  oldest  most frequent last reply")
     for row in summary["destinations"]:
         print(
-            f"{row['destination'][:36]:<36} {row['messages']:>5} {row['recipients']:>6} "
+            f"{_safe(row['destination'])[:36]:<36} {row['messages']:>5} {row['recipients']:>6} "
             f"{age(row['oldest_age']):>7}  {_safe(row['top_reply'])[:60]}"
         )
     print("\nsender domain                        msgs   bytes  oldest")

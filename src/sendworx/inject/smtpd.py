@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import ipaddress
 import logging
 import signal
@@ -153,9 +154,9 @@ class SubmissionHandler(_NamesForAiosmtpd):
             log.error("message from %s not queued: %s", peer, error)
             return "452 4.3.1 Insufficient system storage; try again later"
         log.info(
-            "queued id=%s from=<%s> rcpts=%d size=%d peer=%s",
+            "queued id=%s from=%s rcpts=%d size=%d peer=%s",
             message_id,
-            envelope.mail_from,
+            json.dumps(sender),  # a JSON string, as in send.log: nothing raw reaches a terminal
             len(envelope.rcpt_tos),
             len(content),
             peer,

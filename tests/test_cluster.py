@@ -69,7 +69,7 @@ def test_registration_refuses_what_it_cannot_verify(cluster: Cluster) -> None:
     assert bad_key["status"] == 11 and bad_key["payload"].split("\n")[1].startswith("apikey: ")
     node.stop()
     down = cluster.register(node)
-    assert down["status"] == 11 and "hostname: cannot reach" in down["payload"]
+    assert down["status"] == 11 and "is not a sendworx node answering" in down["payload"]
     plain = manager.call(
         "add",
         {"hostname": f"http://127.0.0.1:{node.http_port}", "apikey": node.key},

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.instance import SendworxHome
-from support.net import wait_for
+from support.net import free_port, wait_for
 from support.panel import SEND, Panel, control_file
 from support.raw_server import RawServer
 from support.sink import RecordingSink
@@ -624,3 +624,46 @@ def test_what_senders_choose_reaches_smtpd_log_escaped(home: SendworxHome) -> No
     wait_for(lambda: "queued id=" in home.log_text("smtpd"))
     logged = home.log_text("smtpd")
     assert 'from="ev\\u202eil@origin.test"' in logged and "\u202e" not in logged
+
+
+def test_registering_a_node_is_no_port_scanner_and_starves_no_thread_pool(
+    tmp_path: Path,
+) -> None:
+    """A closed port, a port speaking plain text and one that never answers the handshake all
+    get the same reason; eight slow registrations at once leave the thread pool (where the
+    API's own work runs) free."""
+    from sendworx.cluster.errors import RegistrationRefused
+    from sendworx.cluster.manager import ClusterManager
+    from sendworx.cluster.store import NodeStore
+
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 not TLS at all\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    with RawServer(chatty) as text, RawServer(mute) as silent:
+        closed = free_port()
+        manager = ClusterManager(NodeStore(tmp_path / "nodes.json"), "manager.test", timeout=2)
+
+        async def reasons() -> tuple[set[str], float]:
+            async def refused(port: int) -> str:
+                with pytest.raises(RegistrationRefused) as why:
+                    await manager.register(f"127.0.0.1:{port}", "key")
+                return str(why.value).replace(f"127.0.0.1:{port}", "NODE")
+
+            slow = [asyncio.create_task(refused(silent.port)) for _ in range(8)]
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await asyncio.to_thread(lambda: None)  # the API's scrypt and index work run here
+            waited = time.monotonic() - started
+            answers = {await refused(closed), await refused(text.port)}
+            answers.update([await task for task in slow])
+            await manager.aclose()
+            return answers, waited
+
+        answers, waited = asyncio.run(reasons())
+    assert answers == {"NODE is not a sendworx node answering over TLS (see the panel log)"}
+    assert waited < 0.5

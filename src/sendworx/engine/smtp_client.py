@@ -2,8 +2,9 @@
 transactions `smtp_protocol.Transaction` decides, one after the other on the same connection.
 
 This module moves bytes under timeouts and nothing more. Every reply (however it trickles
-in) and every write of a chunk is bounded by `timeout_remote`; anything that means "this host is no good right now" (timeout, reset, 421,
-garbage, a refused RSET) raises `SessionLost` so the caller can move on.
+in) and every write of a chunk is bounded by `timeout_remote`; anything that means "this
+host is no good right now" (timeout, reset, 421, garbage, a refused RSET) raises
+`SessionLost` so the caller can move on.
 """
 
 from __future__ import annotations

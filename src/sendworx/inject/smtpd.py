@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import ipaddress
+import json
 import logging
 import signal
 import socket

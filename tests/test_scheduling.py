@@ -305,3 +305,34 @@ def test_an_unusable_policy_file_stops_the_engine_with_every_problem_named(
     started = subprocess.run(home.command("send"), capture_output=True, text=True, timeout=30)
     assert started.returncode == 78
     assert "pacing.0.connections" in started.stderr and "pacing.1.mx" in started.stderr
+
+
+def test_a_reloaded_policy_moves_destinations_to_new_paces_without_losing_count() -> None:
+    """A destination's sessions count against the pace they started under, even when a
+    reload gives the destination another: every pace is back at 0 open afterwards."""
+    results: Results = {}
+    policies = [Policy(pacing=[PacingRule(name="before", domains=["127.0.0.124"])])]
+
+    async def scenario(sink: RecordingSink) -> list[dict[str, object]]:
+        pool = DeliveryPool(
+            resolver=DestinationResolver(ResolverConfig(nameservers=["127.0.0.1"]), 25),
+            limit=4,
+            helo_name=lambda: "pool.test",
+            config=DeliveryConfig(destination_concurrency=4, idle_connection_seconds=0.1),
+            settings=Settings,
+            policy=lambda: policies[-1],
+            tls_context=None,
+        )
+        async with pool.running():
+            _submit(pool, _relay(sink), (f"m{n}" for n in range(20)), results, "r.test")
+            await _until(lambda: sink.stats.open_now >= 2, 5)
+            policies.append(Policy(pacing=[PacingRule(name="after", domains=["127.0.0.124"])]))
+            pool.reconfigure()
+            _submit(pool, _relay(sink), (f"n{n}" for n in range(20)), results, "r.test")
+            await _until(lambda: len(results) == 40, 20)
+            await _until(lambda: not pool.status(), 5)  # no pace with a connection open
+            return pool.status()
+
+    with RecordingSink("127.0.0.124", behaviour=Behaviour(data_delay=0.05)) as sink:
+        assert asyncio.run(scenario(sink)) == []
+    assert all(result[0].outcome is Outcome.DELIVERED for result in results.values())

@@ -92,6 +92,7 @@ class _Session:
 
     lane: _Lane
     job: DeliveryJob | None
+    pace: Pace  # the one it counts against (a reload may give its lane another)
     parked: asyncio.Future[None] | None = None  # set while it waits with nothing to send
     sent: int = 0  # messages over the current connection
     reclaimed: bool = False
@@ -375,10 +376,10 @@ class DeliveryPool:
 
     def _start_session(self, lane: _Lane, now: float) -> None:
         assert self._sessions is not None and lane.pace is not None
-        session = _Session(lane, self._take(lane, now))
+        session = _Session(lane, self._take(lane, now), lane.pace)
         self._slots += 1
         lane.sessions += 1
-        lane.pace.connection_opened(now)
+        session.pace.connection_opened(now)
         self._sessions.create_task(self._session(session))
 
     async def _next_job(self, session: _Session) -> DeliveryJob | None:
@@ -420,15 +421,14 @@ class DeliveryPool:
         lane.sessions -= 1
         if session.reclaimed:
             self._reclaiming -= 1
-        pace = lane.pace
-        if pace is not None:
-            pace.connection_closed()
+        pace = session.pace
+        pace.connection_closed()
         if self._stopping:
             self._finish_queued(lane, Outcome.SKIPPED, "engine stopping", "4.3.2")
         self._forget_if_done(lane)
         now = self._clock()
         self._update(lane, now)
-        if pace is not None and pace.open == pace.connections - 1:
+        if pace.open == pace.connections - 1:
             for other in self._lanes.values():  # lanes held back by their shared pace
                 if other.pace is pace and other is not lane and other.jobs:
                     self._update(other, now)

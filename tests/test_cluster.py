@@ -61,6 +61,27 @@ def test_registering_pins_each_node_and_keeps_keys_private(registered: Cluster) 
     assert all("api_key" not in entry for entry in listed)
     store = registered.manager.home.home / "panel" / "nodes.json"
     assert store.stat().st_mode & 0o777 == 0o600
+    assert [entry["id"] for entry in listed] == list(range(1, len(registered.nodes) + 1))
+
+
+def test_a_node_answers_to_its_number_as_interworx_clients_name_it(registered: Cluster) -> None:
+    """Numbers are given at registration and never reused: a deleted node's number stays
+    gone, and a node registered again gets a new one."""
+    manager, (first, second, *_) = registered.manager, registered.nodes
+    assert manager.call("start", {"cascade_to_nodes": 1})["status"] == 0
+    assert manager.call("stopOnNode", {"node_id": "2"})["status"] == 0
+    assert [_engine_running(panel) for panel in registered.panels[1:3]] == [True, False]
+    deleted = manager.call("delete", {"node_id": "1"}, controller=NODES)
+    assert deleted["payload"] == f"node {Cluster.node_id(first)} deleted"
+    assert manager.call("isRunningOnNode", {"node_id": "1"})["status"] == 11
+    again = registered.register(first)
+    assert again["status"] == 0 and "added as node 4 " in again["payload"], again
+    listed = manager.call("listClusterNodes", controller=NODES)["payload"]
+    assert {entry["node_id"]: entry["id"] for entry in listed} == {
+        Cluster.node_id(second): 2,
+        Cluster.node_id(registered.nodes[2]): 3,
+        Cluster.node_id(first): 4,
+    }
 
 
 def test_registration_refuses_what_it_cannot_verify(cluster: Cluster) -> None:

@@ -80,11 +80,12 @@ class ClusterManager:
         except TimeoutError as error:
             raise ClientError(f"no answer within {self.timeout:g} s") from error
 
-    async def forget(self, node_id: str) -> bool:
-        """Removes the node, and closes the connections kept open to it."""
+    async def forget(self, node_id: str) -> Node | None:
+        """Removes the node (by id or number), and closes the connections kept open to it."""
         removed = self.store.remove(node_id)
-        for node in [node for node in self._clients if node.node_id == node_id]:
-            await self._clients.pop(node).aclose()
+        if removed is not None:
+            for node in [node for node in self._clients if node.node_id == removed.node_id]:
+                await self._clients.pop(node).aclose()
         return removed
 
     async def run_on(self, node_id: str, call: Call[Any]) -> Reply:
@@ -155,8 +156,7 @@ class ClusterManager:
         if reply.status != 0:
             log.info("node %s: isRunning answered status %d", address.node_id, reply.status)
             raise refused
-        self.store.add(node)
-        return node
+        return self.store.add(node)
 
     async def _certificate(self, host: str, port: int) -> str:
         """The certificate the node presents, fetched on the event loop (a thread for each

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,19 +57,38 @@ class Node:
     certificate: str  # PEM of the certificate it presented when registered: pinned
     fingerprint: str  # SHA-256 of that certificate, for people to compare
     added: float = field(default_factory=time.time)
+    # A number too, as InterWorx clients name nodes (a published one defaults to node_id
+    # "1"): given at registration, stable for the node's life, never reused.
+    number: int = 0
 
     def public(self) -> dict[str, object]:
         """What listings show: everything but the key."""
         return {
             "node_id": self.node_id,
+            "id": self.number,
             "url": self.url,
             "fingerprint": self.fingerprint,
             "added": int(self.added),
         }
 
 
-def _parse_nodes(content: bytes) -> tuple[Node, ...]:
-    return tuple(Node(**entry) for entry in json.loads(content)["nodes"])
+@dataclass(frozen=True)
+class _Registry:
+    nodes: tuple[Node, ...]
+    next_number: int
+
+
+def _parse_nodes(content: bytes) -> _Registry:
+    document = json.loads(content)
+    nodes = [Node(**entry) for entry in document["nodes"]]
+    top = max([int(document.get("next_number", 1)) - 1, *(node.number for node in nodes)])
+    numbered = []
+    for node in nodes:  # nodes.json from before numbers: the next ones, in the file's order
+        if node.number <= 0:
+            top += 1
+            node = replace(node, number=top)
+        numbered.append(node)
+    return _Registry(tuple(numbered), top + 1)
 
 
 class NodeStore:
@@ -77,25 +96,43 @@ class NodeStore:
         self.path = path
         self._file = WatchedFile(str(path), _parse_nodes)  # asked on every cascade
 
+    def _registry(self) -> _Registry:
+        return self._file.current() or _Registry((), 1)
+
     def nodes(self) -> list[Node]:
-        return list(self._file.current() or ())
+        return list(self._registry().nodes)
 
     def get(self, node_id: str) -> Node | None:
-        return next((node for node in self.nodes() if node.node_id == node_id), None)
+        """By its id (the host, as registered) or by its number."""
+        number = int(node_id) if node_id.isascii() and node_id.isdigit() else None
+        return next(
+            (
+                node
+                for node in self.nodes()
+                if node.node_id == node_id or (number is not None and node.number == number)
+            ),
+            None,
+        )
 
-    def add(self, node: Node) -> None:
-        nodes = [existing for existing in self.nodes() if existing.node_id != node.node_id]
-        self._save([*nodes, node])
+    def add(self, node: Node) -> Node:
+        """Stores `node` with the next number (replacing one registered with the same id)."""
+        registry = self._registry()
+        numbered = replace(node, number=registry.next_number)
+        nodes = [existing for existing in registry.nodes if existing.node_id != node.node_id]
+        self._save([*nodes, numbered], registry.next_number + 1)
+        return numbered
 
-    def remove(self, node_id: str) -> bool:
-        nodes = self.nodes()
-        kept = [node for node in nodes if node.node_id != node_id]
-        if len(kept) == len(nodes):
-            return False
-        self._save(kept)
-        return True
+    def remove(self, node_id: str) -> Node | None:
+        """Forgets the node named by id or number; the one removed, or None."""
+        node = self.get(node_id)
+        if node is None:
+            return None
+        registry = self._registry()
+        kept = [existing for existing in registry.nodes if existing.node_id != node.node_id]
+        self._save(kept, registry.next_number)
+        return node
 
-    def _save(self, nodes: list[Node]) -> None:
-        document = {"nodes": [asdict(node) for node in nodes]}
+    def _save(self, nodes: list[Node], next_number: int) -> None:
+        document = {"nodes": [asdict(node) for node in nodes], "next_number": next_number}
         atomic_write(self.path, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
         self._file.forget()

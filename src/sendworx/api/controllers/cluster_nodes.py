@@ -21,11 +21,12 @@ NODE_LIST: dict[str, Any] = {
         "type": "object",
         "properties": {
             "node_id": STRING,
+            "id": {"type": "integer"},
             "url": STRING,
             "fingerprint": STRING,
             "added": {"type": "integer"},
         },
-        "required": ["node_id", "url", "fingerprint", "added"],
+        "required": ["node_id", "id", "url", "fingerprint", "added"],
     },
 }
 NODE_STATUS: dict[str, Any] = {"type": "array", "items": ANY_STRUCT}
@@ -49,12 +50,13 @@ def cluster_nodes_controller(
             raise ValidationFailed({"apikey": str(error)}) from error
         except RegistrationRefused as error:
             raise ValidationFailed({"hostname": str(error)}) from error
-        return f"node {node.node_id} added (certificate {node.fingerprint})"
+        return f"node {node.node_id} added as node {node.number} (certificate {node.fingerprint})"
 
     async def delete(caller: Caller, values: dict[str, Any]) -> str:
-        if not await cluster.forget(values["node_id"]):
+        removed = await cluster.forget(values["node_id"])
+        if removed is None:
             raise ValidationFailed({"node_id": f"no node {values['node_id']!r} is registered"})
-        return f"node {values['node_id']} deleted"
+        return f"node {removed.node_id} deleted"
 
     async def list_nodes(caller: Caller, values: dict[str, Any]) -> list[dict[str, object]]:
         return [node.public() for node in cluster.store.nodes()]

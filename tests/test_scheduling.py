@@ -296,10 +296,18 @@ def test_the_engine_paces_by_its_policy_file_and_the_summary_shows_the_cut(panel
         assert panel.call("start")["status"] == 0
         sink.wait_for_messages(4, timeout=30)
         reply = panel.call("querySummary", controller="/nodeworx/mail/queue")
+        shown = subprocess.run(
+            home.command("queue", "summary"), capture_output=True, text=True, timeout=30
+        )
     assert [line["result"] for line in home.deliveries()] == ["delivered"] * 4
     [pace] = reply["payload"]["pacing"]
     assert pace["name"] == "partner" and pace["backoffs"] >= 1
     assert pace["rate_per_minute"] is not None and pace["configured_rate_per_minute"] is None
+    # `sendworx queue summary` shows the same pace: name, open, rate now, configured, backoffs.
+    [line] = [line for line in shown.stdout.splitlines() if line.startswith("partner ")]
+    _, _, rate_now, configured, backoffs = line.split()
+    assert rate_now == f"{pace['rate_per_minute']:.0f}/min" and configured == "-"
+    assert backoffs == str(pace["backoffs"]), shown.stdout
 
 
 def test_an_unusable_policy_file_stops_the_engine_with_every_problem_named(

@@ -120,7 +120,19 @@ def _summary(api: LocalApi, arguments: argparse.Namespace, instance: Instance) -
             f"{_safe(row['domain'])[:36] or '<>':<36} {row['messages']:>5} {row['bytes']:>7} "
             f"{age(row['oldest_age']):>7}"
         )
+    if summary.get("pacing"):
+        print("\npacing                               open  rate now  configured  slowed down")
+        for pace in summary["pacing"]:
+            print(
+                f"{_safe(str(pace['name']))[:36]:<36} {pace['open']:>4}  "
+                f"{_rate(pace['rate_per_minute']):>8}  "
+                f"{_rate(pace['configured_rate_per_minute']):>10}  {pace['backoffs']:>11}"
+            )
     return 0
+
+
+def _rate(per_minute: float | None) -> str:
+    return "-" if per_minute is None else f"{per_minute:.0f}/min"
 
 
 def _rows(api: LocalApi, filters: dict[str, Any]) -> Iterator[dict[str, Any]]:

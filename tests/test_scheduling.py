@@ -350,3 +350,36 @@ def test_a_reloaded_policy_moves_destinations_to_new_paces_without_losing_count(
     with RecordingSink("127.0.0.124", behaviour=Behaviour(data_delay=0.05)) as sink:
         assert asyncio.run(scenario(sink)) == []
     assert all(result[0].outcome is Outcome.DELIVERED for result in results.values())
+
+
+def test_the_gap_between_connections_holds_across_destinations_of_one_pace() -> None:
+    """Two destinations share a rule with 0.5 s between new connections: the second one
+    connects half a second after the first, even though both asked at the same moment."""
+    results: Results = {}
+    rule = PacingRule(
+        name="spaced",
+        domains=["127.0.0.125", "127.0.0.126"],
+        connections=2,
+        connection_interval_seconds=0.5,
+    )
+    connected: list[float] = []
+
+    def stamp(message: Received) -> None:
+        connected.append(time.monotonic())
+        return None
+
+    async def scenario(first: RecordingSink, second: RecordingSink) -> None:
+        pool = _pool(4, policy=Policy(pacing=[rule]))
+        async with pool.running():
+            _submit(pool, _relay(first), ["a0"], results, "a.test")
+            _submit(pool, _relay(second), ["b0"], results, "b.test")
+            await _until(lambda: len(results) == 2, 10)
+
+    stamping = Behaviour(data_reply=stamp)
+    with (
+        RecordingSink("127.0.0.125", behaviour=stamping) as first,
+        RecordingSink("127.0.0.126", behaviour=stamping) as second,
+    ):
+        asyncio.run(scenario(first, second))
+    assert len(connected) == 2 and connected[1] - connected[0] >= 0.45, connected
+    assert all(result[0].outcome is Outcome.DELIVERED for result in results.values())

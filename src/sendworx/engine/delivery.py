@@ -252,15 +252,17 @@ class DeliveryPool:
     def _pace_for(self, key: Destination, hosts: list[Host]) -> Pace:
         """The pace of the rule that matches `key` (by domain or first MX host), or the
         destination's own; it takes the rule's current figures."""
-        rule = self._policy().pacing_for(_domain_of(key), hosts[0].name if hosts else None)
-        if rule is None:
+        matched = self._policy().pacing_for(_domain_of(key), hosts[0].name if hosts else None)
+        if matched is None:
             name = f"{key} (no rule)"
             rule = PacingRule(name="default", connections=self._config.destination_concurrency)
         else:
-            name = rule.name
+            name, rule = matched.name, matched
         pace = self._paces.get(name)
         if pace is None:
-            pace = self._paces[name] = Pace(name, shared=rule.name != "default")
+            # A rule's pace is shared by every destination it matches (a rule may well be
+            # called "default"); a destination without one has its own.
+            pace = self._paces[name] = Pace(name, shared=matched is not None)
         pace.configure(
             connections=rule.connections,
             messages_per_connection=rule.messages_per_connection,
@@ -357,9 +359,11 @@ class DeliveryPool:
             if chosen is None:
                 break
             pace = chosen.pace
-            if not chosen.jobs or pace is None or pace.open >= pace.connections:
-                # Its jobs went to sessions it already had, or another lane of its pace took
-                # the last connection: it is put back where it belongs when that changes.
+            if not chosen.jobs or pace is None or not pace.may_connect(now):
+                # Its jobs went to sessions it already had, or another lane of its pace just
+                # took the last connection or opened one within the pace's gap: put it where
+                # it belongs now (blocked until the gap ends, or held until a session ends).
+                self._update(chosen, now)
                 continue
             self._start_session(chosen, now)
             self._update(chosen, now)

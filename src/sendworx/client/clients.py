@@ -101,9 +101,7 @@ class Client(_Base):
             ) as response:
                 content = bytearray()
                 for chunk in response.iter_bytes():
-                    content += chunk
-                    if len(content) > MAX_REPLY_BYTES:
-                        raise _too_large()
+                    _append_capped(content, chunk)
         except httpx.HTTPError as error:
             raise client_error(error) from error
         return self._reply(response.status_code, bytes(content))
@@ -156,9 +154,7 @@ class AsyncClient(_Base):
             ) as response:
                 content = bytearray()
                 async for chunk in response.content.iter_chunked(64 * 1024):
-                    content += chunk
-                    if len(content) > MAX_REPLY_BYTES:
-                        raise _too_large()
+                    _append_capped(content, chunk)
                 return self._reply(response.status, bytes(content))
         except (aiohttp.ClientError, TimeoutError) as error:
             raise aiohttp_error(error) from error
@@ -186,8 +182,11 @@ class AsyncClient(_Base):
         await self.aclose()
 
 
-def _too_large() -> BadResponse:
-    return BadResponse(f"the reply is larger than {MAX_REPLY_BYTES // (1024 * 1024)} MB")
+def _append_capped(content: bytearray, chunk: bytes) -> None:
+    """Both clients read replies through this: a reply over MAX_REPLY_BYTES is refused."""
+    content += chunk
+    if len(content) > MAX_REPLY_BYTES:
+        raise BadResponse(f"the reply is larger than {MAX_REPLY_BYTES // (1024 * 1024)} MB")
 
 
 def client_error(error: httpx.HTTPError) -> ClientError:

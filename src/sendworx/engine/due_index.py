@@ -56,9 +56,13 @@ class DueIndex:
             heapq.heappop(self._heap)
         return None
 
+    def waiting_ids(self) -> list[str]:
+        """The messages queued and not being delivered now."""
+        return [message_id for message_id in self._due_at if message_id not in self._active]
+
     def make_all_due(self, now: float) -> int:
         """SIGALRM / `queue retry`: everything waiting becomes due now."""
-        waiting = [message_id for message_id in self._due_at if message_id not in self._active]
+        waiting = self.waiting_ids()
         for message_id in waiting:
             self.schedule(message_id, now)
         return len(waiting)

@@ -51,10 +51,21 @@ class EngineMetrics:
             registry=self.registry,
         )
 
+        self.breaker_trips = Counter(
+            "sendworx_breaker_trips",
+            "Times a circuit breaker held a sender, by rule",
+            ["rule"],
+            registry=self.registry,
+        )
+        self.holds = Gauge(
+            "sendworx_sender_holds", "Senders on hold (sending policy)", registry=self.registry
+        )
+
     def bind(
         self,
         queue_size: Callable[[], float],
         held: Callable[[], float],
+        holds: Callable[[], float],
         active: Callable[[], float],
         connections: Callable[[], float],
         limit: Callable[[], float],
@@ -62,6 +73,7 @@ class EngineMetrics:
     ) -> None:
         self.queue_messages.set_function(queue_size)
         self.held_messages.set_function(held)
+        self.holds.set_function(holds)
         self.active_messages.set_function(active)
         self.open_connections.set_function(connections)
         self.connection_limit.set_function(limit)

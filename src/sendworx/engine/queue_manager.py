@@ -38,17 +38,20 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sendworx.engine.activity import KEPT_MINUTES, ActivityLog
 from sendworx.engine.attempts import Outcome, RecipientResult, fold_attempt
 from sendworx.engine.bounces import build_bounce
+from sendworx.engine.breaker import Breakers
 from sendworx.engine.control import serve_control
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
 from sendworx.engine.due_index import DueIndex
 from sendworx.engine.limits import SendingLimits
 from sendworx.engine.metrics import EngineMetrics
+from sendworx.engine.notices import build_hold_notice
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.shared import unix_sockets
@@ -56,8 +59,17 @@ from sendworx.shared.addresses import AddressError, has_control_characters
 from sendworx.shared.config import ConfigError
 from sendworx.shared.destinations import Destination, destination_for
 from sendworx.shared.file_lock import FileLock
+from sendworx.shared.holds import (
+    Hold,
+    HoldAction,
+    hold_id_for,
+    messages_held_by,
+    parse_hold_id,
+    read_holds,
+    write_holds,
+)
 from sendworx.shared.instance import Instance
-from sendworx.shared.policy import Identity, load_policy
+from sendworx.shared.policy import BreakerRule, Identity, load_policy
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 from sendworx.shared.queue_format import (
     CorruptMessageError,
@@ -103,6 +115,9 @@ class QueueManager:
         self.metrics = EngineMetrics()
         self.policy = load_policy(instance.policy_path)
         self.limits = SendingLimits()
+        self.breakers = Breakers()
+        self.holds = read_holds(instance.holds_path)  # sender holds: shared/holds.py
+        self._counted: set[str] = set()  # never-tried messages the breakers have counted
         self._limit_logged: dict[tuple[str, str], float] = {}  # until when it was said
         delivery = self.config.delivery
         self.pool = DeliveryPool(
@@ -117,6 +132,7 @@ class QueueManager:
         self.metrics.bind(
             queue_size=lambda: len(self.due) + len(self.held),
             held=lambda: len(self.held),
+            holds=lambda: len(self.holds),
             active=lambda: len(self._active),
             connections=lambda: self.pool.open_connections,
             limit=lambda: self.pool.limit,
@@ -154,6 +170,7 @@ class QueueManager:
                 "active": self._active_command,
                 "activity": self._activity_command,
                 "queue": self._queue_command,
+                "holds": self._holds_command,
             },
         )
         for signum, handler in (
@@ -305,6 +322,12 @@ class QueueManager:
             self.due.forget(message_id)
             self.held.add(message_id)
             return
+        if (
+            not state.attempts
+            and not state.held_seconds
+            and self._held_by_policy(message_id, envelope)
+        ):
+            return
         if not state.attempts and self._waits_for_a_limit(message_id, envelope):
             return
         active = ActiveMessage(message_id, envelope, state)
@@ -335,10 +358,94 @@ class QueueManager:
         for destination, job in jobs:
             self.pool.submit(destination, job)
 
+    # -- sender holds (the circuit breaker) -----------------------------------------------------
+
+    def _held_by_policy(self, message_id: str, envelope: Envelope) -> bool:
+        """A message never tried (nor released by hand) from a sender on hold is held; one
+        that trips its sender's breaker puts the sender on hold, and is held with it."""
+        if not self._limitable(envelope):
+            return False
+        identity = Identity.of(envelope)
+        hold_id = hold_id_for(identity, self.holds)
+        if hold_id is None and message_id not in self._counted:
+            self._counted.add(message_id)
+            found = self.policy.breaker_for(identity)
+            if found is not None:
+                rule, key = found
+                now = self.clock()
+                recipients = envelope.recipients
+                reason = self.breakers.count_message(rule, key, recipients, envelope.birth, now)
+                if reason is not None:
+                    hold_id = self._trip(rule, key, reason)
+        if hold_id is None:
+            return False
+        self.due.forget(message_id)
+        self.held.add(message_id)
+        self._spawn(self._apply([message_id], QueueAction.HOLD, held_by=hold_id))
+        return True
+
+    def _trip(self, rule: BreakerRule, key: str, reason: str) -> str:
+        hold = Hold(rule.scope, key, rule.name, reason, self.clock())
+        self.holds[hold.hold_id] = hold
+        self.metrics.breaker_trips.labels(rule.name).inc()
+        self._spawn(self._put_on_hold(hold, rule.notify))
+        return hold.hold_id
+
+    async def _put_on_hold(self, hold: Hold, notify: str | None) -> None:
+        """Record the hold, then hold the sender's queued mail; mail being delivered is held
+        after its attempt (`_record`)."""
+        await asyncio.to_thread(write_holds, self.instance.holds_path, self.holds.values())
+        log.warning(
+            "sender on hold: %s %s (rule %s: %s); its mail is kept, not attempted, until "
+            "an operator releases it",
+            hold.scope,
+            json.dumps(hold.key),
+            hold.rule,
+            hold.reason,
+        )
+        if notify:
+            await asyncio.to_thread(self._notify_hold, hold, notify)
+        ids = await asyncio.to_thread(self._queued_mail_of, hold, self.due.waiting_ids())
+        await self._apply(ids, QueueAction.HOLD, held_by=hold.hold_id)
+
+    def _queued_mail_of(self, hold: Hold, candidates: list[str]) -> list[str]:
+        mail = []
+        for message_id in candidates:
+            try:
+                envelope = self.queue.read_envelope(message_id)
+            except (CorruptMessageError, OSError):
+                continue
+            if self._limitable(envelope) and Identity.of(envelope).value(hold.scope) == hold.key:
+                mail.append(message_id)
+        return mail
+
+    def _notify_hold(self, hold: Hold, notify: str) -> None:
+        report = build_hold_notice(hold, notify, self.names.me, self.names.bounce_sender)
+        envelope = Envelope("", (notify,), self.clock(), MessageKind.NORMAL, Origin("engine"))
+        self.queue.inject(envelope, report)
+        self._check_new = True
+
+    async def end_hold(self, hold_id: str, action: HoldAction) -> ActionOutcome:
+        """Release or purge a sender hold: the record goes first, then the mail it held."""
+        hold = self.holds.pop(hold_id, None)
+        if hold is not None:
+            await asyncio.to_thread(write_holds, self.instance.holds_path, self.holds.values())
+            self.breakers.forget(hold.rule, hold.key)
+            log.info("hold on %s ended (%s) by the mail administrator", hold_id, action.value)
+        held = list(self.held)
+        ids = await asyncio.to_thread(messages_held_by, self.queue, hold_id, held)
+        queue_action = QueueAction.RELEASE if action is HoldAction.RELEASE else QueueAction.DELETE
+        return await self._apply(ids, queue_action)
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        if self._recorders is None:  # only while the manager runs
+            raise RuntimeError("the queue manager is not running")
+        self._recorders.create_task(work)
+
     def _waits_for_a_limit(self, message_id: str, envelope: Envelope) -> bool:
         """A message never tried whose sender is over a sending limit goes back to wait until
         the window allows it (nothing is written: the limit is checked again then)."""
-        found = self.policy.limit_for(_identity(envelope)) if self._limitable(envelope) else None
+        found = self.policy.limit_for(Identity.of(envelope)) if self._limitable(envelope) else None
         if found is None:
             return False
         rule, key = found
@@ -359,9 +466,28 @@ class QueueManager:
             )
         return True
 
+    def _watch_results(
+        self, envelope: Envelope, results: Sequence[RecipientResult], now: float
+    ) -> str | None:
+        """Feed an attempt's results to the sender's breaker; the sender's hold, if any."""
+        if not self._limitable(envelope):
+            return None
+        identity = Identity.of(envelope)
+        found = self.policy.breaker_for(identity)
+        if found is not None and hold_id_for(identity, self.holds) is None:
+            rule, key = found
+            delivered = sum(result.outcome is Outcome.DELIVERED for result in results)
+            failed = len(results) - delivered
+            reason = self.breakers.count_results(rule, key, delivered, failed, now)
+            if reason is not None:
+                return self._trip(rule, key, reason)
+        return hold_id_for(identity, self.holds)
+
     def _forget_spent_limits(self) -> None:
         now = self.clock()
         self.limits.forget_idle(now)
+        windows = {rule.name: rule.window_minutes for rule in self.policy.breaker}
+        self.breakers.forget_idle(now, windows)
         for key in [key for key, until in self._limit_logged.items() if until < now]:
             del self._limit_logged[key]
 
@@ -417,9 +543,7 @@ class QueueManager:
             self._record_later(active)
 
     def _record_later(self, active: ActiveMessage) -> None:
-        if self._recorders is None:  # only while the manager runs
-            raise RuntimeError("the queue manager is not running")
-        self._recorders.create_task(self._record(active))
+        self._spawn(self._record(active))
 
     async def _record(self, active: ActiveMessage) -> None:
         """Record the attempt durably, then log it: a logged delivery is never repeated."""
@@ -452,10 +576,14 @@ class QueueManager:
             return
         finally:
             self._active.pop(message_id, None)
+            self._counted.discard(message_id)
             action = self._after_attempt.pop(message_id, None)
             self.wake()
+        hold_id = self._watch_results(envelope, record.results, now)
+        if hold_id is not None and not record.finished and action is None:
+            action = QueueAction.HOLD  # its sender went on hold while it was being delivered
         if action is not None and not record.finished:
-            await self._apply([message_id], action)
+            await self._apply([message_id], action, held_by=hold_id or "")
         for result in record.results:
             self.metrics.attempts.labels(result=result.outcome.value).inc()
             self.activity.attempt(
@@ -538,7 +666,7 @@ class QueueManager:
         outcome.merge(await self._apply(idle, action))
         return outcome
 
-    async def _apply(self, ids: list[str], action: QueueAction) -> ActionOutcome:
+    async def _apply(self, ids: list[str], action: QueueAction, held_by: str = "") -> ActionOutcome:
         """The action on messages not being delivered: memory and files in the order that
         keeps the scheduler from attempting one with its old state."""
         now = self.clock()
@@ -555,13 +683,14 @@ class QueueManager:
         if action is not QueueAction.RELEASE:
             for message_id in ids:  # not attempted from now on, with the old state or at all
                 self.due.forget(message_id)
-        outcome = await asyncio.to_thread(apply_to_files, self.queue, action, ids, now)
+        outcome = await asyncio.to_thread(apply_to_files, self.queue, action, ids, now, held_by)
         missing = set(outcome.missing)
         for message_id in (message_id for message_id in ids if message_id not in missing):
             if action is QueueAction.HOLD:
                 self.held.add(message_id)
             elif action is QueueAction.DELETE:
                 self.held.discard(message_id)
+                self._counted.discard(message_id)
             elif action is QueueAction.EXPIRE or message_id in outcome.touched:
                 self.held.discard(message_id)  # expired, or released
                 self.due.schedule(message_id, now)
@@ -623,9 +752,27 @@ class QueueManager:
             "missing": outcome.missing,
         }
 
-
-def _identity(envelope: Envelope) -> Identity:
-    sender = envelope.sender.lower()
-    origin = envelope.origin
-    account = origin.account if origin is not None and origin.via == "sendmail" else None
-    return Identity(sender=sender, account=account, domain=sender.rpartition("@")[2] or None)
+    async def _holds_command(self, argument: object) -> dict[str, object]:
+        """{} -> {"holds": [...]}; {"action": "release"|"purge", "hold": "account:alice"} ->
+        the queue action's outcome on the mail it held; {"action": "add", "hold": ...,
+        "reason": ...} puts a sender on hold by hand."""
+        if not isinstance(argument, dict) or "action" not in argument:
+            return {"holds": [asdict(hold) for hold in self.holds.values()]}
+        try:
+            scope, key = parse_hold_id(str(argument.get("hold")))
+        except ValueError as error:
+            return {"error": str(error)}
+        hold_id = f"{scope}:{key}"
+        if argument["action"] == "add":
+            if hold_id not in self.holds:
+                reason = str(argument.get("reason") or "held by the mail administrator")[:200]
+                hold = Hold(scope, key, "operator", reason, self.clock())
+                self.holds[hold_id] = hold
+                await self._put_on_hold(hold, None)
+            return {"touched": [], "in_flight": [], "missing": []}
+        try:
+            action = HoldAction(str(argument["action"]))
+        except ValueError:
+            return {"error": f"unknown action {str(argument['action'])[:40]!r}"}
+        outcome = await self.end_hold(hold_id, action)
+        return {"touched": outcome.touched, "in_flight": outcome.in_flight, "missing": []}

@@ -33,6 +33,11 @@ class Instance:
         return self.home / "policy.toml"
 
     @property
+    def holds_path(self) -> Path:
+        """The senders the sending policy holds (`shared/holds.py`)."""
+        return self.home / "holds.json"
+
+    @property
     def control_dir(self) -> Path:
         return self.home / "control"
 

@@ -46,11 +46,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from sendworx.shared.config import load_toml_model
+from sendworx.shared.queue_format import Envelope
 
 Pattern = Annotated[str, Field(min_length=1, max_length=253)]
 
@@ -101,6 +102,7 @@ BUILT_IN = (
 
 
 Scope = Literal["all", "account", "domain", "sender"]
+SenderScope = Literal["account", "domain", "sender"]  # what a breaker watches and holds
 _SPECIFICITY: tuple[Scope, ...] = ("sender", "account", "domain")
 
 
@@ -132,6 +134,37 @@ class LimitRule(BaseModel):
         return self
 
 
+class BreakerRule(BaseModel):
+    """Holds a sender's mail when it sends like a compromised account: more than `messages`
+    messages or `recipients` distinct recipients within `window_minutes`, or a share of
+    deferred and bounced recipients of at least `failure_share` over `min_attempts` or more."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    scope: SenderScope
+    match: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
+        default_factory=list, max_length=100_000
+    )
+    window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    messages: int = Field(default=0, ge=0, le=100_000_000)
+    recipients: int = Field(default=0, ge=0, le=100_000_000)
+    failure_share: float = Field(default=0, ge=0, le=1)
+    min_attempts: int = Field(default=50, ge=1, le=100_000_000)
+    notify: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)
+
+    @field_validator("match")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [item.lower() for item in value]
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> BreakerRule:
+        if not (self.messages or self.recipients or self.failure_share):
+            raise ValueError("give at least one threshold: messages, recipients or failure_share")
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who sent a message, as limits see it (lower case; None where unknown)."""
@@ -140,38 +173,35 @@ class Identity:
     account: str | None
     domain: str | None
 
+    @classmethod
+    def of(cls, envelope: Envelope) -> Identity:
+        sender = envelope.sender.lower()
+        origin = envelope.origin
+        account = origin.account if origin is not None and origin.via == "sendmail" else None
+        return cls(sender=sender, account=account, domain=sender.rpartition("@")[2] or None)
+
     def value(self, scope: Scope) -> str | None:
         return "*" if scope == "all" else getattr(self, scope)
 
 
-class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+R = TypeVar("R", LimitRule, BreakerRule)
 
-    limit: list[LimitRule] = Field(default_factory=list, max_length=10_000)
-    pacing: list[PacingRule] = Field(default_factory=list, max_length=10_000)
 
-    @field_validator("pacing", "limit")
-    @classmethod
-    def _unique(cls, rules: list[PacingRule] | list[LimitRule]) -> list[Any]:
-        names = [rule.name for rule in rules]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
-        return rules
+class _ScopedRules(Generic[R]):
+    """Rules by who they cover, looked up for every message by name, never by walking a
+    thousand rules: one naming the sender's address, then its account, then its domain; then
+    the rules without `match` in the same order; then `all`."""
 
-    _named: dict[tuple[str, str], LimitRule] = PrivateAttr(default_factory=dict)
-    _defaults: dict[str, LimitRule] = PrivateAttr(default_factory=dict)
-
-    def model_post_init(self, context: Any) -> None:
-        # Looked up for every message: by name, never by walking a thousand rules.
-        for rule in self.limit:
+    def __init__(self, rules: list[R]) -> None:
+        self._named: dict[tuple[str, str], R] = {}
+        self._defaults: dict[str, R] = {}
+        for rule in rules:
             for value in rule.match:
                 self._named.setdefault((rule.scope, value), rule)
             if not rule.match:
                 self._defaults.setdefault(rule.scope, rule)
 
-    def limit_for(self, identity: Identity) -> tuple[LimitRule, str] | None:
-        """The rule that caps `identity`, and the key its counters go by."""
+    def rule_for(self, identity: Identity) -> tuple[R, str] | None:
         for scope in _SPECIFICITY:
             value = identity.value(scope)
             if value is not None and (rule := self._named.get((scope, value))) is not None:
@@ -182,6 +212,40 @@ class Policy(BaseModel):
                 return rule, value
         rule = self._defaults.get("all")
         return (rule, "*") if rule is not None else None
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: list[LimitRule] = Field(default_factory=list, max_length=10_000)
+    breaker: list[BreakerRule] = Field(default_factory=list, max_length=10_000)
+    pacing: list[PacingRule] = Field(default_factory=list, max_length=10_000)
+    # Counters and holds shared by every node (redis://host:port/db); none: this engine's own.
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://\S+$", max_length=2048)
+
+    @field_validator("pacing", "limit", "breaker")
+    @classmethod
+    def _unique(cls, rules: list[Any]) -> list[Any]:
+        names = [rule.name for rule in rules]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
+        return rules
+
+    _limits: _ScopedRules[LimitRule] = PrivateAttr()
+    _breakers: _ScopedRules[BreakerRule] = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        self._limits = _ScopedRules(self.limit)
+        self._breakers = _ScopedRules(self.breaker)
+
+    def limit_for(self, identity: Identity) -> tuple[LimitRule, str] | None:
+        """The rule that caps `identity`, and the key its counters go by."""
+        return self._limits.rule_for(identity)
+
+    def breaker_for(self, identity: Identity) -> tuple[BreakerRule, str] | None:
+        """The circuit breaker that watches `identity`, and the key it counts by."""
+        return self._breakers.rule_for(identity)
 
     def pacing_rules(self) -> list[PacingRule]:
         """The file's rules, then the built-in ones it does not replace."""

@@ -47,14 +47,17 @@ class ActionOutcome:
         }
 
 
-def apply_to_files(queue: Queue, action: QueueAction, ids: list[str], now: float) -> ActionOutcome:
+def apply_to_files(
+    queue: Queue, action: QueueAction, ids: list[str], now: float, held_by: str = ""
+) -> ActionOutcome:
     """Change the files of `ids` for `action`; `touched` lists the messages whose files changed
-    (retry: every message found, since a fresh one is due already)."""
+    (retry: every message found, since a fresh one is due already). A hold names the sender
+    hold it is for in `held_by` (`shared/holds.py`)."""
     if action is QueueAction.DELETE:
         removed, missing = queue.delete(ids)
         return ActionOutcome(touched=removed, missing=missing)
     if action is QueueAction.HOLD:
-        changed, missing = queue.edit_states(ids, lambda state: state.on_hold(now))
+        changed, missing = queue.edit_states(ids, lambda state: state.on_hold(now, held_by))
     elif action is QueueAction.RELEASE:
         changed, missing = queue.edit_states(ids, lambda state: state.released(now))
     elif action is QueueAction.EXPIRE:

@@ -130,6 +130,7 @@ class DeliveryState:
     held: bool = False  # never attempted until released
     held_since: float = 0.0
     held_seconds: float = 0.0  # time spent held before, added to the lifetime
+    held_by: str = ""  # the sending-policy hold that held it ("account:alice"); "" by hand
     expire: bool = False  # an operator asked: bounce what is left at the next run
     history: list[AttemptLog] = field(default_factory=list)
 
@@ -148,6 +149,7 @@ class DeliveryState:
             held=bool(document.get("held", False)),
             held_since=float(document.get("held_since", 0.0)),
             held_seconds=float(document.get("held_seconds", 0.0)),
+            held_by=str(document.get("held_by", "")),
             expire=bool(document.get("expire", False)),
             history=[
                 AttemptLog(
@@ -171,10 +173,10 @@ class DeliveryState:
 
     # -- what an operator does (pure: a new state; the queue writes it) ----------------------
 
-    def on_hold(self, now: float) -> DeliveryState:
+    def on_hold(self, now: float, by: str = "") -> DeliveryState:
         if self.held:
             return self
-        return replace(self, held=True, held_since=now, expire=False)
+        return replace(self, held=True, held_since=now, held_by=by, expire=False)
 
     def released(self, now: float) -> DeliveryState:
         """Due at once; the time it spent held is added to its lifetime."""
@@ -185,13 +187,16 @@ class DeliveryState:
             self,
             held=False,
             held_since=0.0,
+            held_by="",
             held_seconds=self.held_seconds + held_for,
             next_attempt_at=0.0,
         )
 
     def to_expire(self) -> DeliveryState:
         """Bounce every recipient still to do at the next run (a held message included)."""
-        return replace(self, expire=True, held=False, held_since=0.0, next_attempt_at=0.0)
+        return replace(
+            self, expire=True, held=False, held_since=0.0, held_by="", next_attempt_at=0.0
+        )
 
     def due_now(self) -> DeliveryState:
         return replace(self, next_attempt_at=0.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from sendworx.shared.holds import Hold, HoldAction
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction
 
 
@@ -36,6 +37,11 @@ class QueueBackend(Protocol):
         """An operator's action on queued messages, whether the service runs or not."""
         ...
 
+    def act_on_hold(self, action: HoldAction, hold: Hold) -> ActionOutcome:
+        """Put a sender on hold, or release or purge a hold, whether the service runs or not;
+        the outcome is that of the mail the hold keeps or kept."""
+        ...
+
     def active_ids(self) -> set[str]:
         """The messages being delivered right now (none while the service is stopped)."""
         ...
@@ -48,6 +54,10 @@ class QueueBackend(Protocol):
         """The paces with connections open or a rate cut by their receivers (none while
         stopped)."""
         ...
+
+
+class MailBackend(ServiceBackend, QueueBackend, Protocol):
+    """The Outbound Mail service and its queue, as one backend (the built-in engine's)."""
 
 
 class ServiceError(Exception):

@@ -13,11 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sendworx.backends import ServiceError
 from sendworx.backends.exit_watch import ExitWatch
 from sendworx.engine.control import query_engine
 from sendworx.shared.file_lock import FileLock
+from sendworx.shared.holds import Hold, HoldAction, change_hold_in_files
 from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
@@ -112,6 +114,26 @@ class BuiltinBackend:
                     os.kill(pid, signal.SIGHUP)
 
     def act_on_queue(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+        return self._on_the_queue(
+            lambda: apply_to_files(self.instance.queue(), action, ids, time.time()),
+            lambda: self._act_through_engine(action, ids),
+        )
+
+    def act_on_hold(self, action: HoldAction, hold: Hold) -> ActionOutcome:
+        def offline() -> ActionOutcome:
+            queue, path = self.instance.queue(), self.instance.holds_path
+            return change_hold_in_files(queue, path, hold, action, time.time())
+
+        def through_engine() -> ActionOutcome:
+            argument = {"action": action.value, "hold": hold.hold_id, "reason": hold.reason}
+            answer = self._ask_engine("holds", argument)
+            return ActionOutcome(answer["touched"], answer["in_flight"], answer["missing"])
+
+        return self._on_the_queue(offline, through_engine)
+
+    def _on_the_queue(
+        self, offline: Callable[[], ActionOutcome], through_engine: Callable[[], ActionOutcome]
+    ) -> ActionOutcome:
         """Through the engine while it runs (it owns the queue then); directly on the files,
         holding the queue lock so that it cannot start meanwhile, while it does not."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -119,11 +141,11 @@ class BuiltinBackend:
             queue_lock = FileLock(self.instance.queue_lock_file)
             if queue_lock.acquire(wait=False):
                 try:
-                    return apply_to_files(self.instance.queue(), action, ids, time.time())
+                    return offline()
                 finally:
                     queue_lock.release()
             try:
-                return self._act_through_engine(action, ids)
+                return through_engine()
             except (OSError, ValueError) as error:
                 # Holding the lock but not answering: starting (loading the queue) or stopping.
                 if time.monotonic() > deadline:
@@ -132,18 +154,19 @@ class BuiltinBackend:
                     ) from error
                 time.sleep(0.1)
 
+    def _ask_engine(self, command: str, argument: object) -> dict[str, Any]:
+        answer = query_engine(
+            self.instance, command, timeout=QUEUE_COMMAND_TIMEOUT_SECONDS, argument=argument
+        )
+        if "error" in answer:
+            raise ServiceError(f"the engine refused: {answer['error']}")
+        return answer
+
     def _act_through_engine(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
         outcome = ActionOutcome()
         for start in range(0, len(ids), QUEUE_CHUNK):
             chunk = ids[start : start + QUEUE_CHUNK]
-            answer = query_engine(
-                self.instance,
-                "queue",
-                timeout=QUEUE_COMMAND_TIMEOUT_SECONDS,
-                argument={"action": action.value, "ids": chunk},
-            )
-            if "error" in answer:
-                raise ServiceError(f"the engine refused: {answer['error']}")
+            answer = self._ask_engine("queue", {"action": action.value, "ids": chunk})
             outcome.merge(ActionOutcome(answer["touched"], answer["in_flight"], answer["missing"]))
         return outcome
 

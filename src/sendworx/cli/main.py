@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sendworx.cli import queue_arguments
+from sendworx.cli import holds_command, queue_arguments
 from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import Instance, default_home
 
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sendmail.add_argument("arguments", nargs=argparse.REMAINDER)
     queue_arguments.add_arguments(commands.add_parser("queue", help="inspect and manage the queue"))
+    holds_command.add_arguments(
+        commands.add_parser("holds", help="senders the sending policy holds: list, release...")
+    )
     nodeworx = commands.add_parser(
         "nodeworx",
         help="run an API action like InterWorx's nodeworx: -u -n -c MailSend -a update --name v",
@@ -119,6 +122,8 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         return _users(arguments, instance)
     if command == "queue":
         return _queue(arguments, instance)
+    if command == "holds":
+        return holds_command.run(arguments, instance)
     if command == "nodeworx":
         from sendworx.cli import nodeworx_command
 

@@ -39,7 +39,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from sendworx.engine.activity import KEPT_MINUTES, ActivityLog
@@ -60,9 +60,11 @@ from sendworx.shared.config import ConfigError
 from sendworx.shared.destinations import Destination, destination_for
 from sendworx.shared.file_lock import FileLock
 from sendworx.shared.holds import (
+    OPERATOR_HOLD,
     Hold,
     HoldAction,
     hold_id_for,
+    mail_of,
     messages_held_by,
     parse_hold_id,
     read_holds,
@@ -391,7 +393,7 @@ class QueueManager:
         self._spawn(self._put_on_hold(hold, rule.notify))
         return hold.hold_id
 
-    async def _put_on_hold(self, hold: Hold, notify: str | None) -> None:
+    async def _put_on_hold(self, hold: Hold, notify: str | None) -> ActionOutcome:
         """Record the hold, then hold the sender's queued mail; mail being delivered is held
         after its attempt (`_record`)."""
         await asyncio.to_thread(write_holds, self.instance.holds_path, self.holds.values())
@@ -405,19 +407,16 @@ class QueueManager:
         )
         if notify:
             await asyncio.to_thread(self._notify_hold, hold, notify)
-        ids = await asyncio.to_thread(self._queued_mail_of, hold, self.due.waiting_ids())
-        await self._apply(ids, QueueAction.HOLD, held_by=hold.hold_id)
-
-    def _queued_mail_of(self, hold: Hold, candidates: list[str]) -> list[str]:
-        mail = []
-        for message_id in candidates:
-            try:
-                envelope = self.queue.read_envelope(message_id)
-            except (CorruptMessageError, OSError):
-                continue
-            if self._limitable(envelope) and Identity.of(envelope).value(hold.scope) == hold.key:
-                mail.append(message_id)
-        return mail
+        in_flight = [
+            message_id
+            for message_id in self._active
+            if Identity.of(self._active[message_id].envelope).value(hold.scope) == hold.key
+        ]
+        waiting = self.due.waiting_ids()
+        ids = await asyncio.to_thread(mail_of, self.queue, hold.scope, hold.key, waiting)
+        outcome = await self._apply(ids, QueueAction.HOLD, held_by=hold.hold_id)
+        outcome.in_flight.extend(in_flight)  # held after their attempt (`_record`)
+        return outcome
 
     def _notify_hold(self, hold: Hold, notify: str) -> None:
         report = build_hold_notice(hold, notify, self.names.me, self.names.bounce_sender)
@@ -438,9 +437,18 @@ class QueueManager:
         return await self._apply(ids, queue_action)
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run `work` as a task of the manager's own; its failure (disk trouble, a bug) is
+        logged and leaves the files as they were, never stopping the manager."""
         if self._recorders is None:  # only while the manager runs
             raise RuntimeError("the queue manager is not running")
-        self._recorders.create_task(work)
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("a queue change failed; the files stay as they were")
+
+        self._recorders.create_task(guarded())
 
     def _waits_for_a_limit(self, message_id: str, envelope: Envelope) -> bool:
         """A message never tried whose sender is over a sending limit goes back to wait until
@@ -753,26 +761,22 @@ class QueueManager:
         }
 
     async def _holds_command(self, argument: object) -> dict[str, object]:
-        """{} -> {"holds": [...]}; {"action": "release"|"purge", "hold": "account:alice"} ->
-        the queue action's outcome on the mail it held; {"action": "add", "hold": ...,
-        "reason": ...} puts a sender on hold by hand."""
-        if not isinstance(argument, dict) or "action" not in argument:
-            return {"holds": [asdict(hold) for hold in self.holds.values()]}
+        """{"action": "add"|"release"|"purge", "hold": "account:alice", "reason": ...} ->
+        {touched, in_flight, missing} of the mail the hold keeps or kept."""
+        if not isinstance(argument, dict):
+            return {"error": "expected {action, hold}"}
         try:
+            action = HoldAction(str(argument.get("action")))
             scope, key = parse_hold_id(str(argument.get("hold")))
         except ValueError as error:
             return {"error": str(error)}
-        hold_id = f"{scope}:{key}"
-        if argument["action"] == "add":
+        if action is HoldAction.ADD:
+            hold_id = f"{scope}:{key}"
+            outcome = ActionOutcome()
             if hold_id not in self.holds:
-                reason = str(argument.get("reason") or "held by the mail administrator")[:200]
-                hold = Hold(scope, key, "operator", reason, self.clock())
-                self.holds[hold_id] = hold
-                await self._put_on_hold(hold, None)
-            return {"touched": [], "in_flight": [], "missing": []}
-        try:
-            action = HoldAction(str(argument["action"]))
-        except ValueError:
-            return {"error": f"unknown action {str(argument['action'])[:40]!r}"}
-        outcome = await self.end_hold(hold_id, action)
+                reason = str(argument.get("reason") or OPERATOR_HOLD)[:200]
+                self.holds[hold_id] = Hold(scope, key, "operator", reason, self.clock())
+                outcome = await self._put_on_hold(self.holds[hold_id], None)
+        else:
+            outcome = await self.end_hold(f"{scope}:{key}", action)
         return {"touched": outcome.touched, "in_flight": outcome.in_flight, "missing": []}

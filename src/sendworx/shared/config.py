@@ -233,14 +233,19 @@ def load_toml_model(path: Path, model: type[_Model]) -> _Model:
         return model()
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror or error}") from error
+    return parse_toml_model(raw, model, str(path))
+
+
+def parse_toml_model(raw: bytes, model: type[_Model], where: str) -> _Model:
+    """TOML text validated as `model`; ConfigError names `where` and every problem."""
     try:
         document = tomllib.loads(raw.decode("utf-8"))
         return model.model_validate(document)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+        raise ConfigError(f"{where}: not valid TOML: {error}") from error
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
             for item in error.errors()
         )
-        raise ConfigError(f"{path}: {problems}") from error
+        raise ConfigError(f"{where}: {problems}") from error

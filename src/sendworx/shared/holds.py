@@ -21,12 +21,15 @@ from sendworx.shared.durable import atomic_write
 from sendworx.shared.policy import Identity, SenderScope
 from sendworx.shared.queue import Queue
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
+from sendworx.shared.queue_format import CorruptMessageError, MessageKind
 
 SCOPES: tuple[SenderScope, ...] = ("sender", "account", "domain")  # most specific first
+OPERATOR_HOLD = "held by the mail administrator"
 _KEY = re.compile(r"^[^\x00-\x20\x7f]{1,320}$")
 
 
 class HoldAction(StrEnum):
+    ADD = "add"  # an operator puts a sender on hold, with its queued mail
     RELEASE = "release"  # the hold ends; the mail it held is tried now
     PURGE = "purge"  # the hold ends; the mail it held is deleted, without a bounce
 
@@ -97,15 +100,35 @@ def messages_held_by(queue: Queue, hold_id: str, candidates: Iterable[str]) -> l
     return held
 
 
-def end_hold_in_files(
-    queue: Queue, holds_path: Path, hold_id: str, action: HoldAction, now: float
+def mail_of(queue: Queue, scope: SenderScope, key: str, candidates: Iterable[str]) -> list[str]:
+    """Which of `candidates` were sent by `key` (normal mail only: bounces are never held)."""
+    mail = []
+    for message_id in candidates:
+        try:
+            envelope = queue.read_envelope(message_id)
+        except (CorruptMessageError, OSError):
+            continue
+        if envelope.kind is MessageKind.NORMAL and Identity.of(envelope).value(scope) == key:
+            mail.append(message_id)
+    return mail
+
+
+def change_hold_in_files(
+    queue: Queue, holds_path: Path, hold: Hold, action: HoldAction, now: float
 ) -> ActionOutcome:
-    """Release or purge a hold with the engine stopped (the caller holds the queue lock):
-    the hold leaves `holds.json` first, so a crash in between leaves its mail held by a hold
-    that no longer exists — which a second release finds and ends."""
+    """A hold added, released or purged with the engine stopped (the caller holds the queue
+    lock). Adding records the hold before holding its mail; ending removes it first, so a
+    crash in between leaves mail held by a hold that no longer exists — which a second
+    release or purge of the same hold finds and ends."""
     holds = read_holds(holds_path)
-    if holds.pop(hold_id, None) is not None:
+    queued = [*queue.message_ids(), *queue.pending_new_ids()]
+    if action is HoldAction.ADD:
+        if hold.hold_id not in holds:
+            write_holds(holds_path, [*holds.values(), hold])
+        ids = mail_of(queue, hold.scope, hold.key, queued)
+        return apply_to_files(queue, QueueAction.HOLD, ids, now, hold.hold_id)
+    if holds.pop(hold.hold_id, None) is not None:
         write_holds(holds_path, holds.values())
-    ids = messages_held_by(queue, hold_id, queue.message_ids())
+    ids = messages_held_by(queue, hold.hold_id, queued)
     queue_action = QueueAction.RELEASE if action is HoldAction.RELEASE else QueueAction.DELETE
     return apply_to_files(queue, queue_action, ids, now)

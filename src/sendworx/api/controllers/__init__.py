@@ -6,17 +6,18 @@ Each module defines its controller's actions once; transports never add behaviou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sendworx.api.auth import Authenticator, FailureTracker
 from sendworx.api.controllers.cluster_nodes import cluster_nodes_controller
 from sendworx.api.controllers.index import index_controller
 from sendworx.api.controllers.mailsend import mail_send_controller
 from sendworx.api.controllers.mta import mta_controller
+from sendworx.api.controllers.policy import policy_controller
 from sendworx.api.controllers.queue import queue_controller
 from sendworx.api.registry import Caller, Registry
 from sendworx.api.users import UserStore
-from sendworx.backends import QueueBackend, ServiceBackend
+from sendworx.backends import MailBackend
 from sendworx.backends.builtin import BuiltinBackend
 from sendworx.cluster.manager import ClusterManager
 from sendworx.cluster.store import NodeStore
@@ -39,10 +40,6 @@ class InstanceApi:
     queue_index: QueueIndex  # a long-running panel keeps it current with a QueueWatcher
 
 
-class MailBackend(ServiceBackend, QueueBackend, Protocol):
-    """The Outbound Mail service and its queue, as one backend (the built-in engine's)."""
-
-
 def build_registry(
     instance: Instance,
     backend: MailBackend,
@@ -61,6 +58,7 @@ def build_registry(
     registry.register(mail_send)
     registry.register(mta_controller(instance, backend, cluster))
     registry.register(queue_controller(instance, backend, cluster, queue_index))
+    registry.register(policy_controller(instance, backend, cluster))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry
 

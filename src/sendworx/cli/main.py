@@ -103,7 +103,12 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
     if command == "sendmail":
         from sendworx.inject import sendmail
 
-        return sendmail.run(arguments.arguments, instance.queue(), instance.mail_names())
+        return sendmail.run(
+            arguments.arguments,
+            instance.queue(),
+            instance.mail_names(),
+            admission=instance.admission_socket,
+        )
     # Everything else writes what only the instance's owner may read: logs (every envelope
     # address, the audit trail), control files, queue files, keys. (sendmail keeps the
     # caller's umask: it may run as another account that shares the queue through a group.)

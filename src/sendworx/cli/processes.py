@@ -74,6 +74,7 @@ def run_panel(instance: Instance) -> int:
 def run_smtpd(instance: Instance) -> int:
     from sendworx.inject import smtpd
     from sendworx.inject import workers as workers_module
+    from sendworx.shared.policy import load_policy
 
     def main(pid_file: PidFile) -> None:
         config = instance.config
@@ -82,12 +83,22 @@ def run_smtpd(instance: Instance) -> int:
         workers = config.smtpd.workers or os.cpu_count() or 1
         log.info("listening on %s port %d", ", ".join(config.smtpd.listen), config.smtpd.port)
 
+        def admission() -> Path | None:
+            """Ask the engine about limits only while the policy has `reject` ones (an
+            unreadable policy: ask, the engine decides)."""
+            try:
+                rejects = load_policy(instance.policy_path).rejects
+            except ConfigError as error:
+                log.error("sending policy unreadable, asking the engine: %s", error)
+                rejects = True
+            return instance.admission_socket if rejects else None
+
         def serve() -> None:
             pid_file.forget()  # a worker must not keep the parent's lock alive
-            run_loop(smtpd.serve(queue, config, listeners, instance.mail_names))
+            run_loop(smtpd.serve(queue, config, listeners, instance.mail_names, admission))
 
         if workers == 1:
-            run_loop(smtpd.serve(queue, config, listeners, instance.mail_names))
+            run_loop(smtpd.serve(queue, config, listeners, instance.mail_names, admission))
         else:
             workers_module.supervise(workers, serve)
         log.info("stopped")

@@ -23,6 +23,7 @@ from sendworx.shared import unix_sockets
 from sendworx.shared.instance import Instance
 
 Command = Callable[[Any], Awaitable[Mapping[str, object]]]
+Admit = Callable[[int, dict[str, Any]], Awaitable[Mapping[str, object]]]
 _PEERCRED = struct.Struct("3i")
 COMMAND_TIMEOUT_SECONDS = 5.0
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a queue action on some thousands of ids
@@ -30,9 +31,46 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a queue action on some thousands of ids
 
 async def serve_control(path: Path, commands: Mapping[str, Command]) -> asyncio.AbstractServer:
     """Listen on `path` and answer each connection's one command with one JSON line."""
+
+    async def respond(uid: int, line: str) -> Mapping[str, object]:
+        if uid not in (0, os.getuid()):
+            return {"error": "permission denied"}
+        name, _, text = line.partition(" ")
+        run = commands.get(name)
+        if run is None:
+            return {"error": f"unknown command {name[:40]!r}"}
+        try:
+            argument = json.loads(text) if text else None
+        except ValueError:
+            return {"error": "the argument is not JSON"}
+        return await run(argument)
+
+    return await _serve(path, respond, mode=0o600)
+
+
+async def serve_admission(path: Path, admit: Admit) -> asyncio.AbstractServer:
+    """Listen on `path` for injectors of every local account (`shared/admission.py`); `admit`
+    gets the caller's uid, which the kernel vouches for, with its request."""
+
+    async def respond(uid: int, line: str) -> Mapping[str, object]:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"error": "the request is not JSON"}
+        if not isinstance(request, dict):
+            return {"error": "expected {sender, account, recipients}"}
+        return await admit(uid, request)
+
+    return await _serve(path, respond, mode=0o666)
+
+
+async def _serve(
+    path: Path, respond: Callable[[int, str], Awaitable[Mapping[str, object]]], mode: int
+) -> asyncio.AbstractServer:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         unix_sockets.bind(listener, path)
+        os.chmod(path, mode)
     except BaseException:
         listener.close()
         raise
@@ -43,22 +81,9 @@ async def serve_control(path: Path, commands: Mapping[str, Command]) -> asyncio.
             _, uid, _ = _PEERCRED.unpack(
                 peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             )
-            if uid not in (0, os.getuid()):
-                writer.write(b'{"error": "permission denied"}\n')
-                return
             async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
                 line = (await reader.readline()).decode("utf-8", "replace").strip()
-            name, _, text = line.partition(" ")
-            run = commands.get(name)
-            if run is None:
-                reply: Mapping[str, object] = {"error": f"unknown command {name[:40]!r}"}
-            else:
-                try:
-                    argument = json.loads(text) if text else None
-                except ValueError:
-                    reply = {"error": "the argument is not JSON"}
-                else:
-                    reply = await run(argument)
+            reply = await respond(uid, line)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, OSError, ValueError):

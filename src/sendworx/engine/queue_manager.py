@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import signal
 import socket
 import time
@@ -46,7 +47,7 @@ from sendworx.engine.activity import KEPT_MINUTES, ActivityLog
 from sendworx.engine.attempts import Outcome, RecipientResult, fold_attempt
 from sendworx.engine.bounces import build_bounce
 from sendworx.engine.breaker import Breakers
-from sendworx.engine.control import serve_control
+from sendworx.engine.control import serve_admission, serve_control
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
 from sendworx.engine.due_index import DueIndex
 from sendworx.engine.limits import SendingLimits
@@ -163,6 +164,7 @@ class QueueManager:
         unix_sockets.bind(trigger, self.instance.queue_trigger_socket)
         trigger.setblocking(False)
         loop.add_reader(trigger.fileno(), self._drain_trigger, trigger)
+        admission = await serve_admission(self.instance.admission_socket, self._admit)
         control = await serve_control(
             self.instance.engine_control_socket,
             {
@@ -206,6 +208,7 @@ class QueueManager:
             loop.remove_reader(trigger.fileno())
             trigger.close()
             control.close()
+            admission.close()
             self._queue_lock.release()
         log.info("stopped: %d messages remain queued", len(self.due) + len(self.held))
 
@@ -450,11 +453,37 @@ class QueueManager:
 
         self._recorders.create_task(guarded())
 
+    async def _admit(self, uid: int, request: dict[str, Any]) -> dict[str, object]:
+        """An injector asks whether a message may be queued (`shared/admission.py`): refused
+        when its sender is over a `reject` limit; counted when it is let through. The account
+        is the caller's own unless the caller is this instance's owner (smtpd) or root."""
+        sender = str(request.get("sender") or "").lower()
+        recipients = request.get("recipients")
+        if not isinstance(recipients, int) or isinstance(recipients, bool) or recipients < 1:
+            return {"error": "recipients: a positive integer"}
+        if uid in (0, os.getuid()):
+            account = request.get("account")
+            account = account if isinstance(account, str) else None
+        else:
+            account = _account_of(uid)
+        identity = Identity(sender, account, sender.rpartition("@")[2] or None)
+        found = self.policy.limit_for(identity) if self._limitable_sender(sender) else None
+        if found is None or found[0].action != "reject":
+            return {}
+        rule, key = found
+        free_at = self.limits.admit(rule, key, recipients, self.clock())
+        if not free_at:
+            return {}
+        self.metrics.limited.labels(rule.name).inc()
+        log.info("limit %s refused a message from %s %s", rule.name, rule.scope, json.dumps(key))
+        return {"rule": rule.name, "code": rule.reject_code, "until": free_at}
+
     def _waits_for_a_limit(self, message_id: str, envelope: Envelope) -> bool:
         """A message never tried whose sender is over a sending limit goes back to wait until
-        the window allows it (nothing is written: the limit is checked again then)."""
+        the window allows it (nothing is written: the limit is checked again then). Mail
+        under a `reject` limit was counted when it was let in (`_admit`)."""
         found = self.policy.limit_for(Identity.of(envelope)) if self._limitable(envelope) else None
-        if found is None:
+        if found is None or found[0].action == "reject":
             return False
         rule, key = found
         now = self.clock()
@@ -501,9 +530,12 @@ class QueueManager:
 
     def _limitable(self, envelope: Envelope) -> bool:
         """Bounces and the server's own postmaster are never limited."""
-        if envelope.kind is not MessageKind.NORMAL or not envelope.sender:
+        return envelope.kind is MessageKind.NORMAL and self._limitable_sender(envelope.sender)
+
+    def _limitable_sender(self, sender: str) -> bool:
+        if not sender:
             return False
-        local, _, domain = envelope.sender.lower().rpartition("@")
+        local, _, domain = sender.lower().rpartition("@")
         ours = {self.names.me.lower(), self.names.default_domain.lower()}
         return not (local == "postmaster" and domain in ours)
 
@@ -780,3 +812,10 @@ class QueueManager:
         else:
             outcome = await self.end_hold(f"{scope}:{key}", action)
         return {"touched": outcome.touched, "in_flight": outcome.in_flight, "missing": []}
+
+
+def _account_of(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None

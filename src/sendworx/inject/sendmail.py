@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from pathlib import Path
 from typing import BinaryIO
 
 from sendworx.shared.addresses import check_domain, has_control_characters
+from sendworx.shared.admission import ask
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import Envelope, Origin, new_message_id
 from sendworx.shared.settings import MailNames
@@ -27,6 +29,7 @@ EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
+EX_NOPERM = 77
 
 # Options real sendmail accepts that change nothing here; they must not be mistaken for
 # recipients (-bm deliver mail, -od* delivery mode, -oe* error mode, -v verbose, ...).
@@ -155,9 +158,14 @@ def _account_name(uid: int) -> str | None:
 
 
 def run(
-    arguments: Sequence[str], queue: Queue, names: MailNames, stdin: BinaryIO | None = None
+    arguments: Sequence[str],
+    queue: Queue,
+    names: MailNames,
+    stdin: BinaryIO | None = None,
+    admission: Path | None = None,
 ) -> int:
-    """Bare user names get `@default_domain`; added headers name `me`."""
+    """Bare user names get `@default_domain`; added headers name `me`. `admission` is where
+    a running engine says whether the sender is over a `reject` limit."""
     host = names.default_domain
     try:
         invocation = parse_arguments(arguments)
@@ -204,6 +212,11 @@ def run(
     )
     message = received.encode() + final_headers + b"\n" + body
     origin = Origin("sendmail", uid=uid, account=_account_name(uid))
+    if admission is not None and sender:
+        refusal = ask(admission, sender, origin.account, len(recipients))
+        if refusal is not None:
+            print(f"sendmail: {refusal.text()}; not queued", file=sys.stderr)
+            return EX_TEMPFAIL if refusal.code == 451 else EX_NOPERM
     try:
         queue.inject(Envelope(sender, tuple(recipients), now, origin=origin), message, message_id)
     except QueueWriteError as error:

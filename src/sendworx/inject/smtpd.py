@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 from aiosmtpd.smtp import SMTP, Session
@@ -22,6 +23,7 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from sendworx.inject.committer import GroupCommitter
 from sendworx.shared.addresses import AddressError, check_domain, domain_of, has_control_characters
+from sendworx.shared.admission import ask_async
 from sendworx.shared.config import InstanceConfig
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import Envelope, Origin, new_message_id
@@ -72,9 +74,17 @@ class _NamesForAiosmtpd:
 class SubmissionHandler(_NamesForAiosmtpd):
     """aiosmtpd hooks: relay policy and recipient limit at RCPT, durable queueing at DATA."""
 
-    def __init__(self, committer: GroupCommitter, config: InstanceConfig, host: str) -> None:
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        config: InstanceConfig,
+        host: str,
+        admission: Path | None = None,
+    ) -> None:
         self._committer = committer
         self.host = host  # `me`: named in Received: headers; changed on SIGHUP
+        # Where to ask the engine about `reject` limits, while the policy has some (SIGHUP).
+        self.admission = admission
         self._max_recipients = config.smtpd.max_recipients
         self._relay_networks = [
             ipaddress.ip_network(network, strict=False) for network in config.smtpd.relay_networks
@@ -146,6 +156,13 @@ class SubmissionHandler(_NamesForAiosmtpd):
         )
         # aiosmtpd reports the null sender as the literal "<>".
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        if self.admission is not None and sender:
+            refusal = await ask_async(self.admission, sender, None, len(envelope.rcpt_tos))
+            if refusal is not None:
+                log.info(
+                    "refused from=%s peer=%s: limit %s", json.dumps(sender), peer, refusal.rule
+                )
+                return refusal.smtp_reply()
         origin = Origin("smtpd", peer=str(peer))
         queued = Envelope(sender, tuple(envelope.rcpt_tos), now, origin=origin)
         try:
@@ -207,15 +224,18 @@ async def serve(
     config: InstanceConfig,
     listeners: list[socket.socket],
     read_names: Callable[[], MailNames],
+    admission: Callable[[], Path | None] = lambda: None,
 ) -> None:
     """Serve until SIGTERM/SIGINT; sessions in progress are cut, unacknowledged mail is retried.
-    SIGHUP rereads the name control files (`me`) for the sessions that start afterwards."""
+    SIGHUP rereads the name control files (`me`) and the sending policy (`admission`: where to
+    ask about `reject` limits, None without any) for the sessions that start afterwards."""
     loop = asyncio.get_running_loop()
     committer = GroupCommitter(queue)
-    handler = SubmissionHandler(committer, config, read_names().me)
+    handler = SubmissionHandler(committer, config, read_names().me, admission())
 
     def reload() -> None:
         handler.host = read_names().me
+        handler.admission = admission()
 
     def factory() -> SMTP:
         return SubmissionSMTP(

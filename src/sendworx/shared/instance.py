@@ -68,6 +68,11 @@ class Instance:
         return self.run_dir / "control.sock"
 
     @property
+    def admission_socket(self) -> Path:
+        """Where injectors ask the engine whether a sender may send (`shared/admission.py`)."""
+        return self.run_dir / "admit.sock"
+
+    @property
     def queue_trigger_socket(self) -> Path:
         """Where the engine hears that injectors put mail into `queue/new/`."""
         return self.run_dir / "trigger.sock"

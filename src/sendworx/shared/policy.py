@@ -118,6 +118,10 @@ class LimitRule(BaseModel):
     messages_per_day: int = Field(default=0, ge=0, le=100_000_000)
     recipients_per_hour: int = Field(default=0, ge=0, le=100_000_000)
     recipients_per_day: int = Field(default=0, ge=0, le=100_000_000)
+    # defer: accept, and keep the mail queued until the window allows it; reject: refuse it at
+    # injection (smtpd answers reject_code, sendmail exits 75 for 451 and 77 for 550).
+    action: Literal["defer", "reject"] = "defer"
+    reject_code: Literal[451, 550] = 451
 
     @field_validator("match")
     @classmethod
@@ -238,6 +242,11 @@ class Policy(BaseModel):
     def model_post_init(self, context: Any) -> None:
         self._limits = _ScopedRules(self.limit)
         self._breakers = _ScopedRules(self.breaker)
+
+    @property
+    def rejects(self) -> bool:
+        """Some limit refuses mail at injection (the injectors then ask the engine)."""
+        return any(rule.action == "reject" for rule in self.limit)
 
     def limit_for(self, identity: Identity) -> tuple[LimitRule, str] | None:
         """The rule that caps `identity`, and the key its counters go by."""

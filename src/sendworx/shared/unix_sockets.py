@@ -20,7 +20,8 @@ from pathlib import Path
 @contextlib.contextmanager
 def short_path(path: Path) -> Iterator[str]:
     """A path to `path` that fits in a socket address, valid inside the block."""
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # O_PATH: search permission is enough (a site account may reach run/ without reading it).
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         yield f"/proc/self/fd/{directory}/{path.name}"
     finally:

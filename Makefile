@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 # smtp-sink and smtp-source (Postfix) are the real SMTP peers of the tests and benchmarks;
 # PHP's SoapClient (php-cli, php-soap) and xmlrpc extension (php-xmlrpc) are the real clients
 # most integrations use; Debian's chromium is the browser Playwright drives in the page tests
-# (no browser download).
+# (no browser download); Debian's redis-server is the shared store of the sending policy's
+# cluster tests.
 system-packages:
 	@export PATH="$$PATH:/usr/sbin"; \
 	if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \
@@ -40,8 +41,13 @@ system-packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; \
 	fi; \
+	if ! command -v redis-server >/dev/null; then \
+		echo "installing Debian's redis-server for the shared-policy tests"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
+	fi; \
 	command -v smtp-sink >/dev/null && php -m | grep -qx soap && php -m | grep -qx xmlrpc && \
-		command -v chromium >/dev/null
+		command -v chromium >/dev/null && command -v redis-server >/dev/null
 
 run: $(STAMP)
 	$(BIN)/sendworx init

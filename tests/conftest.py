@@ -10,6 +10,7 @@ from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import free_port
 from support.panel import Panel
+from support.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -40,3 +41,12 @@ def panel(home: SendworxHome) -> Iterator[Panel]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()

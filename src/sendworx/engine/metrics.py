@@ -57,6 +57,17 @@ class EngineMetrics:
             ["rule"],
             registry=self.registry,
         )
+        self.redis_up = Gauge(
+            "sendworx_redis_up",
+            "1 while the policy's Redis answers, 0 while limits use local counters "
+            "(1 without redis_url)",
+            registry=self.registry,
+        )
+        self.redis_errors = Gauge(
+            "sendworx_redis_errors",
+            "Requests to the policy's Redis that failed since the engine started",
+            registry=self.registry,
+        )
         self.holds = Gauge(
             "sendworx_sender_holds", "Senders on hold (sending policy)", registry=self.registry
         )
@@ -70,10 +81,13 @@ class EngineMetrics:
         connections: Callable[[], float],
         limit: Callable[[], float],
         pacing: Callable[[], list[dict[str, object]]],
+        redis: Callable[[], tuple[bool, int]] = lambda: (True, 0),
     ) -> None:
         self.queue_messages.set_function(queue_size)
         self.held_messages.set_function(held)
         self.holds.set_function(holds)
+        self.redis_up.set_function(lambda: float(redis()[0]))
+        self.redis_errors.set_function(lambda: float(redis()[1]))
         self.active_messages.set_function(active)
         self.open_connections.set_function(connections)
         self.connection_limit.set_function(limit)

@@ -54,6 +54,7 @@ from sendworx.engine.limits import SendingLimits
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.notices import build_hold_notice
 from sendworx.engine.resolver import DestinationResolver
+from sendworx.engine.shared_state import SharedState
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.shared import unix_sockets
 from sendworx.shared.addresses import AddressError, has_control_characters
@@ -72,7 +73,7 @@ from sendworx.shared.holds import (
     write_holds,
 )
 from sendworx.shared.instance import Instance
-from sendworx.shared.policy import BreakerRule, Identity, load_policy
+from sendworx.shared.policy import BreakerRule, Identity, LimitRule, load_policy
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 from sendworx.shared.queue_format import (
     CorruptMessageError,
@@ -121,6 +122,8 @@ class QueueManager:
         self.breakers = Breakers()
         self.holds = read_holds(instance.holds_path)  # sender holds: shared/holds.py
         self._counted: set[str] = set()  # never-tried messages the breakers have counted
+        self.shared: SharedState | None = None  # Redis, with policy.redis_url (in `run`)
+        self._admitting: set[str] = set()  # taken from the due index, waiting for Redis
         self._limit_logged: dict[tuple[str, str], float] = {}  # until when it was said
         delivery = self.config.delivery
         self.pool = DeliveryPool(
@@ -140,6 +143,7 @@ class QueueManager:
             connections=lambda: self.pool.open_connections,
             limit=lambda: self.pool.limit,
             pacing=self.pool.status,
+            redis=lambda: (self.shared.up, self.shared.errors) if self.shared else (True, 0),
         )
         self.started_at = self.clock()
         self._active: dict[str, ActiveMessage] = {}
@@ -196,6 +200,7 @@ class QueueManager:
             # group owns them and outlives the pool, whose last sessions still report.
             async with asyncio.TaskGroup() as recorders:
                 self._recorders = recorders
+                self._share(self.policy.redis_url)
                 async with self.pool.running():
                     await self._schedule_loop()
             if self.pool.cut:
@@ -205,6 +210,8 @@ class QueueManager:
                 )
         finally:
             self._recorders = None
+            if self.shared is not None:
+                await self.shared.close()
             loop.remove_reader(trigger.fileno())
             trigger.close()
             control.close()
@@ -228,11 +235,24 @@ class QueueManager:
             log.error("policy not reloaded, the one in force stays: %s", error)
         else:
             self.pool.reconfigure()
+            if self._recorders is not None:
+                self._share(self.policy.redis_url)
         values = " ".join(
             f"{name}={value}" for name, value in self.settings.integer_values().items()
         )
         log.info("settings reloaded: %s routes=%d", values, len(self.settings.smtp_routes))
         self.wake()
+
+    def _share(self, url: str | None) -> None:
+        """Count limits and keep holds in Redis at `url` from now on (None: alone)."""
+        current = self.shared.url if self.shared is not None else None
+        if url == current:
+            return
+        if self.shared is not None:
+            self._spawn(self.shared.close())
+        self.shared = SharedState(url, self.limits) if url is not None else None
+        if url is not None:
+            self._spawn(self._adopt_shared_holds())
 
     def _names(self) -> MailNames:
         delivery = self.config.delivery
@@ -295,11 +315,14 @@ class QueueManager:
                 next_rescan = time.monotonic() + rescan_every
                 self._claim_new()
                 self._forget_spent_limits()
-            for message_id in self.due.take_due(self.clock(), max_active - len(self._active)):
+                if self.shared is not None:
+                    self._spawn(self._adopt_shared_holds())
+            busy = len(self._active) + len(self._admitting)
+            for message_id in self.due.take_due(self.clock(), max_active - busy):
                 self._start(message_id)
             timeout = next_rescan - time.monotonic()
             next_due = self.due.next_due_at()
-            if next_due is not None and len(self._active) < max_active:
+            if next_due is not None and len(self._active) + len(self._admitting) < max_active:
                 timeout = min(timeout, next_due - self.clock())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(timeout, 0.0)):
@@ -333,8 +356,43 @@ class QueueManager:
             and self._held_by_policy(message_id, envelope)
         ):
             return
-        if not state.attempts and self._waits_for_a_limit(message_id, envelope):
-            return
+        if not state.attempts:
+            now = self.clock()
+            found = self._deferring_limit(envelope)
+            if found is not None and self.shared is not None:
+                # Counted in Redis: the start goes on once it answers (or fails over).
+                self._admitting.add(message_id)
+                self._spawn(self._start_when_admitted(message_id, envelope, state, found))
+                return
+            if found is not None:
+                free_at = self.limits.admit(found[0], found[1], len(envelope.recipients), now)
+                if free_at:
+                    self._wait_for_limit(message_id, found, free_at)
+                    return
+        self._begin(message_id, envelope, state)
+
+    async def _start_when_admitted(
+        self,
+        message_id: str,
+        envelope: Envelope,
+        state: DeliveryState,
+        found: tuple[LimitRule, str],
+    ) -> None:
+        try:
+            assert self.shared is not None
+            rule, key = found
+            free_at = await self.shared.admit(rule, key, len(envelope.recipients), self.clock())
+        finally:
+            self._admitting.discard(message_id)
+        if message_id not in self.due or message_id in self.held or self._stopping:
+            return  # deleted or held meanwhile; or stopping: it stays queued, due
+        if free_at:
+            self._wait_for_limit(message_id, found, free_at)
+        else:
+            self._begin(message_id, envelope, state)
+        self.wake()
+
+    def _begin(self, message_id: str, envelope: Envelope, state: DeliveryState) -> None:
         active = ActiveMessage(message_id, envelope, state)
         self._active[message_id] = active
         if state.expire:
@@ -396,10 +454,14 @@ class QueueManager:
         self._spawn(self._put_on_hold(hold, rule.notify))
         return hold.hold_id
 
-    async def _put_on_hold(self, hold: Hold, notify: str | None) -> ActionOutcome:
+    async def _put_on_hold(
+        self, hold: Hold, notify: str | None, publish: bool = True
+    ) -> ActionOutcome:
         """Record the hold, then hold the sender's queued mail; mail being delivered is held
         after its attempt (`_record`)."""
         await asyncio.to_thread(write_holds, self.instance.holds_path, self.holds.values())
+        if self.shared is not None and publish:
+            await self.shared.publish_hold(hold)
         log.warning(
             "sender on hold: %s %s (rule %s: %s); its mail is kept, not attempted, until "
             "an operator releases it",
@@ -427,12 +489,23 @@ class QueueManager:
         self.queue.inject(envelope, report)
         self._check_new = True
 
+    async def _adopt_shared_holds(self) -> None:
+        """Holds another engine recorded in Redis become ours (and hold our mail of theirs)."""
+        assert self.shared is not None
+        for hold in await self.shared.holds():
+            if hold.hold_id not in self.holds:
+                self.holds[hold.hold_id] = hold
+                log.info("hold on %s recorded by another node adopted", hold.hold_id)
+                await self._put_on_hold(hold, None, publish=False)
+
     async def end_hold(self, hold_id: str, action: HoldAction) -> ActionOutcome:
         """Release or purge a sender hold: the record goes first, then the mail it held."""
         hold = self.holds.pop(hold_id, None)
         if hold is not None:
             await asyncio.to_thread(write_holds, self.instance.holds_path, self.holds.values())
             self.breakers.forget(hold.rule, hold.key)
+            if self.shared is not None:
+                await self.shared.forget_hold(hold_id)
             log.info("hold on %s ended (%s) by the mail administrator", hold_id, action.value)
         held = list(self.held)
         ids = await asyncio.to_thread(messages_held_by, self.queue, hold_id, held)
@@ -471,25 +544,29 @@ class QueueManager:
         if found is None or found[0].action != "reject":
             return {}
         rule, key = found
-        free_at = self.limits.admit(rule, key, recipients, self.clock())
+        if self.shared is not None:
+            free_at = await self.shared.admit(rule, key, recipients, self.clock())
+        else:
+            free_at = self.limits.admit(rule, key, recipients, self.clock())
         if not free_at:
             return {}
         self.metrics.limited.labels(rule.name).inc()
         log.info("limit %s refused a message from %s %s", rule.name, rule.scope, json.dumps(key))
         return {"rule": rule.name, "code": rule.reject_code, "until": free_at}
 
-    def _waits_for_a_limit(self, message_id: str, envelope: Envelope) -> bool:
-        """A message never tried whose sender is over a sending limit goes back to wait until
-        the window allows it (nothing is written: the limit is checked again then). Mail
-        under a `reject` limit was counted when it was let in (`_admit`)."""
+    def _deferring_limit(self, envelope: Envelope) -> tuple[LimitRule, str] | None:
+        """The `defer` limit a message never tried counts against, if any. Mail under a
+        `reject` limit was counted when it was let in (`_admit`)."""
         found = self.policy.limit_for(Identity.of(envelope)) if self._limitable(envelope) else None
-        if found is None or found[0].action == "reject":
-            return False
+        return None if found is None or found[0].action == "reject" else found
+
+    def _wait_for_limit(
+        self, message_id: str, found: tuple[LimitRule, str], free_at: float
+    ) -> None:
+        """Its sender is over a sending limit: back to wait until the window allows it
+        (nothing is written: the limit is checked again then)."""
         rule, key = found
         now = self.clock()
-        free_at = self.limits.admit(rule, key, len(envelope.recipients), now)
-        if not free_at:
-            return False
         self.due.schedule(message_id, free_at)
         self.metrics.limited.labels(rule.name).inc()
         if self._limit_logged.get((rule.name, key), 0.0) < now:  # once per key and window
@@ -501,7 +578,6 @@ class QueueManager:
                 json.dumps(key),
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(free_at)),
             )
-        return True
 
     def _watch_results(
         self, envelope: Envelope, results: Sequence[RecipientResult], now: float

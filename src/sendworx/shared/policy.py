@@ -20,8 +20,16 @@ names who it covers in `match` or, without `match`, covers each of them apart:
 
 The most specific rule wins: one naming the sender's address, then its account, then its
 domain; then the rules without `match`, in the same order; then `all`. Mail over a cap waits
-in the queue (it is not attempted) until the window allows it. Bounces (the null sender) and
-the server's own postmaster are never limited.
+in the queue (it is not attempted) until the window allows it, or with `action = "reject"` is
+refused at injection. Bounces (the null sender) and the server's own postmaster are never
+limited.
+
+Breakers (`[[breaker]]`, same scopes but `all`, same specificity) put a sender on hold when
+it sends more than `messages` or `recipients` (distinct) within `window_minutes`, or when
+`failure_share` of its recipients are deferred or bounced over `min_attempts` or more.
+
+`redis_url` shares the limits' counters and the holds with every engine that names the same
+Redis (`engine/shared_state.py`).
 
 Pacing rules shape traffic per destination. A rule matches destinations by their domain
 (`example.com`, or `*.example.com` for every subdomain) or by the name of their first MX host

@@ -35,6 +35,7 @@ from sendworx.shared.instance import Instance
 from sendworx.shared.policy import Policy
 
 POLICY = "/nodeworx/mail/policy"
+HOLD_LIST: dict[str, Any] = {"type": "array", "items": ANY_STRUCT}
 MAX_POLICY_BYTES = 4 * 1024 * 1024  # 10,000 rules with their match lists fit with room
 
 
@@ -146,7 +147,7 @@ def policy_controller(
          "written on any.", update, (Input("policy", InputKind.STRING, parse_policy,
          "the whole policy file (TOML), as docs/operations.md describes", required=True),),
          CHANGE_RESULT, True),
-        ("listHolds", "The senders on hold.", list_holds, (), ANY_STRUCT, False),
+        ("listHolds", "The senders on hold.", list_holds, (), HOLD_LIST, False),
         ("addHold", "Put a sender on hold with its queued mail.", on_hold(HoldAction.ADD),
          (hold_input, reason_input), ANY_STRUCT, False),
         ("releaseHold", "End a hold: the mail it held is tried now.",

@@ -554,5 +554,6 @@ def test_every_action_is_reachable_with_the_keyboard_alone(panel: Panel, page: P
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Stop Outbound Mail?")).to_be_visible()
     page.keyboard.press("Enter")  # the confirmation's button has the focus
-    expect(page.get_by_role("status")).to_have_text("Outbound Mail stopped.")
+    # A graceful stop waits for the engine to exit: seconds on a loaded 2-core machine.
+    expect(page.get_by_role("status")).to_have_text("Outbound Mail stopped.", timeout=20_000)
     assert not _running(panel)

@@ -30,8 +30,9 @@ class Session:
 
 
 def _credentials(user: User) -> str:
-    """A fingerprint of what proves a user: a new key or password ends their sessions."""
-    material = "\n".join([user.password_hash, *sorted(user.key_digests)])
+    """A fingerprint of what proves a user: a new key or password, or a deactivation, ends
+    their sessions."""
+    material = "\n".join([user.password_hash, str(user.active), *sorted(user.key_digests)])
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -166,7 +167,7 @@ class Authenticator:
         # concurrent guesses see each other; taken back only if it was right.
         self._failures.count(keys, now)
         user = await self._user_for(auth, now)
-        if user is None:
+        if user is None or not user.active:
             self._failures.failed(keys, now)
             raise AuthenticationFailed("authentication failed")
         self._failures.forgive(keys, now)

@@ -15,6 +15,7 @@ from sendworx.api.controllers.mailsend import mail_send_controller
 from sendworx.api.controllers.mta import mta_controller
 from sendworx.api.controllers.policy import policy_controller
 from sendworx.api.controllers.queue import queue_controller
+from sendworx.api.controllers.users import users_controller
 from sendworx.api.registry import Caller, Registry
 from sendworx.api.users import UserStore
 from sendworx.backends import MailBackend
@@ -59,6 +60,7 @@ def build_registry(
     registry.register(mta_controller(instance, backend, cluster))
     registry.register(queue_controller(instance, backend, cluster, queue_index))
     registry.register(policy_controller(instance, backend, cluster))
+    registry.register(users_controller(authenticator.users))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry
 

@@ -614,6 +614,32 @@ def test_slow_and_greedy_clients_cannot_starve_the_panel(home: SendworxHome) -> 
         panel.stop()
 
 
+def test_garbage_after_a_call_on_a_kept_alive_connection_never_hides_its_reply(
+    panel: Panel,
+) -> None:
+    """A valid call and garbage in one write: the call's own reply comes back (and then the
+    connection closes); before, the call was applied and the client got a bare 400."""
+    body = json.dumps({"hold": "domain:garbage.test"}).encode()
+    request = (
+        b"POST /api/v1/nodeworx/mail/policy/addHold HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + " ".join(panel.key.split()).encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    with socket.create_connection(("127.0.0.1", panel.http_port), timeout=10) as client:
+        client.sendall(request + b"\x00GARBAGE \xff\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert json.loads(payload)["payload"]["hold"] == "domain:garbage.test"
+    holds = panel.call("listHolds", controller="/nodeworx/mail/policy")["payload"]
+    assert [hold["hold"] for hold in holds] == ["domain:garbage.test"]
+
+
 def test_what_senders_choose_reaches_smtpd_log_escaped(home: SendworxHome) -> None:
     """A right-to-left override (printable to smtpd, not to a terminal) in a sender address
     is logged as a JSON escape, like every address in send.log."""

@@ -8,7 +8,11 @@ and new clients are reset. The guard is uvicorn's own httptools protocol with ti
   the first byte after a keep-alive pause), its body within `body_seconds` of the headers;
   a late one is cut (a request the application is reading sees a disconnect);
 - a connection beyond `max_connections`, or beyond `max_per_address` from one address, is
-  closed as soon as it is accepted, before it costs more than its socket.
+  closed as soon as it is accepted, before it costs more than its socket;
+- garbage after a request on a kept-alive connection never hides that request's reply:
+  uvicorn answers it with a bare 400 and closes the connection while the request is being
+  served, so the action ran and its client never heard; the request now gets its own reply,
+  requests queued behind it are dropped unrun, and then the connection closes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         _deadline: asyncio.TimerHandle | None = None
         _address: str | None = None
         _in_request = False
+        _garbage = False  # unparsable bytes arrived while a request was being served
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -75,6 +80,21 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             self._disarm()
             self._in_request = False
             super().on_message_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._garbage = True
+                self.pipeline.clear()  # not started: they never run
+                self.flow.pause_reading()
+                return
+            super().send_400_response(msg)
+
+        def on_response_complete(self) -> None:
+            if self._garbage:
+                self.server_state.total_requests += 1
+                self.transport.close()
+                return
+            super().on_response_complete()
 
         def _arm(self, seconds: float) -> None:
             self._disarm()

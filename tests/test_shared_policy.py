@@ -109,16 +109,16 @@ def test_redis_stopped_mid_run_loses_nothing_and_says_so(
             [task] = await _running([manager])
             try:
                 await _until(lambda: len(sink.received()) == 5)
-                assert manager.shared is not None and manager.shared.up
+                assert manager.policy.shared is not None and manager.policy.shared.up
                 redis_server.stop()
                 _inject(home, 5, BIRTH + 1)
                 await _until(lambda: len(sink.received()) == 10)
                 await _until(home.queue_empty)
-                assert not manager.shared.up and manager.shared.errors >= 1
+                assert not manager.policy.shared.up and manager.policy.shared.errors >= 1
                 redis_server.start()
                 _inject(home, 1, BIRTH + 2)
                 await _until(lambda: len(sink.received()) == 11)
-                assert manager.shared.up
+                assert manager.policy.shared.up
             finally:
                 await _stop([manager], [task])
 
@@ -148,13 +148,15 @@ def test_a_hold_recorded_on_one_node_holds_the_sender_on_the_other(
             managers = [QueueManager(home.instance, clock=clock) for home in homes]
             tasks = await _running(managers)
             try:
-                await _until(lambda: "domain:hacked.test" in managers[1].holds)
+                await _until(lambda: "domain:hacked.test" in managers[1].policy.holds)
                 _inject(homes[1], 2, BIRTH + 5, sender="x@HACKED.test")
                 _inject(homes[1], 1, BIRTH + 5, sender="ok@fine.test")
                 await _until(lambda: len(managers[1].held) == 2)
                 redis_server.stop()  # what was recorded stays held
                 await asyncio.sleep(0.5)
-                assert len(managers[1].held) == 2 and "domain:hacked.test" in managers[1].holds
+                assert (
+                    len(managers[1].held) == 2 and "domain:hacked.test" in managers[1].policy.holds
+                )
             finally:
                 await _stop(managers, tasks)
 

@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     holds_command.add_arguments(
         commands.add_parser("holds", help="senders the sending policy holds: list, release...")
     )
+    mailbox = commands.add_parser("mailbox", help="read mail for this host itself")
+    mailbox.add_argument("mailbox", nargs="?", help="a local user (root is postmaster)")
+    mailbox.add_argument("id", nargs="?", help="one message's id, as listed")
+    mailbox.add_argument("--json", action="store_true", help="print JSON")
     nodeworx = commands.add_parser(
         "nodeworx",
         help="run an API action like InterWorx's nodeworx: -u -n -c MailSend -a update --name v",
@@ -129,6 +133,10 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         return _queue(arguments, instance)
     if command == "holds":
         return holds_command.run(arguments, instance)
+    if command == "mailbox":
+        from sendworx.cli import mailbox_command
+
+        return mailbox_command.run(arguments, instance)
     if command == "nodeworx":
         from sendworx.cli import nodeworx_command
 

@@ -62,3 +62,8 @@ def print_table(title: str, rows: Mapping[str, Any]) -> None:
         )
         table.add_row(key, text or "-")
     Console().print(table)
+
+
+def printable(text: str) -> str:
+    """Shown at a terminal: no escape sequence from a hostile sender reaches it."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)

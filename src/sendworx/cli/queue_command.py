@@ -18,6 +18,7 @@ from typing import Any
 
 from sendworx.backends.builtin import BuiltinBackend
 from sendworx.cli.api_access import AccessDenied, LocalApi
+from sendworx.cli.output import printable
 from sendworx.cli.queue_arguments import DONE, FILTERS
 from sendworx.shared.errors import ApiError
 from sendworx.shared.instance import Instance
@@ -111,20 +112,20 @@ def _summary(api: LocalApi, arguments: argparse.Namespace, instance: Instance) -
     print("\nwaiting for                          msgs  rcpts  oldest  most frequent last reply")
     for row in summary["destinations"]:
         print(
-            f"{_safe(row['destination'])[:36]:<36} {row['messages']:>5} {row['recipients']:>6} "
-            f"{age(row['oldest_age']):>7}  {_safe(row['top_reply'])[:60]}"
+            f"{printable(row['destination'])[:36]:<36} {row['messages']:>5} {row['recipients']:>6} "
+            f"{age(row['oldest_age']):>7}  {printable(row['top_reply'])[:60]}"
         )
     print("\nsender domain                        msgs   bytes  oldest")
     for row in summary["sender_domains"]:
         print(
-            f"{_safe(row['domain'])[:36] or '<>':<36} {row['messages']:>5} {row['bytes']:>7} "
+            f"{printable(row['domain'])[:36] or '<>':<36} {row['messages']:>5} {row['bytes']:>7} "
             f"{age(row['oldest_age']):>7}"
         )
     if summary.get("pacing"):
         print("\npacing                               open  rate now  configured  slowed down")
         for pace in summary["pacing"]:
             print(
-                f"{_safe(str(pace['name']))[:36]:<36} {pace['open']:>4}  "
+                f"{printable(str(pace['name']))[:36]:<36} {pace['open']:>4}  "
                 f"{_rate(pace['rate_per_minute']):>8}  "
                 f"{_rate(pace['configured_rate_per_minute']):>10}  {pace['backoffs']:>11}"
             )
@@ -182,9 +183,9 @@ def _list(api: LocalApi, arguments: argparse.Namespace, instance: Instance) -> i
     for row in rows:
         last = next(iter(row["last_errors"].values()), "")
         print(
-            f"{row['id']}  {row['age']:>5}  {row['size']:>8}  <{_safe(row['sender'])}>  "
+            f"{row['id']}  {row['age']:>5}  {row['size']:>8}  <{printable(row['sender'])}>  "
             f"{len(row['pending'])}/{row['recipients']} pending  {row['state']:<8}  "
-            f"next {when(row['next_attempt_at'])}  {_safe(last)[:80]}"
+            f"next {when(row['next_attempt_at'])}  {printable(last)[:80]}"
         )
     return 0
 
@@ -195,7 +196,7 @@ def _show(api: LocalApi, arguments: argparse.Namespace, instance: Instance) -> i
         call: Call[Any] = Call(QUEUE, "queryMessage", {"id": message_id, "body": arguments.body})
         reply = api.reply(call)
         if reply.status != 0:
-            print(f"{_safe(message_id)}: no such message")
+            print(f"{printable(message_id)}: no such message")
             status = 1
             continue
         shown = reply.payload
@@ -205,7 +206,7 @@ def _show(api: LocalApi, arguments: argparse.Namespace, instance: Instance) -> i
         for key, value in shown.items():
             if key == "next_attempt_at":
                 value = when(value)
-            print(f"{key}: {_safe(str(value))}")
+            print(f"{key}: {printable(str(value))}")
         print()
     return status
 
@@ -230,7 +231,7 @@ def _act(api: LocalApi, arguments: argparse.Namespace, instance: Instance) -> in
                 + " ".join(outcome["in_flight"])
             )
         if outcome["missing"]:
-            print("not queued: " + " ".join(_safe(i) for i in outcome["missing"]))
+            print("not queued: " + " ".join(printable(i) for i in outcome["missing"]))
     return 1 if outcome["missing"] else 0
 
 
@@ -248,11 +249,6 @@ def _retry_everything(instance: Instance) -> int:
         "as it starts"
     )
     return 0
-
-
-def _safe(text: str) -> str:
-    """Shown at a terminal: no escape sequence from a hostile sender reaches it."""
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
 _COMMANDS: dict[str, Callable[[LocalApi, argparse.Namespace, Instance], int]] = {

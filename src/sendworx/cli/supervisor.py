@@ -55,6 +55,7 @@ def _banner(instance: Instance) -> str:
         f"  API key:     {instance.master_key_file} (master user, mode 0600)",
         f"  metrics:     http://{config.metrics.listen}:{config.metrics.port}/metrics",
         f"  logs:        {instance.log_dir}",
+        f"  local mail:  {sendworx} mailbox  (bounces to local senders, root, postmaster)",
         "Send a test message:",
         f"  printf 'Subject: hello\\n\\nhi\\n' | {sendworx} sendmail you@example.com",
         "See the service, the queue and the settings:",

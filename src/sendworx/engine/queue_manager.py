@@ -35,26 +35,24 @@ import contextlib
 import json
 import logging
 import os
-import pwd
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from sendworx.engine.activity import KEPT_MINUTES, ActivityLog
 from sendworx.engine.attempts import Outcome, RecipientResult, fold_attempt
 from sendworx.engine.bounces import build_bounce
-from sendworx.engine.breaker import Breakers
 from sendworx.engine.control import serve_admission, serve_control
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
 from sendworx.engine.due_index import DueIndex
-from sendworx.engine.limits import SendingLimits
+from sendworx.engine.local_delivery import deliver_locally
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.notices import build_hold_notice
 from sendworx.engine.resolver import DestinationResolver
-from sendworx.engine.shared_state import SharedState
+from sendworx.engine.sending_policy import SendingPolicy
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.shared import unix_sockets
 from sendworx.shared.addresses import AddressError, has_control_characters
@@ -65,15 +63,13 @@ from sendworx.shared.holds import (
     OPERATOR_HOLD,
     Hold,
     HoldAction,
-    hold_id_for,
     mail_of,
     messages_held_by,
     parse_hold_id,
-    read_holds,
-    write_holds,
 )
 from sendworx.shared.instance import Instance
-from sendworx.shared.policy import BreakerRule, Identity, LimitRule, load_policy
+from sendworx.shared.local_domains import is_local, local_domains
+from sendworx.shared.policy import Identity, LimitRule
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 from sendworx.shared.queue_format import (
     CorruptMessageError,
@@ -115,16 +111,11 @@ class QueueManager:
         self.queue = instance.queue()
         self.settings = read_settings(instance.control_dir)
         self.names = self._names()
+        self.locals = self._local_domains()
         self.due = DueIndex()
         self.metrics = EngineMetrics()
-        self.policy = load_policy(instance.policy_path)
-        self.limits = SendingLimits()
-        self.breakers = Breakers()
-        self.holds = read_holds(instance.holds_path)  # sender holds: shared/holds.py
-        self._counted: set[str] = set()  # never-tried messages the breakers have counted
-        self.shared: SharedState | None = None  # Redis, with policy.redis_url (in `run`)
+        self.policy = SendingPolicy(instance, lambda: self.names, self.metrics, clock)
         self._admitting: set[str] = set()  # taken from the due index, waiting for Redis
-        self._limit_logged: dict[tuple[str, str], float] = {}  # until when it was said
         delivery = self.config.delivery
         self.pool = DeliveryPool(
             resolver=DestinationResolver(self.config.resolver, delivery.remote_port),
@@ -132,18 +123,18 @@ class QueueManager:
             helo_name=lambda: self.names.me,
             config=delivery,
             settings=lambda: self.settings,
-            policy=lambda: self.policy,
+            policy=lambda: self.policy.rules,
             tls_context=opportunistic_tls_context() if delivery.starttls else None,
         )
         self.metrics.bind(
             queue_size=lambda: len(self.due) + len(self.held),
             held=lambda: len(self.held),
-            holds=lambda: len(self.holds),
+            holds=lambda: len(self.policy.holds),
             active=lambda: len(self._active),
             connections=lambda: self.pool.open_connections,
             limit=lambda: self.pool.limit,
             pacing=self.pool.status,
-            redis=lambda: (self.shared.up, self.shared.errors) if self.shared else (True, 0),
+            redis=self._redis_health,
         )
         self.started_at = self.clock()
         self._active: dict[str, ActiveMessage] = {}
@@ -168,7 +159,9 @@ class QueueManager:
         unix_sockets.bind(trigger, self.instance.queue_trigger_socket)
         trigger.setblocking(False)
         loop.add_reader(trigger.fileno(), self._drain_trigger, trigger)
-        admission = await serve_admission(self.instance.admission_socket, self._admit)
+        admission = await serve_admission(
+            self.instance.admission_socket, self.policy.admit_injection
+        )
         control = await serve_control(
             self.instance.engine_control_socket,
             {
@@ -200,7 +193,7 @@ class QueueManager:
             # group owns them and outlives the pool, whose last sessions still report.
             async with asyncio.TaskGroup() as recorders:
                 self._recorders = recorders
-                self._share(self.policy.redis_url)
+                self._share(self.policy.rules.redis_url)
                 async with self.pool.running():
                     await self._schedule_loop()
             if self.pool.cut:
@@ -210,8 +203,8 @@ class QueueManager:
                 )
         finally:
             self._recorders = None
-            if self.shared is not None:
-                await self.shared.close()
+            if self.policy.shared is not None:
+                await self.policy.shared.close()
             loop.remove_reader(trigger.fileno())
             trigger.close()
             control.close()
@@ -228,15 +221,16 @@ class QueueManager:
     def reload(self) -> None:
         self.settings = read_settings(self.instance.control_dir)
         self.names = self._names()
+        self.locals = self._local_domains()
         self.pool.set_limit(self.settings.concurrency_remote)
         try:
-            self.policy = load_policy(self.instance.policy_path)
+            self.policy.reload()
         except ConfigError as error:
             log.error("policy not reloaded, the one in force stays: %s", error)
         else:
             self.pool.reconfigure()
             if self._recorders is not None:
-                self._share(self.policy.redis_url)
+                self._share(self.policy.rules.redis_url)
         values = " ".join(
             f"{name}={value}" for name, value in self.settings.integer_values().items()
         )
@@ -245,14 +239,19 @@ class QueueManager:
 
     def _share(self, url: str | None) -> None:
         """Count limits and keep holds in Redis at `url` from now on (None: alone)."""
-        current = self.shared.url if self.shared is not None else None
-        if url == current:
-            return
-        if self.shared is not None:
-            self._spawn(self.shared.close())
-        self.shared = SharedState(url, self.limits) if url is not None else None
-        if url is not None:
+        replaced = self.policy.share(url)
+        if replaced is not None:
+            self._spawn(replaced.close())
+        if (url is not None and replaced is not None) or (url is not None and self.policy.shared):
             self._spawn(self._adopt_shared_holds())
+
+    def _redis_health(self) -> tuple[bool, int]:
+        shared = self.policy.shared
+        return (shared.up, shared.errors) if shared is not None else (True, 0)
+
+    def _local_domains(self) -> frozenset[str]:
+        names = self.names
+        return local_domains(self.instance.control_dir, self.config.helo_name, names.me)
 
     def _names(self) -> MailNames:
         delivery = self.config.delivery
@@ -314,8 +313,8 @@ class QueueManager:
                 self._check_new = False
                 next_rescan = time.monotonic() + rescan_every
                 self._claim_new()
-                self._forget_spent_limits()
-                if self.shared is not None:
+                self.policy.forget_spent()
+                if self.policy.shared is not None:
                     self._spawn(self._adopt_shared_holds())
             busy = len(self._active) + len(self._admitting)
             for message_id in self.due.take_due(self.clock(), max_active - busy):
@@ -358,16 +357,17 @@ class QueueManager:
             return
         if not state.attempts:
             now = self.clock()
-            found = self._deferring_limit(envelope)
-            if found is not None and self.shared is not None:
+            found = self.policy.deferring_limit(envelope)
+            if found is not None and self.policy.shared is not None:
                 # Counted in Redis: the start goes on once it answers (or fails over).
                 self._admitting.add(message_id)
                 self._spawn(self._start_when_admitted(message_id, envelope, state, found))
                 return
             if found is not None:
-                free_at = self.limits.admit(found[0], found[1], len(envelope.recipients), now)
+                free_at = self.policy.admit_here(found, len(envelope.recipients), now)
                 if free_at:
-                    self._wait_for_limit(message_id, found, free_at)
+                    self.due.schedule(message_id, free_at)  # nothing written: asked again then
+                    self.policy.waits(found, free_at)
                     return
         self._begin(message_id, envelope, state)
 
@@ -379,15 +379,14 @@ class QueueManager:
         found: tuple[LimitRule, str],
     ) -> None:
         try:
-            assert self.shared is not None
-            rule, key = found
-            free_at = await self.shared.admit(rule, key, len(envelope.recipients), self.clock())
+            free_at = await self.policy.admit(found, len(envelope.recipients), self.clock())
         finally:
             self._admitting.discard(message_id)
         if message_id not in self.due or message_id in self.held or self._stopping:
             return  # deleted or held meanwhile; or stopping: it stays queued, due
         if free_at:
-            self._wait_for_limit(message_id, found, free_at)
+            self.due.schedule(message_id, free_at)
+            self.policy.waits(found, free_at)
         else:
             self._begin(message_id, envelope, state)
         self.wake()
@@ -405,7 +404,7 @@ class QueueManager:
             self._record_later(active)
             return
         try:
-            jobs = self._jobs_for(active)
+            jobs, local = self._jobs_for(active)
         except Exception as error:
             # A bug must not strand the message as active for ever: record a temporary
             # failure for every recipient still to do, as a failed session would.
@@ -414,68 +413,44 @@ class QueueManager:
                 RecipientResult(recipient, Outcome.DEFERRED, f"local error: {error}", "4.3.0")
                 for recipient in active.pending()
             ]
-            jobs = []
-        active.outstanding = len(jobs)
-        if not jobs:
+            jobs, local = [], None
+        active.outstanding = len(jobs) + (local is not None)
+        if not active.outstanding:
             self._record_later(active)
         for destination, job in jobs:
             self.pool.submit(destination, job)
+        if local is not None:
+            self._spawn(self._deliver_locally(local))
 
     # -- sender holds (the circuit breaker) -----------------------------------------------------
 
     def _held_by_policy(self, message_id: str, envelope: Envelope) -> bool:
         """A message never tried (nor released by hand) from a sender on hold is held; one
         that trips its sender's breaker puts the sender on hold, and is held with it."""
-        if not self._limitable(envelope):
-            return False
-        identity = Identity.of(envelope)
-        hold_id = hold_id_for(identity, self.holds)
-        if hold_id is None and message_id not in self._counted:
-            self._counted.add(message_id)
-            found = self.policy.breaker_for(identity)
-            if found is not None:
-                rule, key = found
-                now = self.clock()
-                recipients = envelope.recipients
-                reason = self.breakers.count_message(rule, key, recipients, envelope.birth, now)
-                if reason is not None:
-                    hold_id = self._trip(rule, key, reason)
+        hold_id = self.policy.hold_for(envelope)
         if hold_id is None:
-            return False
+            tripped = self.policy.count_message(message_id, envelope)
+            if tripped is None:
+                return False
+            hold_id = tripped.hold_id
+            self._spawn(self._put_on_hold(tripped, self.policy.notify_address(tripped)))
         self.due.forget(message_id)
         self.held.add(message_id)
         self._spawn(self._apply([message_id], QueueAction.HOLD, held_by=hold_id))
         return True
-
-    def _trip(self, rule: BreakerRule, key: str, reason: str) -> str:
-        hold = Hold(rule.scope, key, rule.name, reason, self.clock())
-        self.holds[hold.hold_id] = hold
-        self.metrics.breaker_trips.labels(rule.name).inc()
-        self._spawn(self._put_on_hold(hold, rule.notify))
-        return hold.hold_id
 
     async def _put_on_hold(
         self, hold: Hold, notify: str | None, publish: bool = True
     ) -> ActionOutcome:
         """Record the hold, then hold the sender's queued mail; mail being delivered is held
         after its attempt (`_record`)."""
-        await asyncio.to_thread(write_holds, self.instance.holds_path, self.holds.values())
-        if self.shared is not None and publish:
-            await self.shared.publish_hold(hold)
-        log.warning(
-            "sender on hold: %s %s (rule %s: %s); its mail is kept, not attempted, until "
-            "an operator releases it",
-            hold.scope,
-            json.dumps(hold.key),
-            hold.rule,
-            hold.reason,
-        )
+        await self.policy.record(hold, publish)
         if notify:
             await asyncio.to_thread(self._notify_hold, hold, notify)
         in_flight = [
             message_id
-            for message_id in self._active
-            if Identity.of(self._active[message_id].envelope).value(hold.scope) == hold.key
+            for message_id, active in self._active.items()
+            if Identity.of(active.envelope).value(hold.scope) == hold.key
         ]
         waiting = self.due.waiting_ids()
         ids = await asyncio.to_thread(mail_of, self.queue, hold.scope, hold.key, waiting)
@@ -491,21 +466,12 @@ class QueueManager:
 
     async def _adopt_shared_holds(self) -> None:
         """Holds another engine recorded in Redis become ours (and hold our mail of theirs)."""
-        assert self.shared is not None
-        for hold in await self.shared.holds():
-            if hold.hold_id not in self.holds:
-                self.holds[hold.hold_id] = hold
-                log.info("hold on %s recorded by another node adopted", hold.hold_id)
-                await self._put_on_hold(hold, None, publish=False)
+        for hold in await self.policy.holds_of_other_nodes():
+            await self._put_on_hold(hold, None, publish=False)
 
     async def end_hold(self, hold_id: str, action: HoldAction) -> ActionOutcome:
         """Release or purge a sender hold: the record goes first, then the mail it held."""
-        hold = self.holds.pop(hold_id, None)
-        if hold is not None:
-            await asyncio.to_thread(write_holds, self.instance.holds_path, self.holds.values())
-            self.breakers.forget(hold.rule, hold.key)
-            if self.shared is not None:
-                await self.shared.forget_hold(hold_id)
+        if await self.policy.end(hold_id) is not None:
             log.info("hold on %s ended (%s) by the mail administrator", hold_id, action.value)
         held = list(self.held)
         ids = await asyncio.to_thread(messages_held_by, self.queue, hold_id, held)
@@ -526,97 +492,11 @@ class QueueManager:
 
         self._recorders.create_task(guarded())
 
-    async def _admit(self, uid: int, request: dict[str, Any]) -> dict[str, object]:
-        """An injector asks whether a message may be queued (`shared/admission.py`): refused
-        when its sender is over a `reject` limit; counted when it is let through. The account
-        is the caller's own unless the caller is this instance's owner (smtpd) or root."""
-        sender = str(request.get("sender") or "").lower()
-        recipients = request.get("recipients")
-        if not isinstance(recipients, int) or isinstance(recipients, bool) or recipients < 1:
-            return {"error": "recipients: a positive integer"}
-        if uid in (0, os.getuid()):
-            account = request.get("account")
-            account = account if isinstance(account, str) else None
-        else:
-            account = _account_of(uid)
-        identity = Identity(sender, account, sender.rpartition("@")[2] or None)
-        found = self.policy.limit_for(identity) if self._limitable_sender(sender) else None
-        if found is None or found[0].action != "reject":
-            return {}
-        rule, key = found
-        if self.shared is not None:
-            free_at = await self.shared.admit(rule, key, recipients, self.clock())
-        else:
-            free_at = self.limits.admit(rule, key, recipients, self.clock())
-        if not free_at:
-            return {}
-        self.metrics.limited.labels(rule.name).inc()
-        log.info("limit %s refused a message from %s %s", rule.name, rule.scope, json.dumps(key))
-        return {"rule": rule.name, "code": rule.reject_code, "until": free_at}
-
-    def _deferring_limit(self, envelope: Envelope) -> tuple[LimitRule, str] | None:
-        """The `defer` limit a message never tried counts against, if any. Mail under a
-        `reject` limit was counted when it was let in (`_admit`)."""
-        found = self.policy.limit_for(Identity.of(envelope)) if self._limitable(envelope) else None
-        return None if found is None or found[0].action == "reject" else found
-
-    def _wait_for_limit(
-        self, message_id: str, found: tuple[LimitRule, str], free_at: float
-    ) -> None:
-        """Its sender is over a sending limit: back to wait until the window allows it
-        (nothing is written: the limit is checked again then)."""
-        rule, key = found
-        now = self.clock()
-        self.due.schedule(message_id, free_at)
-        self.metrics.limited.labels(rule.name).inc()
-        if self._limit_logged.get((rule.name, key), 0.0) < now:  # once per key and window
-            self._limit_logged[(rule.name, key)] = free_at
-            log.info(
-                "limit %s reached for %s %s: its mail waits until %s",
-                rule.name,
-                rule.scope,
-                json.dumps(key),
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(free_at)),
-            )
-
-    def _watch_results(
-        self, envelope: Envelope, results: Sequence[RecipientResult], now: float
-    ) -> str | None:
-        """Feed an attempt's results to the sender's breaker; the sender's hold, if any."""
-        if not self._limitable(envelope):
-            return None
-        identity = Identity.of(envelope)
-        found = self.policy.breaker_for(identity)
-        if found is not None and hold_id_for(identity, self.holds) is None:
-            rule, key = found
-            delivered = sum(result.outcome is Outcome.DELIVERED for result in results)
-            failed = len(results) - delivered
-            reason = self.breakers.count_results(rule, key, delivered, failed, now)
-            if reason is not None:
-                return self._trip(rule, key, reason)
-        return hold_id_for(identity, self.holds)
-
-    def _forget_spent_limits(self) -> None:
-        now = self.clock()
-        self.limits.forget_idle(now)
-        windows = {rule.name: rule.window_minutes for rule in self.policy.breaker}
-        self.breakers.forget_idle(now, windows)
-        for key in [key for key, until in self._limit_logged.items() if until < now]:
-            del self._limit_logged[key]
-
-    def _limitable(self, envelope: Envelope) -> bool:
-        """Bounces and the server's own postmaster are never limited."""
-        return envelope.kind is MessageKind.NORMAL and self._limitable_sender(envelope.sender)
-
-    def _limitable_sender(self, sender: str) -> bool:
-        if not sender:
-            return False
-        local, _, domain = sender.lower().rpartition("@")
-        ours = {self.names.me.lower(), self.names.default_domain.lower()}
-        return not (local == "postmaster" and domain in ours)
-
-    def _jobs_for(self, active: ActiveMessage) -> list[tuple[Destination, DeliveryJob]]:
-        """One job per destination and transaction; recipients that name nowhere fail here."""
+    def _jobs_for(
+        self, active: ActiveMessage
+    ) -> tuple[list[tuple[Destination, DeliveryJob]], DeliveryJob | None]:
+        """One job per destination and transaction, and one for the recipients on this host
+        itself (`local_domains.py`); recipients that name nowhere fail here."""
         routes = self.settings.route_table
         per_transaction = self.config.delivery.recipients_per_transaction
         if has_control_characters(active.envelope.sender):
@@ -625,9 +505,13 @@ class QueueManager:
             for recipient in active.pending():
                 failure = RecipientResult(recipient, Outcome.FAILED, reason, "5.1.7", None)
                 active.results.append(failure)
-            return []
+            return [], None
         by_destination: dict[Destination, list[str]] = {}
+        local: list[str] = []
         for recipient in active.pending():
+            if is_local(recipient, self.locals):
+                local.append(recipient)
+                continue
             try:
                 destination = destination_for(recipient, routes)
             except AddressError as error:
@@ -636,6 +520,15 @@ class QueueManager:
             else:
                 by_destination.setdefault(destination, []).append(recipient)
         message_id = active.message_id
+        local_job = None
+        if local:  # one job, written by a task of the manager's (`_deliver_locally`)
+            local_job = DeliveryJob(
+                message_id,
+                active.envelope.sender,
+                local,
+                load_content=lambda: self.queue.read(message_id)[1],
+                on_done=self._job_done,
+            )
         jobs = []
         for destination, recipients in by_destination.items():
             for start in range(0, len(recipients), per_transaction):
@@ -647,7 +540,20 @@ class QueueManager:
                     on_done=self._job_done,
                 )
                 jobs.append((destination, job))
-        return jobs
+        return jobs, local_job
+
+    async def _deliver_locally(self, job: DeliveryJob) -> None:
+        """Mail for this host into its local mailboxes (file I/O, in a thread)."""
+        try:
+            results = await asyncio.to_thread(deliver_locally, self.instance.mailboxes_dir, job)
+        except Exception as error:
+            log.exception("local delivery of %s failed; deferring it", job.message_id)
+            reason = f"local delivery failed: {error}"
+            results = [
+                RecipientResult(rcpt, Outcome.DEFERRED, reason, "4.3.0", "local")
+                for rcpt in job.recipients
+            ]
+        self._job_done(job, results)
 
     def _job_done(self, job: DeliveryJob, results: list[RecipientResult]) -> None:
         active = self._active.get(job.message_id)
@@ -692,10 +598,13 @@ class QueueManager:
             return
         finally:
             self._active.pop(message_id, None)
-            self._counted.discard(message_id)
+            self.policy.forget_message(message_id)
             action = self._after_attempt.pop(message_id, None)
             self.wake()
-        hold_id = self._watch_results(envelope, record.results, now)
+        tripped = self.policy.count_results(envelope, record.results)
+        if tripped is not None:
+            self._spawn(self._put_on_hold(tripped, self.policy.notify_address(tripped)))
+        hold_id = self.policy.hold_for(envelope)
         if hold_id is not None and not record.finished and action is None:
             action = QueueAction.HOLD  # its sender went on hold while it was being delivered
         if action is not None and not record.finished:
@@ -806,7 +715,7 @@ class QueueManager:
                 self.held.add(message_id)
             elif action is QueueAction.DELETE:
                 self.held.discard(message_id)
-                self._counted.discard(message_id)
+                self.policy.forget_message(message_id)
             elif action is QueueAction.EXPIRE or message_id in outcome.touched:
                 self.held.discard(message_id)  # expired, or released
                 self.due.schedule(message_id, now)
@@ -879,19 +788,11 @@ class QueueManager:
         except ValueError as error:
             return {"error": str(error)}
         if action is HoldAction.ADD:
-            hold_id = f"{scope}:{key}"
             outcome = ActionOutcome()
-            if hold_id not in self.holds:
-                reason = str(argument.get("reason") or OPERATOR_HOLD)[:200]
-                self.holds[hold_id] = Hold(scope, key, "operator", reason, self.clock())
-                outcome = await self._put_on_hold(self.holds[hold_id], None)
+            reason = str(argument.get("reason") or OPERATOR_HOLD)[:200]
+            hold = Hold(scope, key, "operator", reason, self.clock())
+            if self.policy.add(hold):
+                outcome = await self._put_on_hold(hold, None)
         else:
             outcome = await self.end_hold(f"{scope}:{key}", action)
         return {"touched": outcome.touched, "in_flight": outcome.in_flight, "missing": []}
-
-
-def _account_of(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None

@@ -38,6 +38,11 @@ class Instance:
         return self.home / "holds.json"
 
     @property
+    def mailboxes_dir(self) -> Path:
+        """Local mail: a Maildir per local user (`shared/maildir.py`)."""
+        return self.home / "mailboxes"
+
+    @property
     def control_dir(self) -> Path:
         return self.home / "control"
 

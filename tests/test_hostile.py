@@ -18,8 +18,10 @@ import subprocess
 import threading
 import time
 import xmlrpc.client
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +32,7 @@ from support.raw_server import RawServer
 from support.sink import RecordingSink
 
 from sendworx.client import AsyncClient, BadResponse, Client, calls
+from sendworx.shared import unix_sockets
 from sendworx.shared.queue_format import Envelope
 from sendworx.transports import soap
 
@@ -104,6 +107,9 @@ def test_the_panel_opens_no_file_a_request_names(
             assert len(answers) == 1, answers  # no file-existence oracle
             assert "DTDs and entity declarations are not allowed" in answers.pop()
     assert panel.call("isRunning")["status"] == 0
+
+
+# -- cluster peer: a node (or what answers as one) cannot freeze, redirect or probe the manager ---
 
 
 def _hostile_envelope() -> str:
@@ -228,7 +234,50 @@ def test_a_node_cannot_redirect_the_manager_or_fill_its_memory(
     assert seen_by_target == []  # the key never went where the redirect pointed
 
 
-# -- envelope: addresses the engine could not route ------------------------------------------
+def test_registering_a_node_is_no_port_scanner_and_starves_no_thread_pool(
+    tmp_path: Path,
+) -> None:
+    """A closed port, a port speaking plain text and one that never answers the handshake all
+    get the same reason; eight slow registrations at once leave the thread pool (where the
+    API's own work runs) free."""
+    from sendworx.cluster.errors import RegistrationRefused
+    from sendworx.cluster.manager import ClusterManager
+    from sendworx.cluster.store import NodeStore
+
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 not TLS at all\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    with RawServer(chatty) as text, RawServer(mute) as silent:
+        closed = free_port()
+        manager = ClusterManager(NodeStore(tmp_path / "nodes.json"), "manager.test", timeout=2)
+
+        async def reasons() -> tuple[set[str], float]:
+            async def refused(port: int) -> str:
+                with pytest.raises(RegistrationRefused) as why:
+                    await manager.register(f"127.0.0.1:{port}", "key")
+                return str(why.value).replace(f"127.0.0.1:{port}", "NODE")
+
+            slow = [asyncio.create_task(refused(silent.port)) for _ in range(8)]
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await asyncio.to_thread(lambda: None)  # the API's scrypt and index work run here
+            waited = time.monotonic() - started
+            answers = {await refused(closed), await refused(text.port)}
+            answers.update([await task for task in slow])
+            await manager.aclose()
+            return answers, waited
+
+        answers, waited = asyncio.run(reasons())
+    assert answers == {"NODE is not a sendworx node answering over TLS (see the panel log)"}
+    assert waited < 0.5
+
+
+# -- envelope and body: what senders choose never reaches the wire, a log or a header raw -----
 
 BAD_DOMAINS = ["[a..b]", "[999.1.1.1]", "[::1]", "[IPv6:127.0.0.1]", "[tag:x]", "[1.2.3.4", "a..b"]
 
@@ -285,6 +334,65 @@ def test_mail_queued_for_nowhere_fails_and_never_stops_other_delivery(
     failed = [line for line in home.deliveries() if line["result"] == "failed"]
     assert {line["rcpt"] for line in failed} == {"x@[a..b]", "bad@[a..b]", "worse@a..b"}
     assert all(line["status"] == "5.1.3" for line in failed)
+
+
+def test_control_characters_in_envelope_addresses_never_reach_the_wire(
+    home: SendworxHome, sink_port: int
+) -> None:
+    """smtpd answers 501 for a CR or NUL inside MAIL FROM or RCPT TO; a queue file that
+    holds one anyway (written before the check) fails that recipient with 5.1.3, and the
+    body's bare CR and NUL are normalised on the way out."""
+    home.start_smtpd()
+    with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=10) as raw:
+        stream = raw.makefile("rwb")
+        stream.readline()
+        for command, expected in (
+            (b"EHLO client.test\r\n", b"250 "),
+            # 501 from our check, or from aiosmtpd's own parser, which refuses some first.
+            (b"MAIL FROM:<a\rRCPT TO:<x@far.test>@origin.test>\r\n", b"501 "),
+            (b"MAIL FROM:<a\x00b@origin.test>\r\n", b"501 "),
+            (b"MAIL FROM:<a@origin.test>\r\n", b"250 "),
+            (b"RCPT TO:<x\rDATA\r@far.test>\r\n", b"501 "),
+            (b"RCPT TO:<x\x00@far.test>\r\n", b"501 "),
+        ):
+            stream.write(command)
+            stream.flush()
+            reply = stream.readline()
+            while reply[3:4] == b"-":
+                reply = stream.readline()
+            assert reply.startswith(expected), (command, reply)
+    assert home.queue_empty()
+    with RecordingSink("127.0.2.1", sink_port) as sink:
+        home.routes(f"far.test:[127.0.2.1]:{sink_port}")
+        envelope = Envelope("a@origin.test", ("bad\rRSET\r@far.test", "good@far.test"), time.time())
+        home.instance.queue().inject(envelope, b"Subject: x\r\n\r\none\rtwo\x00three\r\n")
+        home.start_engine()
+        [message] = sink.wait_for_messages(1)
+        wait_for(home.queue_empty)
+    assert message.recipients == ("good@far.test",)
+    assert b"one\r\ntwo" in message.content and b"\x00" not in message.content
+    assert re.search(rb"\r(?!\n)", message.content) is None
+    [failed] = [line for line in home.deliveries() if line["rcpt"] == "bad\rRSET\r@far.test"]
+    assert failed["result"] == "failed" and failed["status"] == "5.1.3"
+    assert "control characters" in failed["reply"]
+
+
+def test_sendmail_refuses_a_full_name_that_would_add_header_lines(home: SendworxHome) -> None:
+    result = home.sendmail("-F", "Eve\nBcc: victim@far.test", "x@far.test")
+    assert result.returncode == 65 and b"control characters" in result.stderr
+    assert home.queue_empty()
+
+
+def test_what_senders_choose_reaches_smtpd_log_escaped(home: SendworxHome) -> None:
+    """A right-to-left override (printable to smtpd, not to a terminal) in a sender address
+    is logged as a JSON escape, like every address in send.log."""
+    home.start_smtpd()
+    with smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10) as client:
+        client.ehlo("client.test")
+        client.sendmail("ev\u202eil@origin.test", ["x@far.test"], b"hi", mail_options=["SMTPUTF8"])
+    wait_for(lambda: "queued id=" in home.log_text("smtpd"))
+    logged = home.log_text("smtpd")
+    assert 'from="ev\\u202eil@origin.test"' in logged and "\u202e" not in logged
 
 
 # -- settings writes: all or nothing, one writer at a time, never a crash ---------------------
@@ -495,51 +603,58 @@ def test_hostile_strings_in_a_search_are_shown_as_text(panel: Panel) -> None:
         client.close()
 
 
-def test_control_characters_in_envelope_addresses_never_reach_the_wire(
-    home: SendworxHome, sink_port: int
+# -- local users: what another account on the machine can reach ---------------------------------
+
+
+def _as_nobody(work: Callable[[], str]) -> str:
+    """Run `work` in a child process as `nobody` and return what it says."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child process)
+        try:
+            os.setuid(65534)
+            os.write(writer, work().encode())
+        except BaseException as error:
+            os.write(writer, f"error {type(error).__name__}".encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    answer = os.read(reader, 1000).decode()
+    os.close(reader)
+    return answer
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another account")
+def test_another_account_reaches_the_admission_socket_but_never_the_control_socket(
+    home: SendworxHome,
 ) -> None:
-    """smtpd answers 501 for a CR or NUL inside MAIL FROM or RCPT TO; a queue file that
-    holds one anyway (written before the check) fails that recipient with 5.1.3, and the
-    body's bare CR and NUL are normalised on the way out."""
-    home.start_smtpd()
-    with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=10) as raw:
-        stream = raw.makefile("rwb")
-        stream.readline()
-        for command, expected in (
-            (b"EHLO client.test\r\n", b"250 "),
-            # 501 from our check, or from aiosmtpd's own parser, which refuses some first.
-            (b"MAIL FROM:<a\rRCPT TO:<x@far.test>@origin.test>\r\n", b"501 "),
-            (b"MAIL FROM:<a\x00b@origin.test>\r\n", b"501 "),
-            (b"MAIL FROM:<a@origin.test>\r\n", b"250 "),
-            (b"RCPT TO:<x\rDATA\r@far.test>\r\n", b"501 "),
-            (b"RCPT TO:<x\x00@far.test>\r\n", b"501 "),
-        ):
-            stream.write(command)
-            stream.flush()
-            reply = stream.readline()
-            while reply[3:4] == b"-":
-                reply = stream.readline()
-            assert reply.startswith(expected), (command, reply)
-    assert home.queue_empty()
-    with RecordingSink("127.0.2.1", sink_port) as sink:
-        home.routes(f"far.test:[127.0.2.1]:{sink_port}")
-        envelope = Envelope("a@origin.test", ("bad\rRSET\r@far.test", "good@far.test"), time.time())
-        home.instance.queue().inject(envelope, b"Subject: x\r\n\r\none\rtwo\x00three\r\n")
-        home.start_engine()
-        [message] = sink.wait_for_messages(1)
-        wait_for(home.queue_empty)
-    assert message.recipients == ("good@far.test",)
-    assert b"one\r\ntwo" in message.content and b"\x00" not in message.content
-    assert re.search(rb"\r(?!\n)", message.content) is None
-    [failed] = [line for line in home.deliveries() if line["rcpt"] == "bad\rRSET\r@far.test"]
-    assert failed["result"] == "failed" and failed["status"] == "5.1.3"
-    assert "control characters" in failed["reply"]
+    """With run/ opened for search (as sendmail from site accounts needs), `nobody` may ask
+    the admission socket about limits, but the control socket (status, queue actions, holds)
+    refuses it, whatever it sends."""
+    home.start_engine()
+    run_dir = home.instance.run_dir
+    run_dir.chmod(0o711)
+    with (
+        unix_sockets.short_path(home.instance.engine_control_socket) as control_path,
+        unix_sockets.short_path(home.instance.admission_socket) as admission_path,
+    ):
 
+        def control() -> str:
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(control_path)
+                client.sendall(b'queue {"action": "delete", "ids": []}\n')
+                return client.recv(1000).decode()
 
-def test_sendmail_refuses_a_full_name_that_would_add_header_lines(home: SendworxHome) -> None:
-    result = home.sendmail("-F", "Eve\nBcc: victim@far.test", "x@far.test")
-    assert result.returncode == 65 and b"control characters" in result.stderr
-    assert home.queue_empty()
+        def admission() -> str:
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(admission_path)
+                client.sendall(b'{"sender": "a@b.test", "account": "root", "recipients": 1}\n')
+                return client.recv(1000).decode()
+
+        assert _as_nobody(control) == "error PermissionError"
+        assert _as_nobody(admission) == "{}\n"
+    assert home.status()["pid"]  # the engine answers its owner as ever
 
 
 def test_logs_settings_and_queue_files_are_the_instance_owners_alone(panel: Panel) -> None:
@@ -567,6 +682,9 @@ def test_logs_settings_and_queue_files_are_the_instance_owners_alone(panel: Pane
     ]
     for path in written:
         assert os.stat(path).st_mode & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+
+
+# -- slow clients and broken framing: nobody starves the panel or loses a reply -------------------
 
 
 def test_slow_and_greedy_clients_cannot_starve_the_panel(home: SendworxHome) -> None:
@@ -640,56 +758,82 @@ def test_garbage_after_a_call_on_a_kept_alive_connection_never_hides_its_reply(
     assert [hold["hold"] for hold in holds] == ["domain:garbage.test"]
 
 
-def test_what_senders_choose_reaches_smtpd_log_escaped(home: SendworxHome) -> None:
-    """A right-to-left override (printable to smtpd, not to a terminal) in a sender address
-    is logged as a JSON escape, like every address in send.log."""
-    home.start_smtpd()
-    with smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10) as client:
-        client.ehlo("client.test")
-        client.sendmail("ev\u202eil@origin.test", ["x@far.test"], b"hi", mail_options=["SMTPUTF8"])
-    wait_for(lambda: "queued id=" in home.log_text("smtpd"))
-    logged = home.log_text("smtpd")
-    assert 'from="ev\\u202eil@origin.test"' in logged and "\u202e" not in logged
+# -- lockout: guesses cannot be outrun, reset or spread ---------------------------------------
 
 
-def test_registering_a_node_is_no_port_scanner_and_starves_no_thread_pool(
-    tmp_path: Path,
+def test_concurrent_guesses_over_the_wire_cannot_outrun_the_lockout(home: SendworxHome) -> None:
+    """40 wrong passwords at once from one address, then the right one: refused, from that
+    address and (the account is locked too) from another; another user's key from the locked
+    address is refused as well, and its success forgives nothing."""
+    panel = Panel(home, max_failures=5, lockout_seconds=30).start()
+    try:
+        other_key = panel.add_user("other@sendworx.test", "EMAIL")
+
+        def guess(number: int) -> int:
+            proxy = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{panel.http_port}/xmlrpc")
+            auth = {"email": panel.email, "password": f"wrong {number}"}
+            reply = proxy.iworx.route(auth, SEND, "isRunning", {})
+            assert isinstance(reply, dict)
+            return int(reply["status"])
+
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            assert set(pool.map(guess, range(40))) == {401}
+        right = {"email": panel.email, "password": panel.password}
+        locked = panel.call("isRunning", auth=right)
+        assert locked["status"] == 401 and "too many failed attempts" in locked["payload"]
+        assert panel.call("isRunning", auth=other_key)["status"] == 401
+        elsewhere = _route_from("127.0.0.9", panel, right)
+        assert elsewhere["status"] == 401 and "for this account" in elsewhere["payload"]
+        assert _route_from("127.0.0.9", panel, other_key)["status"] == 0
+    finally:
+        panel.close()
+
+
+def _route_from(source: str, panel: Panel, auth: str | dict[str, str]) -> dict[str, Any]:
+    """One XML-RPC call from another loopback address."""
+    body = xmlrpc.client.dumps((auth, SEND, "isRunning", {}), "iworx.route").encode()
+    with socket.create_connection(
+        ("127.0.0.1", panel.http_port), timeout=30, source_address=(source, 0)
+    ) as client:
+        client.sendall(
+            b"POST /xmlrpc HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    reply = xmlrpc.client.loads(answer.partition(b"\r\n\r\n")[2])[0][0]
+    assert isinstance(reply, dict)
+    return reply
+
+
+# -- sessions: they end with the credentials that made them -------------------------------------
+
+
+def test_sessions_end_when_a_user_is_deactivated_or_their_password_changes(
+    panel: Panel,
 ) -> None:
-    """A closed port, a port speaking plain text and one that never answers the handshake all
-    get the same reason; eight slow registrations at once leave the thread pool (where the
-    API's own work runs) free."""
-    from sendworx.cluster.errors import RegistrationRefused
-    from sendworx.cluster.manager import ClusterManager
-    from sendworx.cluster.store import NodeStore
-
-    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 not TLS at all\r\n")
-        await writer.drain()
-        await reader.read()
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()
-
-    with RawServer(chatty) as text, RawServer(mute) as silent:
-        closed = free_port()
-        manager = ClusterManager(NodeStore(tmp_path / "nodes.json"), "manager.test", timeout=2)
-
-        async def reasons() -> tuple[set[str], float]:
-            async def refused(port: int) -> str:
-                with pytest.raises(RegistrationRefused) as why:
-                    await manager.register(f"127.0.0.1:{port}", "key")
-                return str(why.value).replace(f"127.0.0.1:{port}", "NODE")
-
-            slow = [asyncio.create_task(refused(silent.port)) for _ in range(8)]
-            await asyncio.sleep(0.2)
-            started = time.monotonic()
-            await asyncio.to_thread(lambda: None)  # the API's scrypt and index work run here
-            waited = time.monotonic() - started
-            answers = {await refused(closed), await refused(text.port)}
-            answers.update([await task for task in slow])
-            await manager.aclose()
-            return answers, waited
-
-        answers, waited = asyncio.run(reasons())
-    assert answers == {"NODE is not a sendworx node answering over TLS (see the panel log)"}
-    assert waited < 0.5
+    users = "/nodeworx/users"
+    new_user = {
+        "nickname": "Ops",
+        "email": "ops@sendworx.test",
+        "password": "first password",
+        "confirm_password": "first password",
+        "perms": "EMAIL",
+    }
+    assert panel.call("add", new_user, controller=users)["status"] == 0
+    login = {"email": "ops@sendworx.test", "password": "first password"}
+    session = panel.call("getSession", auth=login, controller="/nodeworx/index")["payload"]
+    assert panel.call("isRunning", auth={"sessionid": session})["status"] == 0
+    change = {
+        "user": "ops@sendworx.test",
+        "password": "second pass",
+        "confirm_password": "second pass",
+    }
+    assert panel.call("edit", change, controller=users)["status"] == 0
+    assert panel.call("isRunning", auth={"sessionid": session})["status"] == 401
+    login["password"] = "second pass"
+    session = panel.call("getSession", auth=login, controller="/nodeworx/index")["payload"]
+    assert panel.call("deactivate", {"user": "ops@sendworx.test"}, controller=users)["status"] == 0
+    assert panel.call("isRunning", auth={"sessionid": session})["status"] == 401
+    assert panel.call("isRunning", auth=login)["status"] == 401

@@ -13,12 +13,17 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from sendworx.api.controllers.common import ANY_STRUCT, parse_string
+from sendworx.api.controllers.common import ANY_STRUCT, STRING, parse_string
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.api.users import PERMISSIONS, User, UserError, UserStore
 from sendworx.shared.errors import ActionFailed, PermissionDenied, ValidationFailed
 
 USERS = "/nodeworx/users"
+USER_LIST: dict[str, Any] = {"type": "array", "items": ANY_STRUCT}
+PAIRS: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2},
+}
 MAX_USERS_PER_CALL = 100
 
 
@@ -163,13 +168,26 @@ def users_controller(users: UserStore) -> Controller:
     secret = {"max_length": 1024}
     actions = [
         Action("listWorkingUser", "The user calling.", working_user, returns=ANY_STRUCT),
-        Action("listUsers", "Every user.", master_only(list_users), returns=ANY_STRUCT),
+        Action("listUsers", "Every user.", master_only(list_users), returns=USER_LIST),
         Action("listMasterUser", "The master user.", master_only(master_user), returns=ANY_STRUCT),
-        Action("listEditable", "[email, label] of each user.", master_only(pairs(False))),
         Action(
-            "listDeletable", "[email, label] of each user but the master.", master_only(pairs(True))
+            "listEditable",
+            "[email, label] of each user.",
+            master_only(pairs(False)),
+            returns=PAIRS,
         ),
-        Action("isReseller", "Always false: sendworx has no resellers.", _false),
+        Action(
+            "listDeletable",
+            "[email, label] of each user but the master.",
+            master_only(pairs(True)),
+            returns=PAIRS,
+        ),
+        Action(
+            "isReseller",
+            "Always false: sendworx has no resellers.",
+            _false,
+            returns={"type": "boolean"},
+        ),
         Action(
             "queryEdit",
             "Current values of every input of edit.",

@@ -77,16 +77,18 @@ class SendingPolicy:
     def limitable_sender(self, sender: str) -> bool:
         if not sender:
             return False
-        local, _, domain = sender.lower().rpartition("@")
+        if sender[:11].lower() != "postmaster@":
+            return True
         names = self._names()
-        return not (
-            local == "postmaster" and domain in {names.me.lower(), names.default_domain.lower()}
-        )
+        domain = sender[11:].lower()
+        return domain not in (names.me.lower(), names.default_domain.lower())
 
     # -- limits ----------------------------------------------------------------------------
 
     def deferring_limit(self, envelope: Envelope) -> Found | None:
         """The `defer` limit a message never tried counts against, if any."""
+        if not self.rules.limit:
+            return None
         found = self.rules.limit_for(Identity.of(envelope)) if self.limitable(envelope) else None
         return None if found is None or found[0].action == "reject" else found
 
@@ -143,11 +145,13 @@ class SendingPolicy:
     # -- breakers and holds ----------------------------------------------------------------
 
     def hold_for(self, envelope: Envelope) -> str | None:
-        return hold_id_for(Identity.of(envelope), self.holds) if self.limitable(envelope) else None
+        if not self.holds or not self.limitable(envelope):
+            return None
+        return hold_id_for(Identity.of(envelope), self.holds)
 
     def count_message(self, message_id: str, envelope: Envelope) -> Hold | None:
         """A message never tried, counted once by its sender's breaker: the hold it trips."""
-        if message_id in self._counted or not self.limitable(envelope):
+        if not self.rules.breaker or message_id in self._counted or not self.limitable(envelope):
             return None
         self._counted.add(message_id)
         found = self.rules.breaker_for(Identity.of(envelope))
@@ -160,7 +164,9 @@ class SendingPolicy:
 
     def count_results(self, envelope: Envelope, results: Sequence[RecipientResult]) -> Hold | None:
         """An attempt's results, counted by its sender's breaker: the hold it trips."""
-        if not self.limitable(envelope) or self.hold_for(envelope) is not None:
+        if not self.rules.breaker or not self.limitable(envelope):
+            return None
+        if self.hold_for(envelope) is not None:
             return None
         found = self.rules.breaker_for(Identity.of(envelope))
         if found is None:

@@ -53,10 +53,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sendworx.shared.config import load_toml_model
 from sendworx.shared.queue_format import Envelope
@@ -146,6 +147,12 @@ class LimitRule(BaseModel):
         return self
 
 
+@lru_cache(maxsize=4096)  # bulk mail repeats its senders; asked several times per message
+def _identity(sender: str, account: str | None) -> Identity:
+    lowered = sender.lower()
+    return Identity(sender=lowered, account=account, domain=lowered.rpartition("@")[2] or None)
+
+
 class BreakerRule(BaseModel):
     """Holds a sender's mail when it sends like a compromised account: more than `messages`
     messages or `recipients` distinct recipients within `window_minutes`, or a share of
@@ -185,12 +192,11 @@ class Identity:
     account: str | None
     domain: str | None
 
-    @classmethod
-    def of(cls, envelope: Envelope) -> Identity:
-        sender = envelope.sender.lower()
+    @staticmethod
+    def of(envelope: Envelope) -> Identity:
         origin = envelope.origin
         account = origin.account if origin is not None and origin.via == "sendmail" else None
-        return cls(sender=sender, account=account, domain=sender.rpartition("@")[2] or None)
+        return _identity(envelope.sender, account)
 
     def value(self, scope: Scope) -> str | None:
         return "*" if scope == "all" else getattr(self, scope)
@@ -244,12 +250,14 @@ class Policy(BaseModel):
             raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
         return rules
 
-    _limits: _ScopedRules[LimitRule] = PrivateAttr()
-    _breakers: _ScopedRules[BreakerRule] = PrivateAttr()
+    # Built once, looked up for every message (a plain attribute after the first use).
+    @cached_property
+    def _limits(self) -> _ScopedRules[LimitRule]:
+        return _ScopedRules(self.limit)
 
-    def model_post_init(self, context: Any) -> None:
-        self._limits = _ScopedRules(self.limit)
-        self._breakers = _ScopedRules(self.breaker)
+    @cached_property
+    def _breakers(self) -> _ScopedRules[BreakerRule]:
+        return _ScopedRules(self.breaker)
 
     @property
     def rejects(self) -> bool:

@@ -34,6 +34,7 @@ from sendworx.shared.pidfile import running_pid
 GREYLISTED = "451 4.7.1 greylisted, try again later"
 MTA = "/nodeworx/mail/mta"
 QUEUE = "/nodeworx/mail/queue"
+POLICY = "/nodeworx/mail/policy"
 SECURITY_HEADERS = (
     "content-security-policy",
     "x-content-type-options",
@@ -387,6 +388,68 @@ def test_activity_shows_results_per_minute_and_the_latest_replies(stuck: Panel, 
 
 
 # -- security ------------------------------------------------------------------------------
+
+
+def test_holds_are_seen_released_and_purged_and_the_policy_file_edited(
+    panel: Panel, page: Page
+) -> None:
+    home = panel.home
+    with RecordingSink("127.0.4.50") as sink:
+        home.routes(f"far.test:[127.0.4.50]:{sink.port}")
+        for number in range(3):
+            home.inject(f"u{number}@far.test", sender="wp@hacked.test")
+        home.inject("x@far.test", sender="s@spam.test")
+        log_in(page, panel, path=POLICY)
+        expect(page.get_by_text("No sender is on hold.")).to_be_visible()
+        # Hold two senders by hand: their queued mail is held with them.
+        for hold, reason in (
+            ("domain:hacked.test", "hacked WordPress"),
+            ("sender:s@spam.test", ""),
+        ):
+            page.get_by_role("textbox", name="Sender").fill(hold)
+            page.get_by_role("textbox", name="Why").fill(reason)
+            page.get_by_role("button", name="Hold this sender").click()
+        expect(page.get_by_role("status")).to_have_text(
+            "sender:s@spam.test put on hold: 1 message."
+        )
+        holds = page.get_by_role("region", name="Senders on hold")
+        expect(holds.locator("tbody tr")).to_have_count(2)
+        expect(holds).to_contain_text("hacked WordPress")
+        states = home.queue_files("state")  # the mail is in new/: never claimed yet
+        assert sum(1 for mid in states if home.state(mid)["held"]) == 4
+        page.get_by_role("textbox", name="Sender").fill("planet:mars")
+        page.get_by_role("button", name="Hold this sender").click()
+        expect(page.get_by_role("alert")).to_contain_text("Not held: 'planet:mars'")
+        # Release one: its mail goes; purge the other: its mail is gone.
+        assert panel.call("start")["status"] == 0
+        page.get_by_role("button", name="Release domain:hacked.test").click()
+        expect(
+            page.get_by_role("heading", name="Release the hold on domain:hacked.test?")
+        ).to_be_visible()
+        page.get_by_role("button", name="Release domain:hacked.test").click()
+        expect(page.get_by_role("status")).to_have_text("domain:hacked.test released: 3 messages.")
+        sink.wait_for_messages(3)
+        page.get_by_role("button", name="Purge sender:s@spam.test").click()
+        page.get_by_role("button", name="Purge sender:s@spam.test").click()
+        expect(page.get_by_role("status")).to_have_text("sender:s@spam.test purged: 1 message.")
+        wait_for(home.queue_empty)
+        assert len(sink.received()) == 3
+    # The policy file: a mistake is named at the field and nothing is saved; then it is.
+    editor = page.get_by_role("textbox", name="policy.toml")
+    editor.fill('[[limit]]\nname = "x"\nscope = "planet"\n')
+    page.get_by_role("button", name="Save the policy").click()
+    expect(page.locator("#e-policy")).to_contain_text("limit.0.scope")
+    expect(editor).to_have_value('[[limit]]\nname = "x"\nscope = "planet"\n')
+    assert not (home.home / "policy.toml").exists()
+    assert serious_violations(page) == []
+    good = '[[pacing]]\nname = "partner"\ndomains = ["partner.test"]\nconnections = 2\n'
+    editor.fill(good)
+    page.get_by_role("button", name="Save the policy").click()
+    expect(page.get_by_role("status")).to_have_text("Sending policy saved.")
+    assert (home.home / "policy.toml").read_text() == good
+    expect(page.get_by_role("region", name="In force")).to_contain_text("partner.test")
+    screenshot(page, "policy")
+    assert serious_violations(page) == []
 
 
 def _session_cookie(panel: Panel, page: Page) -> str:

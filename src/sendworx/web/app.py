@@ -17,6 +17,7 @@ from sendworx.web.pages.cluster import cluster_routes
 from sendworx.web.pages.live import live_routes
 from sendworx.web.pages.login import login_routes
 from sendworx.web.pages.mta import mta_routes
+from sendworx.web.pages.policy import policy_routes
 from sendworx.web.pages.queue import queue_routes
 from sendworx.web.rendering import environment
 from sendworx.web.security import CsrfTokens, SecurityHeaders
@@ -39,6 +40,7 @@ def web_app(dispatcher: Dispatcher, node_id: str) -> ASGIApp:
             *mta_routes(web),
             *queue_routes(web),
             *activity_routes(web),
+            *policy_routes(web),
             *cluster_routes(web),
             *live_routes(web),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -239,10 +239,12 @@ class QueueManager:
 
     def _share(self, url: str | None) -> None:
         """Count limits and keep holds in Redis at `url` from now on (None: alone)."""
+        if url == self.policy.shared_url:
+            return  # a reload that did not change it: the connection stays
         replaced = self.policy.share(url)
         if replaced is not None:
             self._spawn(replaced.close())
-        if (url is not None and replaced is not None) or (url is not None and self.policy.shared):
+        if url is not None:
             self._spawn(self._adopt_shared_holds())
 
     def _redis_health(self) -> tuple[bool, int]:

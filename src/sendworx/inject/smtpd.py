@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Session, syntax
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from sendworx.inject.committer import GroupCommitter
+from sendworx.inject.smtp_data import DataState, read_data
 from sendworx.shared.addresses import AddressError, check_domain, domain_of, has_control_characters
 from sendworx.shared.admission import ask_async
 from sendworx.shared.config import InstanceConfig
@@ -196,6 +197,40 @@ class SubmissionSMTP(_NamesForAiosmtpd, SMTP):
     # depends only on the argument and the local-part limit, and bulk mail repeats senders.
     _address_cache: ClassVar[dict[tuple[str, int], tuple[str | None, str | None]]] = {}
     _ADDRESS_CACHE_SIZE = 10_000
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the data in a few large reads (`smtp_data.py`)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content, state = await read_data(
+                self._reader, self.data_size_limit, self.line_length_limit
+            )
+        except asyncio.CancelledError:
+            self._writer.close()  # the connection was lost during DATA, as aiosmtpd does
+            raise
+        if state is not DataState.NOMINAL:
+            too_long = state is DataState.TOO_LONG
+            await self.push(
+                "500 Line too long (see RFC5321 4.5.3.1.6)"
+                if too_long
+                else "552 Error: Too much mail data"
+            )
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd: no hints
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         key = (arg, self.local_part_limit)

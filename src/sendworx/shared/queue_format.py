@@ -39,7 +39,12 @@ class Origin:
     peer: str | None = None
 
     def to_document(self) -> dict[str, object]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        # Written for every message: plain attribute reads, not dataclasses.asdict's deep copy.
+        document: dict[str, object] = {"via": self.via}
+        for key, value in (("uid", self.uid), ("account", self.account), ("peer", self.peer)):
+            if value is not None:
+                document[key] = value
+        return document
 
     @classmethod
     def from_document(cls, document: object) -> Origin | None:

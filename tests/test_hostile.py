@@ -18,13 +18,14 @@ import subprocess
 import threading
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support.accounts import NOBODY, as_user
 from support.instance import SendworxHome
 from support.net import free_port, wait_for
 from support.panel import SEND, Panel, control_file
@@ -606,25 +607,6 @@ def test_hostile_strings_in_a_search_are_shown_as_text(panel: Panel) -> None:
 # -- local users: what another account on the machine can reach ---------------------------------
 
 
-def _as_nobody(work: Callable[[], str]) -> str:
-    """Run `work` in a child process as `nobody` and return what it says."""
-    reader, writer = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child process)
-        try:
-            os.setuid(65534)
-            os.write(writer, work().encode())
-        except BaseException as error:
-            os.write(writer, f"error {type(error).__name__}".encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    os.waitpid(child, 0)
-    answer = os.read(reader, 1000).decode()
-    os.close(reader)
-    return answer
-
-
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another account")
 def test_another_account_reaches_the_admission_socket_but_never_the_control_socket(
     home: SendworxHome,
@@ -652,8 +634,8 @@ def test_another_account_reaches_the_admission_socket_but_never_the_control_sock
                 client.sendall(b'{"sender": "a@b.test", "account": "root", "recipients": 1}\n')
                 return client.recv(1000).decode()
 
-        assert _as_nobody(control) == "error PermissionError"
-        assert _as_nobody(admission) == "{}\n"
+        assert as_user(NOBODY, control) == "error PermissionError"
+        assert as_user(NOBODY, admission) == "{}\n"
     assert home.status()["pid"]  # the engine answers its owner as ever
 
 

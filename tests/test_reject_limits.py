@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.accounts import as_user
 from support.instance import SendworxHome
 from support.net import wait_for
 from support.sink import RecordingSink
@@ -102,22 +103,15 @@ def test_with_the_engine_stopped_limits_fail_open(home: SendworxHome) -> None:
 
 
 def _ask_as(uid: int, socket_path: Path, account: str) -> str | None:
-    """Ask for admission from a child process running as `uid` (the directory is opened as
-    root first, as only `run/` itself is open to the site accounts)."""
+    """Ask for admission as `uid` (the directory opened as root first: only `run/` itself is
+    open to the site accounts)."""
     with unix_sockets.short_path(socket_path) as address:
-        reader, writer = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover (the child process)
-            try:
-                os.setuid(uid)
-                refusal = admission.ask(Path(address), "me@mine.test", account, 3)
-                os.write(writer, (refusal.rule if refusal else "-").encode())
-            finally:
-                os._exit(0)
-        os.close(writer)
-        os.waitpid(child, 0)
-        answer = os.read(reader, 100).decode()
-        os.close(reader)
+
+        def ask() -> str:
+            refusal = admission.ask(Path(address), "me@mine.test", account, 3)
+            return refusal.rule if refusal else "-"
+
+        answer = as_user(uid, ask)
     return None if answer == "-" else answer
 
 

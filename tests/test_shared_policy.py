@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 from support.dns_server import DNSServer
@@ -42,16 +43,30 @@ def _inject(home: SendworxHome, count: int, at: float, sender: str = "a@shop.tes
         home.instance.queue().inject(envelope, b"Subject: x\n\nhi\n")
 
 
-async def _running(managers: list[QueueManager]) -> list[asyncio.Task[None]]:
-    tasks = [asyncio.create_task(manager.run()) for manager in managers]
-    await asyncio.sleep(0.1)
-    return tasks
+def _run(
+    homes: list[SendworxHome],
+    clock: FakeClock,
+    steps: Callable[[list[QueueManager]], Awaitable[None]],
+) -> None:
+    """One queue manager per home, in this process, while `steps` drive them; then every
+    home's processes and files are cleaned up."""
 
+    async def scenario() -> None:
+        managers = [QueueManager(home.instance, clock=clock) for home in homes]
+        tasks = [asyncio.create_task(manager.run()) for manager in managers]
+        await asyncio.sleep(0.1)
+        try:
+            await steps(managers)
+        finally:
+            for manager in managers:
+                manager.stop()
+            await asyncio.gather(*tasks)
 
-async def _stop(managers: list[QueueManager], tasks: list[asyncio.Task[None]]) -> None:
-    for manager in managers:
-        manager.stop()
-    await asyncio.gather(*tasks)
+    try:
+        asyncio.run(scenario())
+    finally:
+        for home in homes:
+            home.close()
 
 
 def test_two_engines_enforce_one_cap_together(
@@ -67,31 +82,22 @@ def test_two_engines_enforce_one_cap_together(
             (home.home / "policy.toml").write_text(CAP.format(url=redis_server.url))
             _inject(home, 4, BIRTH)
 
-        async def scenario() -> None:
-            managers = [QueueManager(home.instance, clock=clock) for home in homes]
-            tasks = await _running(managers)
-            try:
-                await _until(lambda: len(sink.received()) == 3)
-                await asyncio.sleep(0.5)
-                assert len(sink.received()) == 3
-                clock.now = BIRTH + 3660  # the first minute's bucket has left the hour
-                for manager in managers:
-                    manager.retry_now()
-                await _until(lambda: len(sink.received()) == 6)
-                await asyncio.sleep(0.3)
-                assert len(sink.received()) == 6
-                clock.now = BIRTH + 2 * 3660
-                for manager in managers:
-                    manager.retry_now()
-                await _until(lambda: len(sink.received()) == 8)
-            finally:
-                await _stop(managers, tasks)
+        async def steps(managers: list[QueueManager]) -> None:
+            await _until(lambda: len(sink.received()) == 3)
+            await asyncio.sleep(0.5)
+            assert len(sink.received()) == 3
+            clock.now = BIRTH + 3660  # the first minute's bucket has left the hour
+            for manager in managers:
+                manager.retry_now()
+            await _until(lambda: len(sink.received()) == 6)
+            await asyncio.sleep(0.3)
+            assert len(sink.received()) == 6
+            clock.now = BIRTH + 2 * 3660
+            for manager in managers:
+                manager.retry_now()
+            await _until(lambda: len(sink.received()) == 8)
 
-        try:
-            asyncio.run(scenario())
-        finally:
-            for home in homes:
-                home.close()
+        _run(homes, clock, steps)
 
 
 def test_redis_stopped_mid_run_loses_nothing_and_says_so(
@@ -104,26 +110,22 @@ def test_redis_stopped_mid_run_loses_nothing_and_says_so(
         home.routes(f"far.test:[127.0.4.31]:{sink.port}")
         _inject(home, 5, BIRTH)
 
-        async def scenario() -> None:
-            manager = QueueManager(home.instance, clock=clock)
-            [task] = await _running([manager])
-            try:
-                await _until(lambda: len(sink.received()) == 5)
-                assert manager.policy.shared is not None and manager.policy.shared.up
-                redis_server.stop()
-                _inject(home, 5, BIRTH + 1)
-                await _until(lambda: len(sink.received()) == 10)
-                await _until(home.queue_empty)
-                assert not manager.policy.shared.up and manager.policy.shared.errors >= 1
-                redis_server.start()
-                _inject(home, 1, BIRTH + 2)
-                await _until(lambda: len(sink.received()) == 11)
-                assert manager.policy.shared.up
-            finally:
-                await _stop([manager], [task])
+        async def steps(managers: list[QueueManager]) -> None:
+            shared = managers[0].policy.shared
+            await _until(lambda: len(sink.received()) == 5)
+            assert shared is not None and shared.up
+            redis_server.stop()
+            _inject(home, 5, BIRTH + 1)
+            await _until(lambda: len(sink.received()) == 10)
+            await _until(home.queue_empty)
+            assert not shared.up and shared.errors >= 1
+            redis_server.start()
+            _inject(home, 1, BIRTH + 2)
+            await _until(lambda: len(sink.received()) == 11)
+            assert shared.up
 
         with caplog.at_level(logging.INFO, logger="sendworx.engine"):
-            asyncio.run(scenario())
+            _run([home], clock, steps)
     said = [record.getMessage() for record in caplog.records]
     assert sum("does not answer" in line for line in said) == 1
     assert any("answers again; limits are shared" in line for line in said)
@@ -144,25 +146,15 @@ def test_a_hold_recorded_on_one_node_holds_the_sender_on_the_other(
             )
         _inject(homes[0], 3, BIRTH, sender="wp@hacked.test")
 
-        async def scenario() -> None:
-            managers = [QueueManager(home.instance, clock=clock) for home in homes]
-            tasks = await _running(managers)
-            try:
-                await _until(lambda: "domain:hacked.test" in managers[1].policy.holds)
-                _inject(homes[1], 2, BIRTH + 5, sender="x@HACKED.test")
-                _inject(homes[1], 1, BIRTH + 5, sender="ok@fine.test")
-                await _until(lambda: len(managers[1].held) == 2)
-                redis_server.stop()  # what was recorded stays held
-                await asyncio.sleep(0.5)
-                assert (
-                    len(managers[1].held) == 2 and "domain:hacked.test" in managers[1].policy.holds
-                )
-            finally:
-                await _stop(managers, tasks)
+        async def steps(managers: list[QueueManager]) -> None:
+            await _until(lambda: "domain:hacked.test" in managers[1].policy.holds)
+            _inject(homes[1], 2, BIRTH + 5, sender="x@HACKED.test")
+            _inject(homes[1], 1, BIRTH + 5, sender="ok@fine.test")
+            await _until(lambda: len(managers[1].held) == 2)
+            redis_server.stop()  # what was recorded stays held
+            await asyncio.sleep(0.5)
+            assert len(managers[1].held) == 2
+            assert "domain:hacked.test" in managers[1].policy.holds
 
-        try:
-            asyncio.run(scenario())
-        finally:
-            for home in homes:
-                home.close()
+        _run(homes, clock, steps)
     assert len(sink.received()) == 3  # two from hacked.test before the trip, one from fine.test

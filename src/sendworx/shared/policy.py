@@ -115,14 +115,25 @@ SenderScope = Literal["account", "domain", "sender"]  # what a breaker watches a
 _SPECIFICITY: tuple[Scope, ...] = ("sender", "account", "domain")
 
 
-class LimitRule(BaseModel):
+class _SenderRule(BaseModel):
+    """What limits and breakers share: a name, and who they cover (`match`, lower case;
+    empty: each sender of the scope apart)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    scope: Scope
     match: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
         default_factory=list, max_length=100_000
     )
+
+    @field_validator("match")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [item.lower() for item in value]
+
+
+class LimitRule(_SenderRule):
+    scope: Scope
     messages_per_hour: int = Field(default=0, ge=0, le=100_000_000)
     messages_per_day: int = Field(default=0, ge=0, le=100_000_000)
     recipients_per_hour: int = Field(default=0, ge=0, le=100_000_000)
@@ -131,11 +142,6 @@ class LimitRule(BaseModel):
     # injection (smtpd answers reject_code, sendmail exits 75 for 451 and 77 for 550).
     action: Literal["defer", "reject"] = "defer"
     reject_code: Literal[451, 550] = 451
-
-    @field_validator("match")
-    @classmethod
-    def _lower(cls, value: list[str]) -> list[str]:
-        return [item.lower() for item in value]
 
     @model_validator(mode="after")
     def _meaningful(self) -> LimitRule:
@@ -153,29 +159,18 @@ def _identity(sender: str, account: str | None) -> Identity:
     return Identity(sender=lowered, account=account, domain=lowered.rpartition("@")[2] or None)
 
 
-class BreakerRule(BaseModel):
+class BreakerRule(_SenderRule):
     """Holds a sender's mail when it sends like a compromised account: more than `messages`
     messages or `recipients` distinct recipients within `window_minutes`, or a share of
     deferred and bounced recipients of at least `failure_share` over `min_attempts` or more."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     scope: SenderScope
-    match: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
-        default_factory=list, max_length=100_000
-    )
     window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     messages: int = Field(default=0, ge=0, le=100_000_000)
     recipients: int = Field(default=0, ge=0, le=100_000_000)
     failure_share: float = Field(default=0, ge=0, le=1)
     min_attempts: int = Field(default=50, ge=1, le=100_000_000)
     notify: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)
-
-    @field_validator("match")
-    @classmethod
-    def _lower(cls, value: list[str]) -> list[str]:
-        return [item.lower() for item in value]
 
     @model_validator(mode="after")
     def _meaningful(self) -> BreakerRule:

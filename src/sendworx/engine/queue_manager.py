@@ -116,6 +116,9 @@ class QueueManager:
         self.metrics = EngineMetrics()
         self.policy = SendingPolicy(instance, lambda: self.names, self.metrics, clock)
         self._admitting: set[str] = set()  # taken from the due index, waiting for Redis
+        # Queued messages known to have no state file: never tried, nothing written for them
+        # (while the engine runs it alone writes state files): no file to open or remove.
+        self._stateless: set[str] = set()
         delivery = self.config.delivery
         self.pool = DeliveryPool(
             resolver=DestinationResolver(self.config.resolver, delivery.remote_port),
@@ -285,6 +288,8 @@ class QueueManager:
             except (ValueError, TypeError, KeyError) as error:
                 log.warning("state of %s unreadable (%s); retrying it now", message_id, error)
                 state = None
+            if state is None:
+                self._stateless.add(message_id)
             if state is not None and state.held:
                 self.held.add(message_id)
             else:
@@ -300,6 +305,7 @@ class QueueManager:
     def _claim_new(self) -> None:
         now = self.clock()
         for message_id in self.queue.claim_new():
+            self._stateless.add(message_id)  # while we run, only we write state files
             self.due.schedule(message_id, now)
 
     async def _schedule_loop(self) -> None:
@@ -336,17 +342,20 @@ class QueueManager:
             envelope = self.queue.read_envelope(message_id)
         except FileNotFoundError:
             self.due.forget(message_id)
+            self._stateless.discard(message_id)
             return
         except (CorruptMessageError, OSError) as error:
             log.error("message %s cannot be read (%s); moved to queue/corrupt", message_id, error)
             self.queue.quarantine(message_id)
             self.due.forget(message_id)
+            self._stateless.discard(message_id)
             return
         try:
-            state = self.queue.read_state(message_id) or DeliveryState()
+            stored = None if message_id in self._stateless else self.queue.read_state(message_id)
         except (ValueError, TypeError, KeyError) as error:
             log.warning("state of %s unreadable (%s); starting it afresh", message_id, error)
-            state = DeliveryState()
+            stored = None
+        state = stored or DeliveryState()
         if state.held:
             self.due.forget(message_id)
             self.held.add(message_id)
@@ -587,10 +596,12 @@ class QueueManager:
                     sent = await asyncio.to_thread(self._bounce, message_id, envelope, failures)
                     if sent:
                         self.activity.bounce(now)
-                self.queue.remove(message_id)
+                self.queue.remove(message_id, has_state=message_id not in self._stateless)
+                self._stateless.discard(message_id)
                 self.due.forget(message_id)
             else:
                 if record.changed:
+                    self._stateless.discard(message_id)  # before: a crash leaves it unsure
                     await asyncio.to_thread(self.queue.write_state, message_id, record.state)
                 self.due.schedule(message_id, record.state.next_attempt_at)
         except Exception:
@@ -710,6 +721,7 @@ class QueueManager:
         if action is not QueueAction.RELEASE:
             for message_id in ids:  # not attempted from now on, with the old state or at all
                 self.due.forget(message_id)
+        self._stateless.difference_update(ids)  # the files may get one now
         outcome = await asyncio.to_thread(apply_to_files, self.queue, action, ids, now, held_by)
         missing = set(outcome.missing)
         for message_id in (message_id for message_id in ids if message_id not in missing):

@@ -183,15 +183,21 @@ class Queue:
     def write_state(self, message_id: str, state: DeliveryState) -> None:
         atomic_write(self.state_dir / message_id, state.to_json(), mode=0o600)
 
-    def remove(self, message_id: str) -> bool:
-        """Forget a finished (or deleted) message; True if it was still there."""
-        removed = False
-        for path in (self.message_path(message_id), self.new_dir / message_id):
+    def remove(self, message_id: str, *, has_state: bool = True) -> bool:
+        """Forget a finished (or deleted) message; True if it was still there. A message is
+        in `mess/` or in `new/`, never both (claiming is a rename); `has_state=False` (the
+        caller knows none was written) saves looking for a state file."""
+        removed = True
+        try:
+            self.message_path(message_id).unlink()
+        except FileNotFoundError:
+            try:
+                (self.new_dir / message_id).unlink()
+            except FileNotFoundError:
+                removed = False
+        if has_state:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed = True
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / message_id).unlink()
+                (self.state_dir / message_id).unlink()
         return removed
 
     def exists(self, message_id: str) -> bool:

@@ -4,7 +4,7 @@ message of one sender identity — queued and new — until an operator releases
 The holds live in `holds.json` in the instance, rewritten atomically on every change; a held
 message's state names its hold (`DeliveryState.held_by`), so releasing a hold releases exactly
 the mail it held and not what an operator held by hand. The engine changes holds while it
-runs; whoever holds the queue lock does while it does not (`apply_hold_action`).
+runs; whoever holds the queue lock does while it does not (`change_hold_in_files`).
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ def test_update_names_every_problem_and_writes_nothing_then_applies(panel: Panel
     garbage = panel.call("update", {"policy": "[[limit]\nname = "}, controller=POLICY)
     assert garbage["status"] == 11 and "policy: not valid TOML" in garbage["payload"]
     assert panel.call("update", {"policy": 12}, controller=POLICY)["status"] == 11
+    deep = panel.call("update", {"policy": "a = " + "[" * 50_000}, controller=POLICY)
+    assert deep["status"] == 11 and "nested too deeply" in deep["payload"]
     new = BREAKER + '\n[[pacing]]\nname = "slow"\ndomains = ["slow.test"]\nconnections = 2\n'
     assert _policy(panel, "update", {"policy": new}) == "Sending policy updated"
     assert path.read_text() == new and path.stat().st_mode & 0o777 == 0o600

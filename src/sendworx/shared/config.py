@@ -243,6 +243,8 @@ def parse_toml_model(raw: bytes, model: type[_Model], where: str) -> _Model:
         return model.model_validate(document)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{where}: not valid TOML: {error}") from error
+    except RecursionError as error:  # tomllib recurses into nested arrays and tables
+        raise ConfigError(f"{where}: not valid TOML: nested too deeply") from error
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"

@@ -639,6 +639,33 @@ def test_another_account_reaches_the_admission_socket_but_never_the_control_sock
     assert home.status()["pid"]  # the engine answers its owner as ever
 
 
+def test_a_flood_of_admission_connections_spends_none_of_the_engines_descriptors(
+    home: SendworxHome,
+) -> None:
+    """The admission socket is open to every local account: 500 connections that never send
+    a request are closed beyond the first 64, so the engine keeps its file descriptors for
+    delivery, and mail still goes (the injectors that cannot ask go ahead)."""
+    with RecordingSink("127.0.4.60") as sink:
+        home.routes(f"far.test:[127.0.4.60]:{sink.port}")
+        engine = home.start_engine()
+        descriptors = Path(f"/proc/{engine.pid}/fd")
+        before = len(list(descriptors.iterdir()))
+        flood = []
+        with unix_sockets.short_path(home.instance.admission_socket) as address:
+            for _ in range(500):
+                client = socket.socket(socket.AF_UNIX)
+                client.connect(address)
+                flood.append(client)
+        try:
+            time.sleep(0.5)
+            assert len(list(descriptors.iterdir())) <= before + 64 + 5
+            assert home.sendmail("-f", "a@origin.test", "u@far.test").returncode == 0
+            sink.wait_for_messages(1)
+        finally:
+            for client in flood:
+                client.close()
+
+
 def test_logs_settings_and_queue_files_are_the_instance_owners_alone(panel: Panel) -> None:
     """Every envelope address is in the logs and the queue, the audit trail in panel.log:
     nothing the processes write is readable by other local users."""

@@ -27,6 +27,9 @@ Admit = Callable[[int, dict[str, Any]], Awaitable[Mapping[str, object]]]
 _PEERCRED = struct.Struct("3i")
 COMMAND_TIMEOUT_SECONDS = 5.0
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a queue action on some thousands of ids
+# The admission socket is open to every local account: small requests, few at a time.
+MAX_ADMISSION_BYTES = 4096
+MAX_ADMISSION_CONNECTIONS = 64
 
 
 async def serve_control(path: Path, commands: Mapping[str, Command]) -> asyncio.AbstractServer:
@@ -45,7 +48,7 @@ async def serve_control(path: Path, commands: Mapping[str, Command]) -> asyncio.
             return {"error": "the argument is not JSON"}
         return await run(argument)
 
-    return await _serve(path, respond, mode=0o600)
+    return await _serve(path, respond, mode=0o600, limit=MAX_REQUEST_BYTES)
 
 
 async def serve_admission(path: Path, admit: Admit) -> asyncio.AbstractServer:
@@ -61,12 +64,23 @@ async def serve_admission(path: Path, admit: Admit) -> asyncio.AbstractServer:
             return {"error": "expected {sender, account, recipients}"}
         return await admit(uid, request)
 
-    return await _serve(path, respond, mode=0o666)
+    return await _serve(
+        path, respond, mode=0o666, limit=MAX_ADMISSION_BYTES, most=MAX_ADMISSION_CONNECTIONS
+    )
 
 
 async def _serve(
-    path: Path, respond: Callable[[int, str], Awaitable[Mapping[str, object]]], mode: int
+    path: Path,
+    respond: Callable[[int, str], Awaitable[Mapping[str, object]]],
+    *,
+    mode: int,
+    limit: int,
+    most: int | None = None,
 ) -> asyncio.AbstractServer:
+    """`most`: connections served at once; more are closed when accepted, so that nobody
+    who may connect can spend the engine's file descriptors or memory."""
+    open_now = 0
+
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         unix_sockets.bind(listener, path)
@@ -76,6 +90,11 @@ async def _serve(
         raise
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now
+        if most is not None and open_now >= most:
+            writer.close()  # an injector asking then goes ahead: limits fail open
+            return
+        open_now += 1
         try:
             peer = writer.get_extra_info("socket")
             _, uid, _ = _PEERCRED.unpack(
@@ -89,9 +108,10 @@ async def _serve(
         except (TimeoutError, OSError, ValueError):
             pass  # ValueError: a line over MAX_REQUEST_BYTES
         finally:
+            open_now -= 1
             writer.close()
 
-    return await asyncio.start_unix_server(answer, sock=listener, limit=MAX_REQUEST_BYTES)
+    return await asyncio.start_unix_server(answer, sock=listener, limit=limit)
 
 
 def query_engine(

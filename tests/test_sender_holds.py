@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import json
+import subprocess
 
 from support.instance import SendworxHome
 from support.sink import Behaviour, RecordingSink
@@ -134,3 +135,12 @@ def test_mostly_failing_mail_trips_the_failure_share(home: SendworxHome) -> None
     hold = read_holds(home.instance.holds_path)["domain:spam.test"]
     assert hold.reason.startswith("4 of 4 recipients deferred or bounced")
     assert json.loads(home.instance.holds_path.read_text())["holds"][0]["rule"] == "bad-lists"
+
+
+def test_an_unreadable_holds_file_stops_the_engine_instead_of_dropping_the_holds(
+    home: SendworxHome,
+) -> None:
+    home.instance.holds_path.write_text('{"holds": [{"scope": "planet"}]}')
+    started = subprocess.run(home.command("send"), capture_output=True, text=True, timeout=30)
+    assert started.returncode == 78
+    assert "holds.json: not a holds file" in started.stderr

@@ -51,10 +51,14 @@ def _in_foreground(
 
 def run_engine(instance: Instance) -> int:
     from sendworx.engine.queue_manager import QueueManager
+    from sendworx.shared.holds import read_holds
     from sendworx.shared.policy import load_policy
 
     try:
-        load_policy(instance.policy_path)  # a bad policy.toml names its problems, then exit
+        # A bad policy.toml or holds.json names its problems, then exit: a hold is never
+        # dropped by starting without it.
+        load_policy(instance.policy_path)
+        read_holds(instance.holds_path)
     except ConfigError as error:
         print(f"sendworx send: {error}", file=sys.stderr)
         return 78  # EX_CONFIG

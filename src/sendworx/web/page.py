@@ -8,7 +8,7 @@ exactly what the same call over XML-RPC would do, and the audit log says `api we
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -133,6 +133,32 @@ class Page:
             navigation=navigation,
             notices=self.web.notices.take(self.session_id),
             **context,
+        )
+
+    def confirm(
+        self,
+        *,
+        title: str,
+        text: str,
+        target: str,
+        fields: Mapping[str, str],
+        button: str,
+        cancel: str,
+        danger: bool = False,
+        ids: Sequence[str] = (),
+    ) -> HTMLResponse:
+        """The page that asks before a change: what will happen, a button that posts
+        `fields` (and `ids`) back to `target` with `confirmed=1`, and a way back to `cancel`."""
+        return self.render(
+            "confirm.html",
+            title=title,
+            text=text,
+            target=target,
+            fields=fields,
+            ids=ids,
+            button=button,
+            danger=danger,
+            cancel=cancel,
         )
 
     def redirect(self, url: str, *notices: Notice) -> RedirectResponse:

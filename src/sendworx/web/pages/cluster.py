@@ -30,8 +30,7 @@ def cluster_routes(web: WebApp) -> list[BaseRoute]:
             return page.redirect(PAGE, Notice("error", "Choose a node and an action."))
         label, meaning, done = OPERATIONS[operation]
         if form.get("confirmed") != "1":
-            return page.render(
-                "confirm.html",
+            return page.confirm(
                 title=f"{label} Outbound Mail on {node}?",
                 text=meaning,
                 target=f"{PAGE}/service",

@@ -194,8 +194,7 @@ def mta_routes(web: WebApp) -> list[BaseRoute]:
         label, meaning, done = OPERATIONS[operation]
         cascade = form.get(CASCADE) == "1"
         if form.get("confirmed") != "1":
-            return page.render(
-                "confirm.html",
+            return page.confirm(
                 title=f"{label} Outbound Mail?",
                 text=meaning
                 + (" The same is done on every node of the cluster." if cascade else ""),

@@ -53,8 +53,7 @@ def policy_routes(web: WebApp) -> list[BaseRoute]:
         label, api_action, meaning = ENDINGS[operation]
         everywhere = form.get("cascade_to_nodes") == "1"
         if form.get("confirmed") != "1":
-            return page.render(
-                "confirm.html",
+            return page.confirm(
                 title=f"{label} the hold on {hold}?",
                 text=meaning,
                 target=f"{PAGE}/hold",

@@ -156,8 +156,7 @@ def queue_routes(web: WebApp) -> list[BaseRoute]:
                 count, which = int(counted["total"]), f"that match {describe(search)}"
             else:
                 count, which = len(ids), "you selected"
-            return page.render(
-                "confirm.html",
+            return page.confirm(
                 title=f"{operation.label} {plural(count)}?",
                 text=f"The {plural(count)} {which} will be {operation.effect}.",
                 target=f"{PAGE}/act",

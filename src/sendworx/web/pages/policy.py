@@ -32,12 +32,11 @@ def policy_routes(web: WebApp) -> list[BaseRoute]:
     async def render(
         page: Page, *, text: str | None = None, problem: str = "", status: int = 200
     ) -> Response:
-        holds = await page.payload(POLICY, "listHolds")
-        current: dict[str, Any] = await page.payload(POLICY, "queryPolicy")
+        current: dict[str, Any] = await page.payload(POLICY, "queryPolicy")  # holds included
         return page.render(
             "policy.html",
             status,
-            holds=holds,
+            holds=current["holds"],
             policy=current,
             text=current["policy"] if text is None else text,
             problem=problem,

@@ -3,6 +3,9 @@
 # loopback. Own config and queue under $D (no chroot, no syslog), Postfix defaults otherwise
 # (fsync on). Adapted from the team's shared recipe so the repository stands on its own.
 # usage: postfix_relay.sh [N] [SESSIONS]  -> last line: postfix N= inject_s= e2e_s= msgs_per_s= sent=
+# INJECT_ONLY=1: no queue manager, so mail stays in incoming/ as Postfix's smtpd and cleanup
+# left it; the last line is then: postfix N= inject_s= cpu_ms_per_msg= user_ms_per_msg=
+# (CPU of the master and every process under it, reaped ones included, during the injection)
 set -euo pipefail
 export PATH="$PATH:/usr/sbin"
 N=${1:-10000}; S=${2:-20}; D=${D:-/tmp/sendworx-bench-postfix}; SINK=${SINK:-2626}; PORT=${PORT:-10026}
@@ -12,6 +15,9 @@ rm -rf $D; mkdir -p $D/etc $D/spool $D/data; cp /etc/postfix/master.cf $D/etc/
 cp /etc/postfix/main.cf $D/etc/ 2>/dev/null || : > $D/etc/main.cf
 awk '/^[a-z]/ && NF>=8 {$5="n"} {print}' $D/etc/master.cf > $D/m && mv $D/m $D/etc/master.cf
 sed -i "s/^smtp inet /127.0.0.1:$PORT inet /" $D/etc/master.cf
+# No queue manager also means no flow-control tokens: without in_flow_delay=0 every message
+# would wait a second for one.
+[ "${INJECT_ONLY:-}" = 1 ] && sed -i 's/^qmgr /#qmgr /' $D/etc/master.cf && postconf -c $D/etc -e in_flow_delay=0
 postconf -c $D/etc -X default_destination_concurrency_limit smtp_destination_concurrency_limit default_process_limit 2>/dev/null || true
 postconf -c $D/etc -e "queue_directory=$D/spool" "data_directory=$D/data" "relayhost=[127.0.0.1]:$SINK" \
   inet_interfaces=127.0.0.1 inet_protocols=ipv4 mydestination= myhostname=bench.localdomain mynetworks=127.0.0.0/8 \
@@ -20,8 +26,35 @@ postconf -c $D/etc -e "queue_directory=$D/spool" "data_directory=$D/data" "relay
   default_transport=smtp relay_transport=relay
 chown postfix $D/data; postfix -c $D/etc set-permissions >/dev/null 2>&1 || true
 postfix -c $D/etc start >/dev/null 2>&1
+# Without a queue manager, cleanup's wake-up would fail and wait each time; a fifo nobody reads
+# takes the wake-ups (one byte per message, well inside a pipe's buffer).
+[ "${INJECT_ONLY:-}" = 1 ] && mkfifo -m 622 $D/spool/public/qmgr && chown postfix $D/spool/public/qmgr
 (smtp-sink -u nobody -c 127.0.0.1:$SINK 2000 >$D/sink.out 2>&1 & echo $! >$D/sink.pid); sleep 1
+# user and system clock ticks of the master and every process under it, reaped ones included
+tree_cpu() { python3 - "$(head -1 $D/spool/pid/master.pid | tr -d ' ')" <<'PY'
+import sys
+from pathlib import Path
+def ticks(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system = int(fields[11]) + int(fields[13]), int(fields[12]) + int(fields[14])
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            more = ticks(child)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile: counted in its parent's once reaped
+        user, system = user + more[0], system + more[1]
+    return user, system
+print(*ticks(sys.argv[1]))
+PY
+}
+read u0 s0 < <(tree_cpu)
 t0=$(date +%s.%N); smtp-source -s $S -l 2048 -m $N -f b@localhost -t a@example.com 127.0.0.1:$PORT; t1=$(date +%s.%N)
+if [ "${INJECT_ONLY:-}" = 1 ]; then
+  sleep 0.5; read u1 s1 < <(tree_cpu)  # cleanup has finished the last file by now
+  postfix -c $D/etc stop >/dev/null 2>&1 || true; kill "$(cat $D/sink.pid)" 2>/dev/null || true
+  python3 -c "import os; t = os.sysconf('SC_CLK_TCK'); print('postfix N=$N inject_s=%.2f cpu_ms_per_msg=%.2f user_ms_per_msg=%.2f' % ($t1-$t0, ($u1-$u0+$s1-$s0)*1000/t/$N, ($u1-$u0)*1000/t/$N))"
+  exit 0
+fi
 while :; do q=$(find $D/spool/incoming $D/spool/active $D/spool/deferred $D/spool/maildrop -type f 2>/dev/null | wc -l); [ "$q" = 0 ] && break; sleep 0.2; done
 t2=$(date +%s.%N); sent=$(grep -c 'status=sent' $D/maillog || true)
 postfix -c $D/etc stop >/dev/null 2>&1 || true; kill "$(cat $D/sink.pid)" 2>/dev/null || true

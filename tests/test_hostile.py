@@ -741,6 +741,37 @@ def test_slow_and_greedy_clients_cannot_starve_the_panel(home: SendworxHome) -> 
         panel.stop()
 
 
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+
+
+def test_smtpd_holds_little_for_a_client_that_floods_and_never_reads(home: SendworxHome) -> None:
+    """Commands pipelined without end by a client that never reads the replies: the listener
+    stops reading once its replies back up, so the client blocks, not the listener's memory;
+    a line that never ends is thrown away as it comes; another client is served throughout."""
+    home.write_config(smtpd={"workers": 1})
+    listener = home.start_smtpd()
+    before = _rss_kib(listener.pid)
+    with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=2) as flood:
+        flood.sendall(b"EHLO flood.test\r\n")
+        sent, chunk = 0, b"NOOP\r\n" * 10_000
+        with contextlib.suppress(TimeoutError):
+            while sent < 500_000_000:
+                sent += flood.send(chunk)
+        assert sent < 100_000_000, sent  # the listener stopped taking them
+        with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=10) as endless:
+            for _ in range(400):  # 40 MB on one line
+                endless.sendall(b"x" * 100_000)
+            with _smtp(home) as client:
+                client.sendmail("a@origin.test", ["b@far.test"], b"Subject: served\r\n\r\nyes\r\n")
+            assert _rss_kib(listener.pid) - before < 20_000
+            endless.sendall(b"\r\nQUIT\r\n")
+            replies = endless.makefile("rb").read()
+            assert b"500 5.5.2 Error: command line too long" in replies
+    assert len(home.queue_files("new")) == 1
+
+
 def test_garbage_after_a_call_on_a_kept_alive_connection_never_hides_its_reply(
     panel: Panel,
 ) -> None:

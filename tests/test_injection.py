@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import email
+import io
 import os
 import smtplib
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,3 +320,49 @@ def test_smtpd_workers_die_with_their_parent_and_stop_with_it(home: SendworxHome
     workers = _workers(replacement.pid)
     assert home.stop(replacement) == 0
     assert not any(_alive(worker) for worker in workers)
+
+
+def _replies(stream: io.BufferedRWPair) -> list[bytes]:
+    """One reply, all its lines."""
+    lines = [stream.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(stream.readline())
+    return lines
+
+
+def test_smtpd_answers_a_pipelined_transaction_in_one_go(smtpd: SendworxHome) -> None:
+    """PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write, then the data and QUIT in
+    another; every reply comes, in order, and the message is queued once."""
+    with socket.create_connection(("127.0.0.1", smtpd.smtpd_port), timeout=10) as raw:
+        stream = raw.makefile("rwb")
+        assert stream.readline().startswith(b"220 ")
+        stream.write(b"EHLO client.test\r\n")
+        stream.flush()
+        assert b"250-PIPELINING\r\n" in _replies(stream)
+        stream.write(
+            b"MAIL FROM:<a@origin.test>\r\nRCPT TO:<b@far.test>\r\nRCPT TO:<c>\r\nDATA\r\n"
+        )
+        stream.flush()
+        codes = [_replies(stream)[-1][:4] for _ in range(4)]
+        assert codes == [b"250 ", b"250 ", b"553 ", b"354 "]
+        stream.write(b"Subject: piped\r\n\r\n..dot\r\n.\r\nNOOP\r\nQUIT\r\n")
+        stream.flush()
+        queued, noop, bye = (_replies(stream)[-1] for _ in range(3))
+        assert queued.startswith(b"250 2.0.0 Ok: queued as ")
+        assert (noop, bye) == (b"250 2.0.0 Ok\r\n", b"221 2.0.0 Bye\r\n")
+        assert stream.readline() == b""  # closed after QUIT
+    [message_id] = smtpd.queue_files("new")
+    assert queued.rstrip().endswith(message_id.encode())
+    assert (smtpd.home / "queue" / "new" / message_id).read_bytes().endswith(b"\r\n.dot\r\n")
+
+
+def test_smtpd_cuts_a_silent_client_with_421(home: SendworxHome) -> None:
+    home.write_config(smtpd={"idle_timeout_seconds": 1})
+    home.start_smtpd()
+    with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=10) as raw:
+        stream = raw.makefile("rwb")
+        assert stream.readline().startswith(b"220 ")
+        started = time.monotonic()
+        assert stream.readline().startswith(b"421 4.4.2 ")
+        assert 0.9 < time.monotonic() - started < 5
+        assert stream.readline() == b""

@@ -3,7 +3,6 @@ the queue file format, the pid lock and the instance config."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 from email.message import Message
 from pathlib import Path
@@ -140,28 +139,6 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     assert "helo_name" in str(error.value) and "smtpd.relay_networks" in str(error.value)
     path.write_text("[resolver]\nnameservers = ['127.0.0.1']\nport = 5353\n")
     assert load_config(path).resolver.port == 5353
-
-
-def test_the_listener_finds_every_command_and_hook_aiosmtpd_would() -> None:
-    """SubmissionSMTP answers dir() with only the names aiosmtpd's tables read (for speed);
-    the tables must come out exactly as a plain aiosmtpd SMTP builds them."""
-    from aiosmtpd.smtp import SMTP
-
-    from sendworx.inject.smtpd import SubmissionHandler, SubmissionSMTP
-    from sendworx.shared.config import InstanceConfig
-
-    class _Committer:
-        pass
-
-    async def tables() -> None:
-        handler = SubmissionHandler(_Committer(), InstanceConfig(), "mx.test")  # type: ignore[arg-type]
-        ours, plain = SubmissionSMTP(handler), SMTP(handler)
-        assert set(ours._smtp_methods) == set(plain._smtp_methods)
-        assert set(ours._handle_hooks) == set(plain._handle_hooks) == {"MAIL", "RCPT", "DATA"}
-        assert set(ours._auth_methods) == set(plain._auth_methods)
-        assert ours._smtp_methods["EHLO"].__self__ is ours
-
-    asyncio.run(tables())
 
 
 def test_the_envelope_keeps_who_handed_the_message_in() -> None:

@@ -1,4 +1,7 @@
-"""The `sendworx smtpd` listener: SMTP submission into the queue, built on aiosmtpd.
+"""The `sendworx smtpd` listener: SMTP submission into the queue.
+
+The conversation is `smtp_session.py`'s; this module moves its bytes (one asyncio protocol per
+connection) and queues what it hands out through the group committer.
 
 A 250 after DATA means the message is on disk and fsynced. Peers outside `relay_networks`
 cannot relay; a full disk answers 452 so the client keeps the message and tries later.
@@ -16,14 +19,10 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
-
-from aiosmtpd.smtp import SMTP, Session, syntax
-from aiosmtpd.smtp import Envelope as SMTPEnvelope
+from typing import cast
 
 from sendworx.inject.committer import GroupCommitter
-from sendworx.inject.smtp_data import DataState, read_data
-from sendworx.shared.addresses import AddressError, check_domain, domain_of, has_control_characters
+from sendworx.inject.smtp_session import Message, ServerSession, SessionSettings, Step
 from sendworx.shared.admission import ask_async
 from sendworx.shared.config import InstanceConfig
 from sendworx.shared.queue import Queue, QueueWriteError
@@ -45,35 +44,9 @@ def received_header(
     ).encode("utf-8", "replace")
 
 
-def _deliverable(address: str) -> bool:
-    try:
-        check_domain(domain_of(address))
-    except AddressError:
-        return False
-    return True
-
-
-class _NamesForAiosmtpd:
-    """aiosmtpd's SMTP.__init__ finds its command, hook and AUTH tables with `dir()` and
-    `inspect.getmembers()` on the protocol and on the handler, for every connection: a third
-    of the listener's CPU per message in profiles (smtp-source opens one connection per
-    message). Those tables only look at names with these prefixes, so `dir()` answers just
-    them, computed once per class."""
-
-    _TABLE_PREFIXES = ("smtp_", "auth_", "handle_")
-    _names_by_class: ClassVar[dict[type, list[str]]] = {}
-
-    def __dir__(self) -> list[str]:
-        names = self._names_by_class.get(type(self))
-        if names is None:
-            every = object.__dir__(self)
-            names = sorted(name for name in every if name.startswith(self._TABLE_PREFIXES))
-            self._names_by_class[type(self)] = names
-        return names
-
-
-class SubmissionHandler(_NamesForAiosmtpd):
-    """aiosmtpd hooks: relay policy and recipient limit at RCPT, durable queueing at DATA."""
+class Submission:
+    """What the listener does with a finished message: ask the engine about `reject` limits,
+    then queue it durably; the reply says which. Shared by every connection of a worker."""
 
     def __init__(
         self,
@@ -86,88 +59,58 @@ class SubmissionHandler(_NamesForAiosmtpd):
         self.host = host  # `me`: named in Received: headers; changed on SIGHUP
         # Where to ask the engine about `reject` limits, while the policy has some (SIGHUP).
         self.admission = admission
-        self._max_recipients = config.smtpd.max_recipients
+        self._config = config
+        self.idle_timeout = config.smtpd.idle_timeout_seconds  # RFC 5321 4.5.3.2: 5 minutes
         self._relay_networks = [
             ipaddress.ip_network(network, strict=False) for network in config.smtpd.relay_networks
         ]
+        self.settings = self._settings()
 
-    def _may_relay(self, session: Session) -> bool:
-        peer = session.peer
-        if not isinstance(peer, tuple):
-            return True  # a Unix socket peer is local by construction
+    def _settings(self) -> SessionSettings:
+        return SessionSettings(
+            hostname=self.host,
+            max_message_bytes=self._config.smtpd.max_message_bytes,
+            max_recipients=self._config.smtpd.max_recipients,
+        )
+
+    def reload(self, host: str, admission: Path | None) -> None:
+        """For the sessions that start afterwards (SIGHUP)."""
+        self.host, self.admission = host, admission
+        self.settings = self._settings()
+
+    def may_relay(self, peer: str) -> bool:
         try:
-            address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
         except ValueError:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         return any(address in network for network in self._relay_networks)
 
-    async def handle_MAIL(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: SMTPEnvelope,
-        address: str,
-        mail_options: list[str],
-    ) -> str:
-        if has_control_characters(address):
-            return "501 5.1.7 Sender address contains control characters"
-        if address != "<>" and "@" in address and not _deliverable(address):
-            # Bounces to it could go nowhere; the address is never echoed (it is hostile).
-            return "501 5.1.7 Sender domain is not a host name or an address literal"
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 Ok"
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: SMTPEnvelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        if not self._may_relay(session):
-            return "554 5.7.1 Relay access denied"
-        if has_control_characters(address):
-            return "501 5.1.3 Recipient address contains control characters"
-        if "@" not in address or address.startswith("@") or address.endswith("@"):
-            return "553 5.1.3 Recipient address must be user@domain"
-        if not _deliverable(address):
-            return "501 5.1.3 Recipient domain is not a host name or an address literal"
-        if len(envelope.rcpt_tos) >= self._max_recipients:
-            return "452 4.5.3 Too many recipients"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 Ok"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
+    async def queue(self, message: Message, peer: str) -> str:
+        """The reply to the message: 250 once it is on disk and fsynced."""
         message_id = new_message_id()
         now = time.time()
-        peer = session.peer[0] if isinstance(session.peer, tuple) else "local"
-        protocol = "ESMTP" if session.extended_smtp else "SMTP"
-        content: bytes = envelope.original_content or b""
         header = received_header(
-            helo=session.host_name,
-            peer=str(peer),
+            helo=message.helo,
+            peer=peer,
             host=self.host,
             message_id=message_id,
-            protocol=protocol,
+            protocol="ESMTP" if message.extended else "SMTP",
             now=now,
         )
-        # aiosmtpd reports the null sender as the literal "<>".
-        sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        sender = message.sender
         if self.admission is not None and sender:
-            refusal = await ask_async(self.admission, sender, None, len(envelope.rcpt_tos))
+            refusal = await ask_async(self.admission, sender, None, len(message.recipients))
             if refusal is not None:
                 log.info(
                     "refused from=%s peer=%s: limit %s", json.dumps(sender), peer, refusal.rule
                 )
                 return refusal.smtp_reply()
-        origin = Origin("smtpd", peer=str(peer))
-        queued = Envelope(sender, tuple(envelope.rcpt_tos), now, origin=origin)
+        origin = Origin("smtpd", peer=peer)
+        queued = Envelope(sender, message.recipients, now, origin=origin)
         try:
-            await self._committer.inject(queued, header + content, message_id)
+            await self._committer.inject(queued, header + message.content, message_id)
         except QueueWriteError as error:
             log.error("message from %s not queued: %s", peer, error)
             return "452 4.3.1 Insufficient system storage; try again later"
@@ -175,72 +118,105 @@ class SubmissionHandler(_NamesForAiosmtpd):
             "queued id=%s from=%s rcpts=%d size=%d peer=%s",
             message_id,
             json.dumps(sender),  # a JSON string, as in send.log: nothing raw reaches a terminal
-            len(envelope.rcpt_tos),
-            len(content),
+            len(message.recipients),
+            len(message.content),
             peer,
         )
         return f"250 2.0.0 Ok: queued as {message_id}"
 
 
-class SubmissionSMTP(_NamesForAiosmtpd, SMTP):
-    """aiosmtpd with Postfix's tolerance for long lines.
+class SubmissionProtocol(asyncio.Protocol):
+    """One client connection: moves bytes between the socket and its `ServerSession`.
 
-    RFC 5321 caps lines at 1000 octets and aiosmtpd answers longer ones with a permanent
-    500, but generated mail (HTML from billing systems) often has longer lines and Postfix
-    accepts them; refusing would bounce mail our users' integrations send today.
-    """
+    Reading pauses while a message is being queued (the session keeps what was pipelined
+    behind it) and while the client does not read our replies, so a connection holds at most
+    a read's worth of input beyond what the session bounds."""
 
-    line_length_limit = 64 * 1024
+    def __init__(self, submission: Submission) -> None:
+        self._submission = submission
+        self._transport: asyncio.Transport | None = None
+        self._session: ServerSession | None = None
+        self._peer = "unknown"
+        self._queueing: asyncio.Task[None] | None = None
+        self._last_input = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing_paused = False
 
-    # aiosmtpd parses every MAIL/RCPT address with the email header parser and defines a
-    # typing.Protocol class per call: a fifth of a listener's CPU in profiles. The result
-    # depends only on the argument and the local-part limit, and bulk mail repeats senders.
-    _address_cache: ClassVar[dict[tuple[str, int], tuple[str | None, str | None]]] = {}
-    _ADDRESS_CACHE_SIZE = 10_000
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A TCP transport (uvloop's are not asyncio.Transport subclasses, but have its API).
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) else "local"
+        submission = self._submission
+        may_relay = not isinstance(peer, tuple) or submission.may_relay(self._peer)
+        self._session = ServerSession(submission.settings, may_relay=may_relay)
+        transport.write(self._session.greeting())
+        loop = asyncio.get_running_loop()
+        self._last_input = loop.time()
+        self._timer = loop.call_later(submission.idle_timeout, self._check_idle)
 
-    @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's DATA, reading the data in a few large reads (`smtp_data.py`)."""
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+    def data_received(self, data: bytes) -> None:
+        assert self._session is not None
+        self._last_input = asyncio.get_running_loop().time()
+        self._act(self._session.receive(data))
+
+    def eof_received(self) -> bool | None:
+        return False  # the client is done sending: close (mail not yet answered is not 250)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
+        # A message being queued is queued anyway: the client may retry it (no 250 seen).
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        try:
-            content, state = await read_data(
-                self._reader, self.data_size_limit, self.line_length_limit
-            )
-        except asyncio.CancelledError:
-            self._writer.close()  # the connection was lost during DATA, as aiosmtpd does
-            raise
-        if state is not DataState.NOMINAL:
-            too_long = state is DataState.TOO_LONG
-            await self.push(
-                "500 Line too long (see RFC5321 4.5.3.1.6)"
-                if too_long
-                else "552 Error: Too much mail data"
-            )
-            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd: no hints
-            return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push(status)
+        if self._writing_paused or self._queueing is not None:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        key = (arg, self.local_part_limit)
-        cached = self._address_cache.get(key)
-        if cached is None:
-            cached = super()._getaddr(arg)
-            if len(self._address_cache) >= self._ADDRESS_CACHE_SIZE:
-                self._address_cache.clear()
-            self._address_cache[key] = cached
-        return cached
+    def _act(self, step: Step) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if step.output:
+            transport.write(step.output)
+        if step.close:
+            transport.close()
+        elif step.message is not None:
+            self._queueing = asyncio.ensure_future(self._queue(step.message))
+            self._update_reading()
+
+    async def _queue(self, message: Message) -> None:
+        reply = await self._submission.queue(message, self._peer)
+        self._queueing = None
+        if self._transport is None:
+            return
+        assert self._session is not None
+        self._update_reading()
+        self._act(self._session.answered(reply))
+
+    def _check_idle(self) -> None:
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        idle, limit = loop.time() - self._last_input, self._submission.idle_timeout
+        if self._queueing is not None or idle < limit:
+            self._timer = loop.call_later(max(limit - idle, 0.1), self._check_idle)
+            return
+        log.info("%s connection timed out", self._peer)
+        self._act(self._session.timed_out())
 
 
 def bind_listeners(config: InstanceConfig) -> list[socket.socket]:
@@ -266,22 +242,13 @@ async def serve(
     ask about `reject` limits, None without any) for the sessions that start afterwards."""
     loop = asyncio.get_running_loop()
     committer = GroupCommitter(queue)
-    handler = SubmissionHandler(committer, config, read_names().me, admission())
+    submission = Submission(committer, config, read_names().me, admission())
 
     def reload() -> None:
-        handler.host = read_names().me
-        handler.admission = admission()
+        submission.reload(read_names().me, admission())
 
-    def factory() -> SMTP:
-        return SubmissionSMTP(
-            handler,
-            hostname=handler.host,
-            ident="sendworx ESMTP",
-            data_size_limit=config.smtpd.max_message_bytes,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            timeout=300,
-        )
+    def factory() -> SubmissionProtocol:
+        return SubmissionProtocol(submission)
 
     servers = [await loop.create_server(factory, sock=listener) for listener in listeners]
     stopped = asyncio.Event()

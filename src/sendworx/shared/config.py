@@ -57,6 +57,9 @@ class SmtpdConfig(_Section):
     max_recipients: int = Field(
         default=1000, ge=1, le=100_000, description="more recipients in one message get 452"
     )
+    idle_timeout_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="a client silent this long gets 421 and is cut"
+    )
     relay_networks: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="peers that may relay; others get 554",

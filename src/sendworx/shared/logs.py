@@ -27,5 +27,3 @@ def setup_logging(log_file: Path | None, *, verbose: bool = False) -> None:
         handlers=handlers,
         force=True,
     )
-    # aiosmtpd logs every connection at INFO; one line per delivery attempt is what we want.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)

@@ -200,7 +200,11 @@ class SubmissionProtocol(asyncio.Protocol):
             self._update_reading()
 
     async def _queue(self, message: Message) -> None:
-        reply = await self._submission.queue(message, self._peer)
+        try:
+            reply = await self._submission.queue(message, self._peer)
+        except Exception:  # a defect: the client keeps its message and tries later
+            log.exception("message from %s not queued", self._peer)
+            reply = "451 4.3.0 Error: internal error; try again later"
         self._queueing = None
         if self._transport is None:
             return

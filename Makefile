@@ -74,6 +74,7 @@ bench: $(STAMP) system-packages
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/relay --postfix
+	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/injection
 	$(BIN)/python bench/pacing
 	$(BIN)/python bench/queue_memory
 	$(BIN)/python bench/queue_api

@@ -147,6 +147,22 @@ def test_control_characters_and_parameters_in_addresses() -> None:
     assert codes == [b"220", b"250", b"501", b"501", b"555", b"501", b"501", b"250", b"555", b"501"]
 
 
+def test_arguments_that_are_not_utf_8_are_refused_before_they_reach_the_queue() -> None:
+    """Bytes that are not UTF-8 could be neither written in the queue file's JSON envelope
+    nor relayed; refused at the command, as Postfix refuses them."""
+    replies, messages = converse(
+        [
+            b"EHLO \xffclient.test\r\nEHLO client.test\r\nMAIL FROM:<\xff@origin.test>\r\n"
+            b"MAIL FROM:<\xc3\xa9@origin.test>\r\nRCPT TO:<b\xc3@far.test>\r\n"
+            b"RCPT TO:<b@far.test>\r\nDATA\r\n\xff\r\n.\r\n"
+        ]
+    )
+    codes = [reply[:3] for reply in replies if reply[3:4] == b" "]
+    assert codes == [b"220", b"500", b"250", b"500", b"250", b"500", b"250", b"354", b"250"]
+    [message] = messages
+    assert message.sender == "\u00e9@origin.test" and message.content == b"\xff\r\n"
+
+
 def test_a_line_of_any_length_is_held_only_up_to_the_command_limit() -> None:
     session = ServerSession(SETTINGS, may_relay=True)
     for _ in range(100):

@@ -219,7 +219,7 @@ class ServerSession:
         return reply
 
     def _answer(self, out: list[bytes], reply: str) -> None:
-        out.append(reply.encode("utf-8", "surrogateescape") + b"\r\n")
+        out.append(reply.encode() + b"\r\n")
         if self._errors >= ERROR_LIMIT and self._phase is not _Phase.CLOSED:
             out.append(f"421 4.7.0 {self._settings.hostname} Error: too many errors\r\n".encode())
             self._phase = _Phase.CLOSED
@@ -229,12 +229,14 @@ class ServerSession:
     def _command(self, line: bytes, out: list[bytes]) -> None:
         verb_bytes, _, argument_bytes = line.strip().partition(b" ")
         verb = verb_bytes.upper().decode("ascii", "replace")
-        # Arguments may be UTF-8 (SMTPUTF8) or anything a broken client sends; surrogate
-        # escapes keep them byte for byte and fail the address checks below, never a codec.
-        argument = argument_bytes.strip().decode("utf-8", "surrogateescape")
         handler = _COMMANDS.get(verb)
         if handler is None:
             self._protocol_error(out, "500 5.5.2 Error: command not recognized")
+            return
+        try:  # UTF-8 (SMTPUTF8) or ASCII; other bytes could not be queued, logged or relayed
+            argument = argument_bytes.strip().decode("utf-8")
+        except UnicodeDecodeError:
+            self._protocol_error(out, "500 5.5.2 Error: bad UTF-8 syntax")  # as Postfix
             return
         self._answer(out, handler(self, argument))
 

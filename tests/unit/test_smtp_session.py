@@ -228,3 +228,13 @@ def test_paths() -> None:
     assert parse_path("a@b.test SIZE=1") == ("a@b.test", ["SIZE=1"])  # Postfix takes it too
     for bad in ("<a@b.test", "<a@b.test>x", "<a <b>@c.test>", "a>b@c.test", "<a b@c.test>"):
         assert parse_path(bad) is None, bad
+
+
+def test_a_bare_lf_dot_lf_is_content_not_the_end_of_the_data() -> None:
+    """SMTP smuggling: `<LF>.<LF>` (or `<CR>.<CR>`) followed by a second transaction stays
+    inside the first message; only CRLF . CRLF ends the data."""
+    smuggled = b"Subject: x\r\n\r\nhi\n.\nMAIL FROM:<e@evil.test>\r\nRCPT TO:<v@far.test>\r\n"
+    replies, messages = converse([OPENING + smuggled + b"\r.\rDATA\r\n.\r\nQUIT\r\n"])
+    [message] = messages
+    assert b"MAIL FROM:<e@evil.test>" in message.content and b"\r.\rDATA" in message.content
+    assert replies[-2:] == [b"250 2.0.0 Ok: queued", b"221 2.0.0 Bye"]

@@ -740,6 +740,12 @@ def test_slow_and_greedy_clients_cannot_starve_the_panel(home: SendworxHome) -> 
         panel.stop()
 
 
+def _sockets(pid: int) -> int:
+    """How many sockets the process has open."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
 def _rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
@@ -747,12 +753,13 @@ def _rss_kib(pid: int) -> int:
 
 def test_smtpd_holds_little_for_a_client_that_floods_and_never_reads(home: SendworxHome) -> None:
     """Commands pipelined without end by a client that never reads the replies: the listener
-    stops reading once its replies back up, so the client blocks, not the listener's memory;
-    a line that never ends is thrown away as it comes; another client is served throughout."""
-    home.write_config(smtpd={"workers": 1})
+    stops reading once its replies back up, so the client blocks, not the listener's memory,
+    and it is cut at the idle timeout; a line that never ends is thrown away as it comes;
+    another client is served throughout."""
+    home.write_config(smtpd={"workers": 1, "idle_timeout_seconds": 4})
     listener = home.start_smtpd()
-    before = _rss_kib(listener.pid)
-    with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=2) as flood:
+    before, sockets = _rss_kib(listener.pid), _sockets(listener.pid)
+    with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=1) as flood:
         flood.sendall(b"EHLO flood.test\r\n")
         sent, chunk = 0, b"NOOP\r\n" * 10_000
         with contextlib.suppress(TimeoutError):
@@ -768,6 +775,9 @@ def test_smtpd_holds_little_for_a_client_that_floods_and_never_reads(home: Sendw
             endless.sendall(b"\r\nQUIT\r\n")
             replies = endless.makefile("rb").read()
             assert b"500 5.5.2 Error: command line too long" in replies
+        # Silent past the idle timeout with its replies unread: the listener lets go of the
+        # connection, rather than keep it for ever behind a 421 the client would never read.
+        wait_for(lambda: _sockets(listener.pid) == sockets, timeout=15)
     assert len(home.queue_files("new")) == 1
 
 

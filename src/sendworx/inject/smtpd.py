@@ -220,7 +220,11 @@ class SubmissionProtocol(asyncio.Protocol):
             self._timer = loop.call_later(max(limit - idle, 0.1), self._check_idle)
             return
         log.info("%s connection timed out", self._peer)
-        self._act(self._session.timed_out())
+        step = self._session.timed_out()
+        if self._writing_paused and self._transport is not None:
+            self._transport.abort()  # it reads nothing: a 421 would wait behind the rest for ever
+        else:
+            self._act(step)
 
 
 def bind_listeners(config: InstanceConfig) -> list[socket.socket]:

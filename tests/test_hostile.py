@@ -886,3 +886,40 @@ def test_sessions_end_when_a_user_is_deactivated_or_their_password_changes(
     assert panel.call("deactivate", {"user": "ops@sendworx.test"}, controller=users)["status"] == 0
     assert panel.call("isRunning", auth={"sessionid": session})["status"] == 401
     assert panel.call("isRunning", auth=login)["status"] == 401
+
+
+def test_smtpd_caps_connections_overall_and_per_address_outside_relay_networks(
+    home: SendworxHome,
+) -> None:
+    """Idle connections cannot take every descriptor: past the per-address cap a client
+    outside relay_networks gets 421, past the overall cap everyone does; a connection that
+    ends frees its place."""
+    home.write_config(
+        smtpd={
+            "workers": 1,
+            "max_connections": 5,
+            "max_connections_per_address": 2,
+            "relay_networks": ["127.0.0.2/32"],
+        }
+    )
+    home.start_smtpd()
+
+    def connect(source: str) -> tuple[socket.socket, bytes]:
+        peer = socket.create_connection(
+            ("127.0.0.1", home.smtpd_port), timeout=10, source_address=(source, 0)
+        )
+        return peer, peer.makefile("rb").readline()
+
+    held = [connect("127.0.0.1"), connect("127.0.0.1")]
+    outsider, refused = connect("127.0.0.1")
+    assert refused.startswith(b"421 4.7.0 ") and outsider.recv(1) == b""
+    held += [connect("127.0.0.2") for _ in range(3)]  # the relay network is exempt
+    assert all(greeting.startswith(b"220 ") for _, greeting in held)
+    insider, refused = connect("127.0.0.2")
+    assert refused.startswith(b"421 4.7.0 ")  # the overall cap
+    held.pop(0)[0].close()
+    wait_for(lambda: connect("127.0.0.1")[1].startswith(b"220 "))
+    for peer, _ in held:
+        peer.close()
+    outsider.close()
+    insider.close()

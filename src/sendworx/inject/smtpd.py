@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import cast
 
 from sendworx.inject.committer import GroupCommitter
+from sendworx.inject.connection_limits import ConnectionLimits
 from sendworx.inject.smtp_session import Message, ServerSession, SessionSettings, Step
 from sendworx.shared.admission import ask_async
 from sendworx.shared.config import InstanceConfig
@@ -61,6 +62,9 @@ class Submission:
         self.admission = admission
         self._config = config
         self.idle_timeout = config.smtpd.idle_timeout_seconds  # RFC 5321 4.5.3.2: 5 minutes
+        self.connections = ConnectionLimits(
+            config.smtpd.max_connections, config.smtpd.max_connections_per_address
+        )
         self._relay_networks = [
             ipaddress.ip_network(network, strict=False) for network in config.smtpd.relay_networks
         ]
@@ -141,6 +145,7 @@ class SubmissionProtocol(asyncio.Protocol):
         self._last_input = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
+        self._admitted: bool | None = None  # counted by the limits (its exemption), or not
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A TCP transport (uvloop's are not asyncio.Transport subclasses, but have its API).
@@ -150,6 +155,12 @@ class SubmissionProtocol(asyncio.Protocol):
         self._peer = str(peer[0]) if isinstance(peer, tuple) else "local"
         submission = self._submission
         may_relay = not isinstance(peer, tuple) or submission.may_relay(self._peer)
+        if not submission.connections.admit(self._peer, exempt=may_relay):
+            busy = f"421 4.7.0 {submission.host} Error: too many connections\r\n"
+            transport.write(busy.encode())
+            transport.close()
+            return
+        self._admitted = may_relay
         self._session = ServerSession(submission.settings, may_relay=may_relay)
         transport.write(self._session.greeting())
         loop = asyncio.get_running_loop()
@@ -157,7 +168,8 @@ class SubmissionProtocol(asyncio.Protocol):
         self._timer = loop.call_later(submission.idle_timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
-        assert self._session is not None
+        if self._session is None:
+            return  # refused at the door, closing
         self._last_input = asyncio.get_running_loop().time()
         self._act(self._session.receive(data))
 
@@ -167,6 +179,8 @@ class SubmissionProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._admitted is not None:
+            self._submission.connections.release(self._peer, exempt=self._admitted)
         self._transport = None
         # A message being queued is queued anyway: the client may retry it (no 250 seen).
 

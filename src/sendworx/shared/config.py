@@ -60,6 +60,15 @@ class SmtpdConfig(_Section):
     idle_timeout_seconds: float = Field(
         default=300.0, gt=0, le=3600, description="a client silent this long gets 421 and is cut"
     )
+    max_connections: int = Field(
+        default=1000, ge=1, le=100_000, description="open connections per worker; more get 421"
+    )
+    max_connections_per_address: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="per worker from one address outside relay_networks; more get 421",
+    )
     relay_networks: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="peers that may relay; others get 554",

@@ -42,10 +42,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from sendworx.engine.activity import KEPT_MINUTES, ActivityLog
+from sendworx.engine.activity import ActivityLog
 from sendworx.engine.attempts import Outcome, RecipientResult, fold_attempt
 from sendworx.engine.bounces import build_bounce
 from sendworx.engine.control import serve_admission, serve_control
+from sendworx.engine.control_commands import ControlCommands
 from sendworx.engine.delivery import DeliveryJob, DeliveryPool
 from sendworx.engine.due_index import DueIndex
 from sendworx.engine.local_delivery import deliver_locally
@@ -60,12 +61,10 @@ from sendworx.shared.config import ConfigError
 from sendworx.shared.destinations import Destination, destination_for
 from sendworx.shared.file_lock import FileLock
 from sendworx.shared.holds import (
-    OPERATOR_HOLD,
     Hold,
     HoldAction,
     mail_of,
     messages_held_by,
-    parse_hold_id,
 )
 from sendworx.shared.instance import Instance
 from sendworx.shared.local_domains import is_local, local_domains
@@ -78,7 +77,6 @@ from sendworx.shared.queue_format import (
     MessageKind,
     Origin,
     RecipientFailure,
-    is_message_id,
 )
 from sendworx.shared.settings import MailNames, read_settings
 
@@ -166,16 +164,7 @@ class QueueManager:
             self.instance.admission_socket, self.policy.admit_injection
         )
         control = await serve_control(
-            self.instance.engine_control_socket,
-            {
-                "status": self._status_command,
-                "retry": self._retry_command,
-                "reload": self._reload_command,
-                "active": self._active_command,
-                "activity": self._activity_command,
-                "queue": self._queue_command,
-                "holds": self._holds_command,
-            },
+            self.instance.engine_control_socket, ControlCommands(self).table()
         )
         for signum, handler in (
             (signal.SIGTERM, self.stop),
@@ -754,59 +743,13 @@ class QueueManager:
             "settings": self.settings.as_inputs(),
         }
 
-    async def _status_command(self, argument: object) -> dict[str, object]:
-        return self.status()
+    def active_ids(self) -> list[str]:
+        """The ids being delivered now (at most max_active_messages)."""
+        return sorted(self._active)
 
-    async def _retry_command(self, argument: object) -> dict[str, object]:
-        self.retry_now()
-        return {"ok": True}
-
-    async def _reload_command(self, argument: object) -> dict[str, object]:
-        self.reload()
-        return {"ok": True}
-
-    async def _activity_command(self, argument: object) -> dict[str, object]:
-        """Delivery results per minute and the latest attempts (`activity.py`)."""
-        minutes = argument if isinstance(argument, int) and 0 < argument <= KEPT_MINUTES else 60
-        return {"started_at": self.started_at, **self.activity.report(self.clock(), minutes)}
-
-    async def _active_command(self, argument: object) -> dict[str, object]:
-        """The ids being delivered now (all of them: at most max_active_messages)."""
-        return {"active": sorted(self._active)}
-
-    async def _queue_command(self, argument: object) -> dict[str, object]:
-        """{"action": "hold", "ids": [...]} -> {"touched": [...], "in_flight": [...], ...}."""
-        if not isinstance(argument, dict) or not isinstance(argument.get("ids"), list):
-            return {"error": "expected {action, ids}"}
-        try:
-            action = QueueAction(str(argument.get("action")))
-        except ValueError:
-            return {"error": f"unknown action {str(argument.get('action'))[:40]!r}"}
-        ids = [str(message_id) for message_id in argument["ids"]]
-        outcome = await self.act(action, [i for i in ids if is_message_id(i)])
-        outcome.missing.extend(i for i in ids if not is_message_id(i))
-        return {
-            "touched": outcome.touched,
-            "in_flight": outcome.in_flight,
-            "missing": outcome.missing,
-        }
-
-    async def _holds_command(self, argument: object) -> dict[str, object]:
-        """{"action": "add"|"release"|"purge", "hold": "account:alice", "reason": ...} ->
-        {touched, in_flight, missing} of the mail the hold keeps or kept."""
-        if not isinstance(argument, dict):
-            return {"error": "expected {action, hold}"}
-        try:
-            action = HoldAction(str(argument.get("action")))
-            scope, key = parse_hold_id(str(argument.get("hold")))
-        except ValueError as error:
-            return {"error": str(error)}
-        if action is HoldAction.ADD:
-            outcome = ActionOutcome()
-            reason = str(argument.get("reason") or OPERATOR_HOLD)[:200]
-            hold = Hold(scope, key, "operator", reason, self.clock())
-            if self.policy.add(hold):
-                outcome = await self._put_on_hold(hold, None)
-        else:
-            outcome = await self.end_hold(f"{scope}:{key}", action)
-        return {"touched": outcome.touched, "in_flight": outcome.in_flight, "missing": []}
+    async def hold_by_operator(self, hold: Hold) -> ActionOutcome:
+        """A hold the mail administrator added: the sender's mail is held as by a breaker
+        (nothing, if that hold is already in force)."""
+        if not self.policy.add(hold):
+            return ActionOutcome()
+        return await self._put_on_hold(hold, None)

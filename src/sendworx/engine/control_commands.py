@@ -1,0 +1,93 @@
+"""The engine's control-socket commands: `sendworx status` and `retry`, SIGHUP's reload by
+request, and what the panel and the CLI ask of a running engine (its activity, the messages
+in flight, actions on messages, holds on senders). Each checks the shape of the request's
+argument and asks the queue manager; the socket itself is `control.py`'s."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sendworx.engine.activity import KEPT_MINUTES
+from sendworx.engine.control import Command
+from sendworx.shared.holds import OPERATOR_HOLD, Hold, HoldAction, parse_hold_id
+from sendworx.shared.queue_actions import ActionOutcome, QueueAction
+from sendworx.shared.queue_format import is_message_id
+
+if TYPE_CHECKING:
+    from sendworx.engine.queue_manager import QueueManager
+
+
+def _changes(outcome: ActionOutcome) -> dict[str, object]:
+    return {"touched": outcome.touched, "in_flight": outcome.in_flight, "missing": outcome.missing}
+
+
+class ControlCommands:
+    def __init__(self, manager: QueueManager) -> None:
+        self._manager = manager
+
+    def table(self) -> dict[str, Command]:
+        return {
+            "status": self.status,
+            "retry": self.retry,
+            "reload": self.reload,
+            "active": self.active,
+            "activity": self.activity,
+            "queue": self.queue,
+            "holds": self.holds,
+        }
+
+    async def status(self, argument: object) -> dict[str, object]:
+        return self._manager.status()
+
+    async def retry(self, argument: object) -> dict[str, object]:
+        self._manager.retry_now()
+        return {"ok": True}
+
+    async def reload(self, argument: object) -> dict[str, object]:
+        self._manager.reload()
+        return {"ok": True}
+
+    async def activity(self, argument: object) -> dict[str, object]:
+        """Delivery results per minute and the latest attempts (`activity.py`)."""
+        minutes = argument if isinstance(argument, int) and 0 < argument <= KEPT_MINUTES else 60
+        manager = self._manager
+        return {
+            "started_at": manager.started_at,
+            **manager.activity.report(manager.clock(), minutes),
+        }
+
+    async def active(self, argument: object) -> dict[str, object]:
+        """The ids being delivered now (all of them: at most max_active_messages)."""
+        return {"active": self._manager.active_ids()}
+
+    async def queue(self, argument: object) -> dict[str, object]:
+        """{"action": "hold", "ids": [...]} -> {"touched": [...], "in_flight": [...], ...}."""
+        if not isinstance(argument, dict) or not isinstance(argument.get("ids"), list):
+            return {"error": "expected {action, ids}"}
+        try:
+            action = QueueAction(str(argument.get("action")))
+        except ValueError:
+            return {"error": f"unknown action {str(argument.get('action'))[:40]!r}"}
+        ids = [str(message_id) for message_id in argument["ids"]]
+        outcome = await self._manager.act(action, [i for i in ids if is_message_id(i)])
+        outcome.missing.extend(i for i in ids if not is_message_id(i))
+        return _changes(outcome)
+
+    async def holds(self, argument: object) -> dict[str, object]:
+        """{"action": "add"|"release"|"purge", "hold": "account:alice", "reason": ...} ->
+        {touched, in_flight, missing} of the mail the hold keeps or kept."""
+        if not isinstance(argument, dict):
+            return {"error": "expected {action, hold}"}
+        try:
+            action = HoldAction(str(argument.get("action")))
+            scope, key = parse_hold_id(str(argument.get("hold")))
+        except ValueError as error:
+            return {"error": str(error)}
+        manager = self._manager
+        if action is HoldAction.ADD:
+            reason = str(argument.get("reason") or OPERATOR_HOLD)[:200]
+            hold = Hold(scope, key, "operator", reason, manager.clock())
+            outcome = await manager.hold_by_operator(hold)
+        else:
+            outcome = await manager.end_hold(f"{scope}:{key}", action)
+        return {**_changes(outcome), "missing": []}

@@ -179,6 +179,9 @@ class SMTPConnection:
         try:
             for start in range(0, len(data), _CHUNK):
                 self._writer.write(data[start : start + _CHUNK])
+                if not self._writer.transport.get_write_buffer_size():
+                    await self._writer.drain()  # all with the kernel: drain cannot wait
+                    continue
                 async with asyncio.timeout(self.timeouts.remote):
                     await self._writer.drain()
         except TimeoutError as error:
@@ -189,6 +192,8 @@ class SMTPConnection:
     async def _read_reply(self) -> SMTPReply:
         """The next reply, whole within `timeout_remote` (one deadline per reply, as Postfix
         has: a server trickling a byte at a time cannot keep a session for ever)."""
+        if self._pending:  # already read (pipelined replies come together): no wait, no timer
+            return self._next_reply()
         try:
             async with asyncio.timeout(self.timeouts.remote):
                 while not self._pending:
@@ -203,6 +208,9 @@ class SMTPConnection:
             raise SessionLost(f"timeout waiting for {self.remote}") from error
         except OSError as error:
             raise SessionLost(f"connection to {self.remote} lost: {error}") from error
+        return self._next_reply()
+
+    def _next_reply(self) -> SMTPReply:
         reply = self._pending.pop(0)
         if reply.code == 421:
             raise SessionLost(f"{self.remote} is closing: {reply}", reply)

@@ -234,11 +234,10 @@ class SubmissionProtocol(asyncio.Protocol):
             self._timer = loop.call_later(max(limit - idle, 0.1), self._check_idle)
             return
         log.info("%s connection timed out", self._peer)
-        step = self._session.timed_out()
-        if self._writing_paused and self._transport is not None:
-            self._transport.abort()  # it reads nothing: a 421 would wait behind the rest for ever
-        else:
-            self._act(step)
+        self._act(self._session.timed_out())
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()  # replies it has not read: the close would wait on them for ever
 
 
 def bind_listeners(config: InstanceConfig) -> list[socket.socket]:

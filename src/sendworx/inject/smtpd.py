@@ -46,8 +46,9 @@ def received_header(
 
 
 class Submission:
-    """What the listener does with a finished message: ask the engine about `reject` limits,
-    then queue it durably; the reply says which. Shared by every connection of a worker."""
+    """What a worker's connections share: the session settings, who may relay, the
+    connection caps and the idle timeout; and what is done with a finished message: ask the
+    engine about `reject` limits, then queue it durably, the reply saying which."""
 
     def __init__(
         self,

@@ -178,3 +178,22 @@ def test_a_summary_is_given_again_only_while_younger_than_max_age(tmp_path: Path
     index.refresh([first])
     now[0] += 6
     assert index.summary(set(), max_age=5)["totals"]["messages"] == 1
+
+
+def test_the_content_alone_is_what_a_full_read_gives_and_refuses_the_same_files(
+    tmp_path: Path,
+) -> None:
+    from sendworx.shared.queue_format import CorruptMessageError
+
+    queue = Queue(tmp_path).ensure()
+    content = b'Subject: x\r\n\r\n{"not": "an envelope"}\n.\r\n'
+    message_id = queue.inject(Envelope("a@b.test", ("c@d.test",), 1.0), content)
+    assert queue.read_content(message_id) == queue.read(message_id)[1] == content
+    (queue.new_dir / message_id).rename(queue.messages_dir / message_id)  # claimed: same
+    assert queue.read_content(message_id) == content
+    for broken in (b"garbage", (queue.messages_dir / message_id).read_bytes()[:12]):
+        (queue.messages_dir / message_id).write_bytes(broken)
+        with pytest.raises(CorruptMessageError):
+            queue.read_content(message_id)
+    with pytest.raises(ValueError):
+        queue.read_content("../state/x")

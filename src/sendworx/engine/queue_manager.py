@@ -526,7 +526,7 @@ class QueueManager:
                 message_id,
                 active.envelope.sender,
                 local,
-                load_content=lambda: self.queue.read(message_id)[1],
+                load_content=lambda: self.queue.read_content(message_id),
                 on_done=self._job_done,
             )
         jobs = []
@@ -536,7 +536,7 @@ class QueueManager:
                     message_id,
                     active.envelope.sender,
                     recipients[start : start + per_transaction],
-                    load_content=lambda: self.queue.read(message_id)[1],
+                    load_content=lambda: self.queue.read_content(message_id),
                     on_done=self._job_done,
                 )
                 jobs.append((destination, job))

@@ -220,14 +220,26 @@ def encode_message(envelope: Envelope, content: bytes) -> bytes:
     return b"".join((MAGIC, envelope.to_json(), b"\n", content))
 
 
-def decode_message(data: bytes) -> tuple[Envelope, bytes]:
+def _envelope_end(data: bytes) -> int:
+    """Where the envelope line of a queue file ends (its newline)."""
     if not data.startswith(MAGIC):
         raise CorruptMessageError("missing queue header")
     end = data.find(b"\n", len(MAGIC))
     if end == -1:
         raise CorruptMessageError("truncated envelope")
+    return end
+
+
+def decode_message(data: bytes) -> tuple[Envelope, bytes]:
+    end = _envelope_end(data)
     try:
         envelope = Envelope.from_json(data[len(MAGIC) : end])
     except (ValueError, KeyError, TypeError) as error:
         raise CorruptMessageError(f"bad envelope: {error}") from error
     return envelope, data[end + 1 :]
+
+
+def message_content(data: bytes) -> bytes:
+    """The message of a queue file without its envelope, which is not parsed (for a reader
+    that has it already)."""
+    return data[_envelope_end(data) + 1 :]

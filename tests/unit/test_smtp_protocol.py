@@ -73,6 +73,17 @@ def test_data_round_trips_with_crlf_line_ends(content: bytes) -> None:
     assert wire.split(b"\r\n")[:-2].count(b".") == 0
 
 
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b".", b"..", b"a", b"\x00"])).map(b"".join))
+def test_data_is_encoded_as_the_regular_expressions_encode_it(content: bytes) -> None:
+    """The fast paths (CRLF already, LF only, stuffing by replace) against the plain rules:
+    every line end becomes CRLF, NUL goes, a dot starting a line is doubled."""
+    normalized = re.sub(rb"\r\n|\r|\n", b"\r\n", content.replace(b"\x00", b""))
+    stuffed = re.sub(rb"(?m)^\.", b"..", normalized)
+    if stuffed and not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    assert encode_data(content) == stuffed + b".\r\n"
+
+
 def test_lone_dot_lines_are_stuffed() -> None:
     assert encode_data(b".\n..x\nok") == b"..\r\n...x\r\nok\r\n.\r\n"
 

@@ -17,7 +17,6 @@ MAX_REPLY_LINE = 2048
 MAX_REPLY_LINES = 200
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class ProtocolError(Exception):
@@ -109,11 +108,16 @@ def encode_data(content: bytes) -> bytes:
     client to send, becomes one), no NUL, dot-stuffed, ending with CRLF.CRLF."""
     if b"\0" in content:
         content = content.replace(b"\0", b"")
-    if b"\r" in content:
-        normalized = _LINE_END.sub(b"\r\n", content)
-    else:  # the usual queue file: LF line ends only
+    if b"\r" not in content:  # LF line ends only (what sendmail queues)
         normalized = content.replace(b"\n", b"\r\n")
-    stuffed = _LEADING_DOT.sub(b"..", normalized)
+    elif content.count(b"\r") == content.count(b"\n") == content.count(b"\r\n"):
+        normalized = content  # CRLF throughout (what smtpd queues): counted in C, no regex
+    else:
+        normalized = _LINE_END.sub(b"\r\n", content)
+    # A dot at the start of a line: at the very start, or after a line end.
+    stuffed = normalized.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
     if stuffed and not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"

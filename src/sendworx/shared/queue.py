@@ -131,11 +131,12 @@ class Queue:
     def claim_new(self) -> list[str]:
         """Move freshly injected messages into `mess/` and return their ids, oldest first."""
         claimed = []
+        new, messages = f"{self.new_dir}/", f"{self.messages_dir}/"  # text: no Path per file
         for name in sorted(os.listdir(self.new_dir)):
             if not is_message_id(name):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                os.rename(self.new_dir / name, self.messages_dir / name)
+                os.rename(new + name, messages + name)
                 claimed.append(name)
         return claimed
 
@@ -197,17 +198,19 @@ class Queue:
         """Forget a finished (or deleted) message; True if it was still there. A message is
         in `mess/` or in `new/`, never both (claiming is a rename); `has_state=False` (the
         caller knows none was written) saves looking for a state file."""
+        if not is_message_id(message_id):
+            raise ValueError(f"not a message id: {message_id!r}")
         removed = True
         try:
-            self.message_path(message_id).unlink()
+            os.unlink(f"{self.messages_dir}/{message_id}")
         except FileNotFoundError:
             try:
-                (self.new_dir / message_id).unlink()
+                os.unlink(f"{self.new_dir}/{message_id}")
             except FileNotFoundError:
                 removed = False
         if has_state:
             with contextlib.suppress(FileNotFoundError):
-                (self.state_dir / message_id).unlink()
+                os.unlink(f"{self.state_dir}/{message_id}")
         return removed
 
     def exists(self, message_id: str) -> bool:

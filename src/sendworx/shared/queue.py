@@ -43,6 +43,12 @@ def _discard(path: Path) -> None:
         path.unlink()
 
 
+def _check_id(message_id: str) -> None:
+    """Refuse what is not a message id before it is joined to a directory (`../x`)."""
+    if not is_message_id(message_id):
+        raise ValueError(f"not a message id: {message_id!r}")
+
+
 class Queue:
     """The queue directory of one instance; every method is safe to call from any process."""
 
@@ -150,19 +156,22 @@ class Queue:
         return (name for name in os.listdir(self.state_dir) if is_message_id(name))
 
     def message_path(self, message_id: str) -> Path:
-        if not is_message_id(message_id):
-            raise ValueError(f"not a message id: {message_id!r}")
+        _check_id(message_id)
         return self.messages_dir / message_id
+
+    def _claimed_and_new(self, message_id: str) -> tuple[str, str]:
+        """Where a message is once claimed and before, as text: the engine opens and removes
+        every message on this path, and Path objects cost more."""
+        _check_id(message_id)
+        return f"{self.messages_dir}/{message_id}", f"{self.new_dir}/{message_id}"
 
     def open_message(self, message_id: str) -> BinaryIO:
         """Open a queued message wherever it is: claimed (`mess/`) or not yet (`new/`)."""
-        if not is_message_id(message_id):
-            raise ValueError(f"not a message id: {message_id!r}")
-        # Joined as text: the engine opens each message twice, and Path objects cost more.
+        claimed, new = self._claimed_and_new(message_id)
         try:
-            return open(f"{self.messages_dir}/{message_id}", "rb")
+            return open(claimed, "rb")
         except FileNotFoundError:
-            return open(f"{self.new_dir}/{message_id}", "rb")
+            return open(new, "rb")
 
     def read(self, message_id: str) -> tuple[Envelope, bytes]:
         with self.open_message(message_id) as handle:
@@ -198,14 +207,13 @@ class Queue:
         """Forget a finished (or deleted) message; True if it was still there. A message is
         in `mess/` or in `new/`, never both (claiming is a rename); `has_state=False` (the
         caller knows none was written) saves looking for a state file."""
-        if not is_message_id(message_id):
-            raise ValueError(f"not a message id: {message_id!r}")
+        claimed, new = self._claimed_and_new(message_id)
         removed = True
         try:
-            os.unlink(f"{self.messages_dir}/{message_id}")
+            os.unlink(claimed)
         except FileNotFoundError:
             try:
-                os.unlink(f"{self.new_dir}/{message_id}")
+                os.unlink(new)
             except FileNotFoundError:
                 removed = False
         if has_state:

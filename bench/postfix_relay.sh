@@ -31,22 +31,7 @@ postfix -c $D/etc start >/dev/null 2>&1
 [ "${INJECT_ONLY:-}" = 1 ] && mkfifo -m 622 $D/spool/public/qmgr && chown postfix $D/spool/public/qmgr
 (smtp-sink -u nobody -c 127.0.0.1:$SINK 2000 >$D/sink.out 2>&1 & echo $! >$D/sink.pid); sleep 1
 # user and system clock ticks of the master and every process under it, reaped ones included
-tree_cpu() { python3 - "$(head -1 $D/spool/pid/master.pid | tr -d ' ')" <<'PY'
-import sys
-from pathlib import Path
-def ticks(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]) + int(fields[13]), int(fields[12]) + int(fields[14])
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            more = ticks(child)
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # exited meanwhile: counted in its parent's once reaped
-        user, system = user + more[0], system + more[1]
-    return user, system
-print(*ticks(sys.argv[1]))
-PY
-}
+tree_cpu() { python3 "$(dirname "$0")/proc_cpu.py" "$(head -1 $D/spool/pid/master.pid | tr -d ' ')"; }
 read u0 s0 < <(tree_cpu)
 t0=$(date +%s.%N); smtp-source -s $S -l 2048 -m $N -f b@localhost -t a@example.com 127.0.0.1:$PORT; t1=$(date +%s.%N)
 if [ "${INJECT_ONLY:-}" = 1 ]; then

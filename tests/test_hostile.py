@@ -27,7 +27,7 @@ import httpx
 import pytest
 from support.accounts import NOBODY, as_user
 from support.instance import SendworxHome
-from support.net import free_port, wait_for
+from support.net import free_port, smtp_reply, wait_for
 from support.panel import SEND, Panel, control_file
 from support.raw_server import RawServer
 from support.sink import RecordingSink
@@ -357,9 +357,7 @@ def test_control_characters_in_envelope_addresses_never_reach_the_wire(
         ):
             stream.write(command)
             stream.flush()
-            reply = stream.readline()
-            while reply[3:4] == b"-":
-                reply = stream.readline()
+            reply = smtp_reply(stream)[-1]
             assert reply.startswith(expected), (command, reply)
     assert home.queue_empty()
     with RecordingSink("127.0.2.1", sink_port) as sink:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import email
-import io
 import os
 import smtplib
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.instance import SendworxHome
-from support.net import port_open, wait_for
+from support.net import port_open, smtp_reply, wait_for
 from support.postfix_sink import PostfixSink
 from support.sink import RecordingSink
 
@@ -322,14 +321,6 @@ def test_smtpd_workers_die_with_their_parent_and_stop_with_it(home: SendworxHome
     assert not any(_alive(worker) for worker in workers)
 
 
-def _replies(stream: io.BufferedRWPair) -> list[bytes]:
-    """One reply, all its lines."""
-    lines = [stream.readline()]
-    while lines[-1][3:4] == b"-":
-        lines.append(stream.readline())
-    return lines
-
-
 def test_smtpd_answers_a_pipelined_transaction_in_one_go(smtpd: SendworxHome) -> None:
     """PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write, then the data and QUIT in
     another; every reply comes, in order, and the message is queued once."""
@@ -338,16 +329,16 @@ def test_smtpd_answers_a_pipelined_transaction_in_one_go(smtpd: SendworxHome) ->
         assert stream.readline().startswith(b"220 ")
         stream.write(b"EHLO client.test\r\n")
         stream.flush()
-        assert b"250-PIPELINING\r\n" in _replies(stream)
+        assert b"250-PIPELINING\r\n" in smtp_reply(stream)
         stream.write(
             b"MAIL FROM:<a@origin.test>\r\nRCPT TO:<b@far.test>\r\nRCPT TO:<c>\r\nDATA\r\n"
         )
         stream.flush()
-        codes = [_replies(stream)[-1][:4] for _ in range(4)]
+        codes = [smtp_reply(stream)[-1][:4] for _ in range(4)]
         assert codes == [b"250 ", b"250 ", b"553 ", b"354 "]
         stream.write(b"Subject: piped\r\n\r\n..dot\r\n.\r\nNOOP\r\nQUIT\r\n")
         stream.flush()
-        queued, noop, bye = (_replies(stream)[-1] for _ in range(3))
+        queued, noop, bye = (smtp_reply(stream)[-1] for _ in range(3))
         assert queued.startswith(b"250 2.0.0 Ok: queued as ")
         assert (noop, bye) == (b"250 2.0.0 Ok\r\n", b"221 2.0.0 Bye\r\n")
         assert stream.readline() == b""  # closed after QUIT

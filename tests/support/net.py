@@ -1,7 +1,8 @@
-"""Small network helpers for tests: free ports and waiting for a listener."""
+"""Small network helpers for tests: free ports, waiting for a listener, reading an SMTP reply."""
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 from collections.abc import Callable
@@ -33,3 +34,11 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def smtp_reply(stream: io.BufferedIOBase) -> list[bytes]:
+    """One SMTP reply read from `stream`, all its lines (`250-...` up to `250 ...`)."""
+    lines = [stream.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(stream.readline())
+    return lines

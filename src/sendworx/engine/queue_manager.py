@@ -585,7 +585,7 @@ class QueueManager:
                     sent = await asyncio.to_thread(self._bounce, message_id, envelope, failures)
                     if sent:
                         self.activity.bounce(now)
-                self.queue.remove(message_id, has_state=message_id not in self._stateless)
+                self.queue.retire(message_id, has_state=message_id not in self._stateless)
                 self._stateless.discard(message_id)
                 self.due.forget(message_id)
             else:

@@ -27,6 +27,26 @@ def write_unsynced(path: Path, data: bytes, mode: int = 0o600) -> int:
     Callers batch these and fsync afterwards, so one journal commit covers many files.
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    _write_all(fd, data)
+    return fd
+
+
+def overwrite_unsynced(path: Path, data: bytes) -> int:
+    """Write `data` over the existing file `path` (not visible to readers), cut to its length;
+    return the open fd to fsync. Reusing a file spares the filesystem an inode to free and
+    another to allocate (see `Queue.retire`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    _write_all(fd, data)
+    try:
+        os.ftruncate(fd, len(data))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to `fd`; close `fd` if that fails."""
     try:
         view = memoryview(data)
         while view:
@@ -35,7 +55,6 @@ def write_unsynced(path: Path, data: bytes, mode: int = 0o600) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
 
 
 def write_synced(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -2,6 +2,13 @@
 
 Injectors write `tmp/` -> fsync -> rename into `new/` -> fsync `new/`, then wake the engine.
 The engine moves `new/` into `mess/`; `state/` holds the progress of deferred messages.
+
+The file of a message the engine has finished with goes to `spare/` (while there are few
+spares and it is small) instead of being deleted, and the next injection writes over it: the
+filesystem then neither frees an inode and its block per delivery nor allocates new ones per
+injection. On ext4 that halves the metadata work per message; without a journal (where each
+new inode is looked for past every inode freed in the last half minute) and with online discard
+(where an unlink waits for the device) it is most of the cost of a steady flow of mail.
 """
 
 from __future__ import annotations
@@ -9,11 +16,18 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from sendworx.shared.durable import atomic_write, fsync_directory, write_synced, write_unsynced
+from sendworx.shared.durable import (
+    atomic_write,
+    fsync_directory,
+    overwrite_unsynced,
+    write_synced,
+    write_unsynced,
+)
 from sendworx.shared.queue_format import (
     MAGIC,
     DeliveryState,
@@ -28,6 +42,12 @@ from sendworx.shared.unix_sockets import send_datagram
 
 # A stale temp file older than this was left by an injector that died mid-write.
 STALE_TEMP_SECONDS = 3600
+# `spare/` keeps at most this many files of at most this size (old mail the next injections
+# write over; a larger file is deleted, so spares never hold more than 64 MB).
+SPARE_LIMIT = 1024
+SPARE_MAX_BYTES = 64 * 1024
+# A full `spare/` is counted again at most this often (injectors take from it meanwhile).
+SPARE_RECOUNT_SECONDS = 1.0
 
 
 class QueueWriteError(OSError):
@@ -61,7 +81,12 @@ class Queue:
         self.messages_dir = path / "mess"
         self.state_dir = path / "state"
         self.corrupt_dir = path / "corrupt"
+        self.spare_dir = path / "spare"
         self.trigger = trigger
+        self.spare_limit = SPARE_LIMIT
+        self._spare_names: list[str] = []  # an injector's view of `spare/`, taken one by one
+        self._spares_kept = SPARE_LIMIT  # the engine's count of `spare/`: counted when full
+        self._spares_counted_at = -SPARE_RECOUNT_SECONDS
 
     def ensure(self) -> Queue:
         for directory in (
@@ -70,6 +95,7 @@ class Queue:
             self.messages_dir,
             self.state_dir,
             self.corrupt_dir,
+            self.spare_dir,
         ):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self
@@ -100,7 +126,10 @@ class Queue:
         for index, (message_id, data) in enumerate(items):
             temporary = self.tmp_dir / message_id
             try:
-                written.append((index, write_unsynced(temporary, data), temporary))
+                fd = self._write_over_spare(temporary, data)
+                if fd is None:
+                    fd = write_unsynced(temporary, data)
+                written.append((index, fd, temporary))
             except OSError as error:
                 outcomes[index] = _write_error(error)
                 _discard(temporary)
@@ -126,6 +155,29 @@ class Queue:
                     _discard(self.new_dir / items[index][0])
             self.wake_engine()
         return outcomes
+
+    def _write_over_spare(self, temporary: Path, data: bytes) -> int | None:
+        """Move a spare file to `temporary` and write `data` over it; return its fd to fsync,
+        or None when there is no spare to take (the caller creates the file)."""
+        while True:
+            if not self._spare_names:
+                try:
+                    self._spare_names = os.listdir(self.spare_dir)
+                except FileNotFoundError:
+                    return None
+                if not self._spare_names:
+                    return None
+            name = self._spare_names.pop()
+            try:
+                os.rename(f"{self.spare_dir}/{name}", temporary)
+            except FileNotFoundError:
+                continue  # another injector took it first
+            try:
+                return overwrite_unsynced(temporary, data)
+            except PermissionError:
+                # Not ours to write (`sendmail` run by another account): leave it, create.
+                _discard(temporary)
+                return None
 
     def wake_engine(self) -> None:
         """Tell a running engine to look at `new/`; harmless and silent when none runs."""
@@ -220,6 +272,34 @@ class Queue:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.state_dir}/{message_id}")
         return removed
+
+    def retire(self, message_id: str, *, has_state: bool = True) -> None:
+        """Forget a message the engine has finished with, keeping its file in `spare/` for an
+        injection to write over while there is room and it is small (see the module's note).
+        An operator's delete goes through `delete`, which deletes for good."""
+        claimed, _ = self._claimed_and_new(message_id)
+        if self._spare_room():
+            try:
+                if os.stat(claimed).st_size <= SPARE_MAX_BYTES:
+                    os.rename(claimed, f"{self.spare_dir}/{message_id}")
+                    self._spares_kept += 1
+                    if has_state:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(f"{self.state_dir}/{message_id}")
+                    return
+            except FileNotFoundError:
+                pass  # not claimed yet (in `new/`), or gone: `remove` finds out
+        self.remove(message_id, has_state=has_state)
+
+    def _spare_room(self) -> bool:
+        if self._spares_kept < self.spare_limit:
+            return True
+        now = time.monotonic()
+        if now - self._spares_counted_at >= SPARE_RECOUNT_SECONDS:
+            self._spares_counted_at = now
+            with contextlib.suppress(FileNotFoundError):
+                self._spares_kept = len(os.listdir(self.spare_dir))
+        return self._spares_kept < self.spare_limit
 
     def exists(self, message_id: str) -> bool:
         """Queued, claimed or not (False for anything that is not a message id)."""

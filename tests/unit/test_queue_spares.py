@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +97,28 @@ def test_a_full_spare_folder_is_counted_again_before_it_grows(tmp_path: Path) ->
         restarted.retire(message_id)
     assert sorted(spare.name for spare in queue.spare_dir.iterdir()) == sorted(ids[:2])
     assert not any(queue.exists(message_id) for message_id in ids)
+
+
+def test_a_reader_never_takes_a_file_written_over_for_the_message_it_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = Queue(tmp_path).ensure()
+    first = queue.inject(ENVELOPE, _content(10, b"a"))
+    queue.claim_new()
+    early = queue.open_message(first)  # a reader (the API's `show`) opened it just before ...
+    queue.retire(first)  # ... the engine finished with it, and an injection wrote over it
+    queue.inject(ENVELOPE, _content(10, b"b"))
+    monkeypatch.setattr(queue, "open_message", lambda message_id: early)
+    with pytest.raises(FileNotFoundError):
+        queue.read(first)
+
+
+def test_a_message_claimed_while_it_is_read_is_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = Queue(tmp_path).ensure()
+    message_id = queue.inject(ENVELOPE, _content(10, b"c"))
+    early = queue.open_message(message_id)  # in new/ ...
+    queue.claim_new()  # ... now in mess/: the same file
+    monkeypatch.setattr(queue, "open_message", lambda message_id: early)
+    assert queue.read(message_id) == (ENVELOPE, _content(10, b"c"))

@@ -6,14 +6,16 @@ The engine moves `new/` into `mess/`; `state/` holds the progress of deferred me
 The file of a message the engine has finished with goes to `spare/` (while there are few
 spares and it is small) instead of being deleted, and the next injection writes over it: the
 filesystem then neither frees an inode and its block per delivery nor allocates new ones per
-injection. On ext4 that halves the metadata work per message; without a journal (where each
+injection. On a journaled ext4 that is less work per message; without a journal (where each
 new inode is looked for past every inode freed in the last half minute) and with online discard
-(where an unlink waits for the device) it is most of the cost of a steady flow of mail.
+(where an unlink waits for the device) it was most of the cost of a steady flow of mail
+(docs/benchmarks.md has both).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import time
@@ -175,7 +177,7 @@ class Queue:
             try:
                 return overwrite_unsynced(temporary, data)
             except PermissionError:
-                # Not ours to write (`sendmail` run by another account): leave it, create.
+                # Not ours to write (`sendmail` run by another account): drop it, create.
                 _discard(temporary)
                 return None
 
@@ -226,12 +228,25 @@ class Queue:
             return open(new, "rb")
 
     def read(self, message_id: str) -> tuple[Envelope, bytes]:
+        return decode_message(self.read_file(message_id))
+
+    def read_file(self, message_id: str) -> bytes:
+        """The message's file as it was while queued. Once the engine has retired a message,
+        an injection may write over its file (`retire`): a reader that opened it just before
+        gets FileNotFoundError, as for a message deleted, never another message's text."""
         with self.open_message(message_id) as handle:
-            return decode_message(handle.read())
+            data = handle.read()
+            inode = os.fstat(handle.fileno()).st_ino
+        for path in self._claimed_and_new(message_id):  # claimed meanwhile: the same inode
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == inode:
+                    return data
+        raise FileNotFoundError(errno.ENOENT, "no longer queued", message_id)
 
     def read_content(self, message_id: str) -> bytes:
         """The message without its envelope, for a reader that has the envelope already
-        (the engine, sending a message it started with `read_envelope`)."""
+        (the engine, sending a message it started with `read_envelope`; it retires messages
+        itself, so what it reads is never written over meanwhile: see `read_file`)."""
         with self.open_message(message_id) as handle:
             return message_content(handle.read())
 

@@ -433,8 +433,7 @@ def _message(
 ) -> dict[str, Any]:
     """Everything about one message, read from its files."""
     queue = instance.queue()
-    with queue.open_message(message_id) as handle:
-        data = handle.read()
+    data = queue.read_file(message_id)
     try:
         envelope, content = decode_message(data)
     except CorruptMessageError as error:

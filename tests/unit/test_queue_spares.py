@@ -122,3 +122,14 @@ def test_a_message_claimed_while_it_is_read_is_still_read(
     queue.claim_new()  # ... now in mess/: the same file
     monkeypatch.setattr(queue, "open_message", lambda message_id: early)
     assert queue.read(message_id) == (ENVELOPE, _content(10, b"c"))
+
+
+def test_a_spare_that_cannot_be_written_is_dropped_and_a_file_created(tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "queue").ensure()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (queue.spare_dir / ("0" * 24)).symlink_to(elsewhere)  # opening it for writing fails
+    message_id = queue.inject(ENVELOPE, _content(10, b"d"))
+    assert queue.read(message_id) == (ENVELOPE, _content(10, b"d"))
+    assert not list(queue.spare_dir.iterdir()) and not list(queue.tmp_dir.iterdir())
+    assert elsewhere.is_dir() and not list(elsewhere.iterdir())

@@ -176,8 +176,9 @@ class Queue:
                 continue  # another injector took it first
             try:
                 return overwrite_unsynced(temporary, data)
-            except PermissionError:
-                # Not ours to write (`sendmail` run by another account): drop it, create.
+            except OSError:
+                # Not ours to write (`sendmail` run by another account), or amiss in another
+                # way: drop it and create a file, whose own failure is the one that counts.
                 _discard(temporary)
                 return None
 

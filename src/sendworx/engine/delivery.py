@@ -630,11 +630,9 @@ class DeliveryPool:
 
     @staticmethod
     async def _send(connection: SMTPConnection, job: DeliveryJob) -> list[tuple[str, SMTPReply]]:
-        try:
-            content = job.load_content()
-        except FileNotFoundError as error:
-            raise MessageGone(job.message_id) from error
-        return list((await connection.send(job.sender, job.recipients, content)).items())
+        # The content goes straight to the connection, which lets go of it once written.
+        replies = await connection.send(job.sender, job.recipients, _content_of(job))
+        return list(replies.items())
 
     @staticmethod
     def _results(replies: list[tuple[str, SMTPReply]], remote: str) -> list[RecipientResult]:
@@ -644,3 +642,10 @@ class DeliveryPool:
             )
             for recipient, reply in replies
         ]
+
+
+def _content_of(job: DeliveryJob) -> bytes:
+    try:
+        return job.load_content()
+    except FileNotFoundError as error:
+        raise MessageGone(job.message_id) from error

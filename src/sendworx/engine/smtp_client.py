@@ -142,11 +142,17 @@ class SMTPConnection:
     async def send(
         self, sender: str, recipients: list[str], content: bytes
     ) -> dict[str, SMTPReply]:
-        """Offer one message to `recipients`; return each recipient's final reply."""
+        """Offer one message to `recipients`; return each recipient's final reply.
+
+        The message is held only until it is written: a server may take long over its final
+        reply (content scanning), and a thousand connections waiting on such servers must
+        not each keep a copy (the caller must not keep one either)."""
         transaction = Transaction(sender, recipients, content, self.extensions)
+        del content
         outgoing = transaction.start()
         while True:
             await self._write(outgoing)
+            outgoing = b""
             if transaction.finished:
                 return transaction.replies
             reply = await self._read_reply()

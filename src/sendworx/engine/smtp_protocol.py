@@ -297,7 +297,8 @@ class Transaction:
             self.replies.update(dict.fromkeys(self._accepted, reply))
             return self._reset()
         self._awaiting = _Awaiting.FINAL
-        return encode_data(self.content)
+        data, self.content = encode_data(self.content), b""  # not held while the server decides
+        return data
 
     def _reset(self) -> bytes:
         self._awaiting = _Awaiting.RESET

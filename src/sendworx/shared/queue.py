@@ -285,27 +285,34 @@ class Queue:
             except FileNotFoundError:
                 removed = False
         if has_state:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.state_dir}/{message_id}")
+            self._remove_state(message_id)
         return removed
 
     def retire(self, message_id: str, *, has_state: bool = True) -> None:
         """Forget a message the engine has finished with, keeping its file in `spare/` for an
         injection to write over while there is room and it is small (see the module's note).
         An operator's delete goes through `delete`, which deletes for good."""
+        if not self._keep_as_spare(message_id):
+            self.remove(message_id, has_state=has_state)
+        elif has_state:
+            self._remove_state(message_id)
+
+    def _keep_as_spare(self, message_id: str) -> bool:
         claimed, _ = self._claimed_and_new(message_id)
-        if self._spare_room():
-            try:
-                if os.stat(claimed).st_size <= SPARE_MAX_BYTES:
-                    os.rename(claimed, f"{self.spare_dir}/{message_id}")
-                    self._spares_kept += 1
-                    if has_state:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(f"{self.state_dir}/{message_id}")
-                    return
-            except FileNotFoundError:
-                pass  # not claimed yet (in `new/`), or gone: `remove` finds out
-        self.remove(message_id, has_state=has_state)
+        if not self._spare_room():
+            return False
+        try:
+            if os.stat(claimed).st_size > SPARE_MAX_BYTES:
+                return False
+            os.rename(claimed, f"{self.spare_dir}/{message_id}")
+        except FileNotFoundError:
+            return False  # not claimed yet (in `new/`), or gone: `remove` finds out
+        self._spares_kept += 1
+        return True
+
+    def _remove_state(self, message_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.state_dir}/{message_id}")
 
     def _spare_room(self) -> bool:
         if self._spares_kept < self.spare_limit:
@@ -380,8 +387,7 @@ class Queue:
         """Set aside a file the engine cannot parse, for an operator to look at."""
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.message_path(message_id), self.corrupt_dir / message_id)
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / message_id).unlink()
+        self._remove_state(message_id)
 
     def remove_stale_temporaries(self, now: float) -> int:
         removed = 0

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from support.cluster import NODES, Cluster
 from support.dns_server import DNSServer
 from support.net import wait_for
 from support.panel import SEND, Panel, control_file
+from support.php import php_route
 
 from sendworx.shared.pidfile import running_pid
 
@@ -61,27 +63,81 @@ def test_registering_pins_each_node_and_keeps_keys_private(registered: Cluster) 
     assert all("api_key" not in entry for entry in listed)
     store = registered.manager.home.home / "panel" / "nodes.json"
     assert store.stat().st_mode & 0o777 == 0o600
-    assert [entry["id"] for entry in listed] == list(range(1, len(registered.nodes) + 1))
+    # This server is node 1; registered nodes take the next numbers.
+    assert [entry["id"] for entry in listed] == list(range(2, len(registered.nodes) + 2))
 
 
 def test_a_node_answers_to_its_number_as_interworx_clients_name_it(registered: Cluster) -> None:
     """Numbers are given at registration and never reused: a deleted node's number stays
-    gone, and a node registered again gets a new one."""
+    gone, and a node registered again gets a new one. 1 is the manager itself."""
     manager, (first, second, *_) = registered.manager, registered.nodes
     assert manager.call("start", {"cascade_to_nodes": 1})["status"] == 0
-    assert manager.call("stopOnNode", {"node_id": "2"})["status"] == 0
-    assert [_engine_running(panel) for panel in registered.panels[1:3]] == [True, False]
-    deleted = manager.call("delete", {"node_id": "1"}, controller=NODES)
+    assert manager.call("stopOnNode", {"node_id": "3"})["status"] == 0
+    assert [_engine_running(panel) for panel in registered.panels[:3]] == [True, True, False]
+    deleted = manager.call("delete", {"node_id": 2}, controller=NODES)
     assert deleted["payload"] == f"node {Cluster.node_id(first)} deleted"
-    assert manager.call("isRunningOnNode", {"node_id": "1"})["status"] == 11
+    assert manager.call("isRunningOnNode", {"node_id": "2"})["status"] == 11
+    itself = manager.call("delete", {"node_id": "1"}, controller=NODES)
+    assert itself["status"] == 11 and "node_id: is this server (node 1)" in itself["payload"]
     again = registered.register(first)
-    assert again["status"] == 0 and "added as node 4 " in again["payload"], again
+    assert again["status"] == 0 and "added as node 5 " in again["payload"], again
     listed = manager.call("listClusterNodes", controller=NODES)["payload"]
     assert {entry["node_id"]: entry["id"] for entry in listed} == {
-        Cluster.node_id(second): 2,
-        Cluster.node_id(registered.nodes[2]): 3,
-        Cluster.node_id(first): 4,
+        Cluster.node_id(second): 3,
+        Cluster.node_id(registered.nodes[2]): 4,
+        Cluster.node_id(first): 5,
     }
+    status = manager.call("listNodeStatus", controller=NODES)["payload"]
+    assert [entry["id"] for entry in status] == [1, 3, 4, 5]
+
+
+def test_billing_modules_name_this_server_node_1_standalone_and_as_a_manager(
+    tmp_path: Path, dns_server: DNSServer
+) -> None:
+    """Blesta, ClientExec and Upmind send node_id "1" (a string from PHP's SOAP, an int from
+    others): on a standalone box and on a manager that is this server; on a manager the
+    registered nodes answer to 2 and 3. Both real clients, every way of writing the number."""
+    cluster = Cluster(tmp_path, 2, dns_port=dns_server.port).start()
+    try:
+        manager, nodes = cluster.manager, cluster.nodes
+
+        def php(action: str, node_id: object) -> Any:
+            request = {"auth": manager.key, "controller": SEND, "action": action}
+            request["input"] = {"node_id": node_id}
+            url = f"https://127.0.0.1:{manager.https_port}/soap?wsdl"
+            return php_route(url, "1.1", manager.ca, request)["raw"]
+
+        def running() -> list[bool]:
+            return [_engine_running(panel) for panel in cluster.panels]
+
+        for registered in (False, True):  # standalone first, then a manager of two nodes
+            if registered:
+                cluster.register_all()
+            assert manager.call("isRunningOnNode", {"node_id": "1"}) == {
+                "status": 0,
+                "payload": False,
+                "reply_code": 205,
+            }
+            assert php("isRunningOnNode", "1") == {"status": 0, "payload": False, "reply_code": 205}
+            restarted = manager.call("restartOnNode", {"node_id": 1})
+            assert restarted["status"] == 0, restarted
+            assert running() == [True, False, False]
+            assert manager.call("isRunningOnNode", {"node_id": 1})["payload"] is True
+            assert php("isRunningOnNode", 1)["payload"] is True
+            assert php("restartOnNode", 1)["status"] == 0
+            assert manager.call("stopOnNode", {"node_id": "1"})["status"] == 0
+            assert running() == [False, False, False]
+        assert php("restartOnNode", 2)["status"] == 0
+        assert manager.call("restartOnNode", {"node_id": "3"})["status"] == 0
+        assert running() == [False, True, True]
+        assert php("isRunningOnNode", "3")["payload"] is True
+        assert nodes[0].call("isRunningOnNode", {"node_id": 1})["payload"] is True  # itself
+        unknown = manager.call("isRunningOnNode", {"node_id": 7})
+        assert unknown["status"] == 11
+        assert unknown["payload"].split("\n")[1] == "node_id: no node '7' is registered"
+        assert manager.call("isRunningOnNode", {"node_id": 0})["status"] == 11
+    finally:
+        cluster.close()
 
 
 def test_registration_refuses_what_it_cannot_verify(cluster: Cluster) -> None:
@@ -243,7 +299,11 @@ def test_nodes_are_managed_from_the_command_line(cluster: Cluster) -> None:
     added = sendworx("add", Cluster.node_id(node), "--key-file", str(key_file))
     assert added.returncode == 0 and _fingerprint(node) in added.stdout, added.stderr
     listed = json.loads(sendworx("list", "--json").stdout)
-    assert [entry["node_id"] for entry in listed] == [Cluster.node_id(node)]
+    assert [(entry["id"], entry["node_id"]) for entry in listed] == [(2, Cluster.node_id(node))]
+    assert sendworx("list").stdout.splitlines() == [
+        "  1  sendworx.test  (this server)",
+        f"  2  {Cluster.node_id(node)}  {listed[0]['url']}  {_fingerprint(node)}",
+    ]
     again = sendworx("add", Cluster.node_id(node), "--key-file", str(key_file))
     assert again.returncode == 1 and "already registered" in again.stderr
     assert sendworx("delete", Cluster.node_id(node)).returncode == 0

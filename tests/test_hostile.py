@@ -27,7 +27,7 @@ import httpx
 import pytest
 from support.accounts import NOBODY, as_user
 from support.instance import SendworxHome
-from support.net import free_port, smtp_reply, wait_for
+from support.net import connection_held_by, free_port, smtp_reply, wait_for
 from support.panel import SEND, Panel, control_file
 from support.raw_server import RawServer
 from support.sink import RecordingSink
@@ -738,12 +738,6 @@ def test_slow_and_greedy_clients_cannot_starve_the_panel(home: SendworxHome) -> 
         panel.stop()
 
 
-def _sockets(pid: int) -> int:
-    """How many sockets the process has open."""
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
-
-
 def _rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
@@ -756,14 +750,16 @@ def test_smtpd_holds_little_for_a_client_that_floods_and_never_reads(home: Sendw
     another client is served throughout."""
     home.write_config(smtpd={"workers": 1, "idle_timeout_seconds": 4})
     listener = home.start_smtpd()
-    before, sockets = _rss_kib(listener.pid), _sockets(listener.pid)
+    before = _rss_kib(listener.pid)
     with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=1) as flood:
+        flood_port = flood.getsockname()[1]
         flood.sendall(b"EHLO flood.test\r\n")
         sent, chunk = 0, b"NOOP\r\n" * 10_000
         with contextlib.suppress(TimeoutError):
             while sent < 500_000_000:
                 sent += flood.send(chunk)
         assert sent < 100_000_000, sent  # the listener stopped taking them
+        assert connection_held_by(listener.pid, home.smtpd_port, flood_port)  # not yet cut
         with socket.create_connection(("127.0.0.1", home.smtpd_port), timeout=10) as endless:
             for _ in range(400):  # 40 MB on one line
                 endless.sendall(b"x" * 100_000)
@@ -775,7 +771,9 @@ def test_smtpd_holds_little_for_a_client_that_floods_and_never_reads(home: Sendw
             assert b"500 5.5.2 Error: command line too long" in replies
         # Silent past the idle timeout with its replies unread: the listener lets go of the
         # connection, rather than keep it for ever behind a 421 the client would never read.
-        wait_for(lambda: _sockets(listener.pid) == sockets, timeout=15)
+        wait_for(
+            lambda: not connection_held_by(listener.pid, home.smtpd_port, flood_port), timeout=15
+        )
     assert len(home.queue_files("new")) == 1
 
 

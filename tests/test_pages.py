@@ -298,6 +298,8 @@ def test_apply_to_all_nodes_shows_each_nodes_result(
         rows = page.locator("tbody tr")
         expect(rows).to_have_count(3)
         first = Cluster.node_id(nodes[0])
+        expect(rows.nth(0).locator("td").first).to_have_text("1")  # this server
+        expect(rows.nth(1).locator("td").first).to_have_text("2")
         expect(rows.nth(1)).to_contain_text(first)
         expect(rows.nth(1)).to_contain_text("running")
         expect(rows.nth(2)).to_contain_text("stopped")

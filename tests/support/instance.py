@@ -21,7 +21,7 @@ from sendworx.engine.control import query_engine
 from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
 from sendworx.shared.queue_format import Envelope
-from support.net import free_port, port_open, wait_for
+from support.net import free_port, smtp_greets, wait_for
 
 DELIVERY_LINE = re.compile(
     r"delivery id=(?P<id>\S+) rcpt=(?P<rcpt>\"(?:[^\"\\]|\\.)*\") relay=(?P<relay>\S+) "
@@ -83,16 +83,19 @@ class SendworxHome:
         return process
 
     def start_smtpd(self) -> subprocess.Popen[bytes]:
-        """Ready means: this process holds the smtpd lock and the port answers.
+        """Ready means: this process holds the smtpd lock and the port greets.
 
-        The port alone could still be answered by a dying predecessor."""
+        The port alone could still be answered by a dying predecessor, and a bound socket
+        accepts connections before the process's event loop serves them."""
         process = self._spawn("smtpd")
         pid_file = self.instance.smtpd_pid_file
 
         def ready() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"smtpd exited: {self.stderr('smtpd')[-2000:]}")
-            return running_pid(pid_file) == process.pid and port_open("127.0.0.1", self.smtpd_port)
+            return running_pid(pid_file) == process.pid and smtp_greets(
+                "127.0.0.1", self.smtpd_port
+            )
 
         wait_for(ready, 15)
         return process

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -34,6 +35,50 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def smtp_greets(host: str, port: int) -> bool:
+    """True once a server on the port sends its SMTP greeting: its event loop serves (a
+    bound socket alone accepts connections into its backlog before that)."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as probe:
+            probe.settimeout(2)
+            return probe.recv(4).startswith(b"220")
+    except OSError:
+        return False
+
+
+def connection_held_by(pid: int, local_port: int, remote_port: int) -> bool:
+    """Whether process `pid` has a descriptor open on the TCP connection from its
+    `local_port` to `remote_port` on loopback (the kernel's tables, not a count of sockets:
+    other connections come and go meanwhile)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == local_port
+                    and int(remote.rsplit(":", 1)[1], 16) == remote_port
+                    and inode != "0"
+                ):
+                    inodes.add(f"socket:[{inode}]")
+    return bool(inodes & _open_sockets(pid))
+
+
+def _open_sockets(pid: int) -> set[str]:
+    """The process's socket descriptors; one closed while we look is simply not counted."""
+    found = set()
+    for entry in os.scandir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(entry.path)
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
 
 
 def smtp_reply(stream: io.BufferedIOBase) -> list[bytes]:

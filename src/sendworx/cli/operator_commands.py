@@ -15,6 +15,7 @@ from sendworx.cli import queue_command
 from sendworx.cli.api_access import AccessDenied, LocalApi
 from sendworx.cli.output import plain_lines, print_json, print_table
 from sendworx.client import ApiError, Call, calls
+from sendworx.cluster.store import LOCAL_NODE_NUMBER
 from sendworx.engine.control import query_engine
 from sendworx.shared.instance import Instance
 
@@ -185,8 +186,11 @@ def nodes(
         if as_json:
             print_json(result)
         elif isinstance(result, list):
+            print(f"{LOCAL_NODE_NUMBER:>3}  {instance.node_id}  (this server)")
             for entry in result:
-                print(f"{entry['node_id']}  {entry['url']}  {entry['fingerprint']}")
+                print(
+                    f"{entry['id']:>3}  {entry['node_id']}  {entry['url']}  {entry['fingerprint']}"
+                )
         else:
             print(result)
         return 0

@@ -21,7 +21,14 @@ from sendworx.cluster.errors import (
     RegistrationRefused,
     UnknownNode,
 )
-from sendworx.cluster.store import Node, NodeError, NodeStore, parse_node_address
+from sendworx.cluster.store import (
+    LOCAL_NODE_NUMBER,
+    Node,
+    NodeError,
+    NodeStore,
+    node_number,
+    parse_node_address,
+)
 from sendworx.shared.wire import Call, Reply
 
 if TYPE_CHECKING:
@@ -66,6 +73,10 @@ class ClusterManager:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+    def is_local(self, node_id: str) -> bool:
+        """Whether `node_id` names this server: empty, its name, or its number (1)."""
+        return node_id in ("", self.local_node) or node_number(node_id) == LOCAL_NODE_NUMBER
 
     def node(self, node_id: str) -> Node:
         node = self.store.get(node_id)
@@ -180,10 +191,16 @@ class ClusterManager:
         async with asyncio.TaskGroup() as calls_in_flight:
             asked = [calls_in_flight.create_task(self._service_info(node)) for node in nodes]
         answers = [task.result() for task in asked]
-        return [{"node_id": self.local_node, "role": "manager", **local}, *answers]
+        manager = {"node_id": self.local_node, "id": LOCAL_NODE_NUMBER, "role": "manager"}
+        return [{**manager, **local}, *answers]
 
     async def _service_info(self, node: Node) -> dict[str, Any]:
-        entry: dict[str, Any] = {"node_id": node.node_id, "role": "node", "url": node.url}
+        entry: dict[str, Any] = {
+            "node_id": node.node_id,
+            "id": node.number,
+            "role": "node",
+            "url": node.url,
+        }
         try:
             reply = await self.call(node, calls.service_info())
         except ClientError as error:

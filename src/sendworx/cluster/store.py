@@ -16,6 +16,9 @@ from sendworx.shared.durable import atomic_write
 from sendworx.shared.watched_file import WatchedFile
 
 DEFAULT_PANEL_PORT = 2443
+# This server, the manager or a standalone box, is node 1, as in InterWorx's cluster (billing
+# modules send node_id "1" by default); registered nodes get 2, 3, ... and never a used one.
+LOCAL_NODE_NUMBER = 1
 
 
 class NodeError(ValueError):
@@ -57,8 +60,8 @@ class Node:
     certificate: str  # PEM of the certificate it presented when registered: pinned
     fingerprint: str  # SHA-256 of that certificate, for people to compare
     added: float = field(default_factory=time.time)
-    # A number too, as InterWorx clients name nodes (a published one defaults to node_id
-    # "1"): given at registration, stable for the node's life, never reused.
+    # A number too, as InterWorx clients name nodes: given at registration (2 and up; 1 is
+    # the manager itself), stable for the node's life, never reused.
     number: int = 0
 
     def public(self) -> dict[str, object]:
@@ -78,13 +81,26 @@ class _Registry:
     next_number: int
 
 
+def node_number(node_id: str) -> int | None:
+    """The number `node_id` names (`"2"`, `"02"`), or None for a name."""
+    return int(node_id) if node_id.isascii() and node_id.isdigit() else None
+
+
 def _parse_nodes(content: bytes) -> _Registry:
     document = json.loads(content)
     nodes = [Node(**entry) for entry in document["nodes"]]
-    top = max([int(document.get("next_number", 1)) - 1, *(node.number for node in nodes)])
+    top = max(
+        [
+            LOCAL_NODE_NUMBER,
+            int(document.get("next_number", 1)) - 1,
+            *(node.number for node in nodes),
+        ]
+    )
     numbered = []
-    for node in nodes:  # nodes.json from before numbers: the next ones, in the file's order
-        if node.number <= 0:
+    for node in nodes:
+        # nodes.json from before numbers (0), or from when the first node took 1 before the
+        # manager did: the next free numbers, in the file's order (written at the next save).
+        if node.number <= LOCAL_NODE_NUMBER:
             top += 1
             node = replace(node, number=top)
         numbered.append(node)
@@ -97,14 +113,14 @@ class NodeStore:
         self._file = WatchedFile(str(path), _parse_nodes)  # asked on every cascade
 
     def _registry(self) -> _Registry:
-        return self._file.current() or _Registry((), 1)
+        return self._file.current() or _Registry((), LOCAL_NODE_NUMBER + 1)
 
     def nodes(self) -> list[Node]:
         return list(self._registry().nodes)
 
     def get(self, node_id: str) -> Node | None:
         """By its id (the host, as registered) or by its number."""
-        number = int(node_id) if node_id.isascii() and node_id.isdigit() else None
+        number = node_number(node_id)
         return next(
             (
                 node

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sendworx.api.controllers.common import ANY_STRUCT, STRING, add_common_actions, parse_string
+from sendworx.api.controllers.common import (
+    ANY_STRUCT,
+    NODE_ID,
+    STRING,
+    add_common_actions,
+    parse_node_id,
+    parse_string,
+)
 from sendworx.api.registry import Action, Caller, Controller, Input, InputKind
 from sendworx.cluster.errors import KeyNotAccepted, RegistrationRefused
 from sendworx.cluster.manager import ClusterManager
@@ -53,6 +60,8 @@ def cluster_nodes_controller(
         return f"node {node.node_id} added as node {node.number} (certificate {node.fingerprint})"
 
     async def delete(caller: Caller, values: dict[str, Any]) -> str:
+        if cluster.is_local(values["node_id"]):
+            raise ValidationFailed({"node_id": "is this server (node 1), which is not registered"})
         removed = await cluster.forget(values["node_id"])
         if removed is None:
             raise ValidationFailed({"node_id": f"no node {values['node_id']!r} is registered"})
@@ -98,9 +107,10 @@ def cluster_nodes_controller(
                 Input(
                     "node_id",
                     InputKind.STRING,
-                    parse_string,
-                    "the node, as registered",
+                    parse_node_id,
+                    "the node: its number or its name as registered",
                     required=True,
+                    schema=NODE_ID,
                 ),
             ),
             STRING,

@@ -25,6 +25,7 @@ STRING: dict[str, Any] = {"type": "string"}
 BOOLEAN: dict[str, Any] = {"type": "boolean"}
 STRING_LIST: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
 ANY_STRUCT: dict[str, Any] = {"type": "object"}
+NODE_ID: dict[str, Any] = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]}
 
 
 def parse_flag(value: object) -> int:
@@ -47,6 +48,16 @@ def parse_string(value: object, *, max_length: int = 255) -> str:
     return text
 
 
+def parse_node_id(value: object) -> str:
+    """A node as its number (an int or a numeric string, as InterWorx clients send it) or
+    its registered name."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError("must be a node's number (1 is this server) or its name")
+        return str(value)
+    return parse_string(value, max_length=300)
+
+
 def node_action(
     cluster: ClusterManager, controller_path: str, action_name: str, local: Handler
 ) -> Handler:
@@ -55,7 +66,7 @@ def node_action(
 
     async def handler(caller: Caller, values: dict[str, Any]) -> Any:
         node_id = values["node_id"]
-        if node_id in ("", cluster.local_node):
+        if cluster.is_local(node_id):
             return await local(caller, values)
         inputs = {name: value for name, value in values.items() if name != "node_id"}
         call: Call[Any] = Call(controller_path, action_name, inputs)

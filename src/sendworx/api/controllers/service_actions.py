@@ -12,11 +12,12 @@ from typing import Any
 
 from sendworx.api.controllers.common import (
     BOOLEAN,
+    NODE_ID,
     STRING,
     STRING_LIST,
     node_action,
     parse_flag,
-    parse_string,
+    parse_node_id,
 )
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.backends import ServiceBackend, ServiceError
@@ -56,9 +57,10 @@ def node_input(local_node: str) -> Input:
     return Input(
         "node_id",
         InputKind.STRING,
-        parse_string,
-        "the node, as registered",
+        parse_node_id,
+        "the node: its number (1 is this server) or its name as registered",
         default=lambda: local_node,
+        schema=NODE_ID,
     )
 
 

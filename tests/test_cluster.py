@@ -102,8 +102,8 @@ def test_billing_modules_name_this_server_node_1_standalone_and_as_a_manager(
         manager, nodes = cluster.manager, cluster.nodes
 
         def php(action: str, node_id: object) -> Any:
-            request = {"auth": manager.key, "controller": SEND, "action": action}
-            request["input"] = {"node_id": node_id}
+            request: dict[str, Any] = {"auth": manager.key, "controller": SEND}
+            request |= {"action": action, "input": {"node_id": node_id}}
             url = f"https://127.0.0.1:{manager.https_port}/soap?wsdl"
             return php_route(url, "1.1", manager.ca, request)["raw"]
 

@@ -12,7 +12,7 @@ import pytest
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.redis_server import RedisServer
-from support.sink import RecordingSink
+from support.sink import Behaviour, RecordingSink
 from test_queue_manager_time import BIRTH, FakeClock, _until
 
 from sendworx.engine.queue_manager import QueueManager
@@ -128,7 +128,72 @@ def test_redis_stopped_mid_run_loses_nothing_and_says_so(
             _run([home], clock, steps)
     said = [record.getMessage() for record in caplog.records]
     assert sum("does not answer" in line for line in said) == 1
-    assert any("answers again; limits are shared" in line for line in said)
+    assert any("answers again; limits and breakers are shared" in line for line in said)
+
+
+@pytest.mark.parametrize("counter", ["messages = 5", "recipients = 5"])
+def test_a_burst_split_across_two_engines_trips_the_breaker_at_its_threshold(
+    tmp_path_factory: pytest.TempPathFactory,
+    dns_server: DNSServer,
+    redis_server: RedisServer,
+    counter: str,
+) -> None:
+    """A compromised account injects on two nodes: 4 + 4 messages (to 8 recipients) against
+    a breaker of 5. Alone each engine saw 4 and held nothing; counted in Redis, exactly 5 go
+    and the other 3 are held, on both nodes, which both hold the sender."""
+    clock = FakeClock(BIRTH)
+    homes = _homes(tmp_path_factory, dns_server, 2)
+    with RecordingSink("127.0.4.33") as sink:
+        for node, home in enumerate(homes):
+            home.routes(f"far.test:[127.0.4.33]:{sink.port}")
+            home.write_config(delivery={"rescan_seconds": 0.2})
+            (home.home / "policy.toml").write_text(
+                f'redis_url = "{redis_server.url}"\n\n[[breaker]]\nname = "burst"\n'
+                f'scope = "domain"\n{counter}\n'
+            )
+            for number in range(4):
+                envelope = Envelope("wp@hacked.test", (f"n{node}u{number}@far.test",), BIRTH)
+                home.instance.queue().inject(envelope, b"Subject: x\n\nhi\n")
+
+        async def steps(managers: list[QueueManager]) -> None:
+            await _until(lambda: len(managers[0].held) + len(managers[1].held) == 3)
+            await _until(lambda: all("domain:hacked.test" in m.policy.holds for m in managers))
+            await _until(lambda: len(sink.received()) == 5)
+            await asyncio.sleep(0.3)
+            assert len(sink.received()) == 5
+            assert len(managers[0].held) + len(managers[1].held) == 3
+
+        _run(homes, clock, steps)
+
+
+def test_failures_split_across_two_engines_trip_the_breaker_at_its_share(
+    tmp_path_factory: pytest.TempPathFactory, dns_server: DNSServer, redis_server: RedisServer
+) -> None:
+    """Half or more of 6 attempts failing trips the breaker; each node makes 3 attempts that
+    all bounce, too few alone (min_attempts 6), enough together: the sender is held on
+    both, and its next message waits there."""
+    clock = FakeClock(BIRTH)
+    homes = _homes(tmp_path_factory, dns_server, 2)
+    refuse = Behaviour(rcpt_reply=lambda recipient: "550 5.1.1 no such user")
+    with RecordingSink("127.0.4.34", behaviour=refuse) as sink:
+        for node, home in enumerate(homes):
+            home.routes(f"far.test:[127.0.4.34]:{sink.port}")
+            home.write_config(delivery={"rescan_seconds": 0.2})
+            (home.home / "policy.toml").write_text(
+                f'redis_url = "{redis_server.url}"\n\n[[breaker]]\nname = "failing"\n'
+                'scope = "domain"\nfailure_share = 0.5\nmin_attempts = 6\n'
+            )
+            for number in range(3):
+                envelope = Envelope("wp@listy.test", (f"n{node}u{number}@far.test",), BIRTH)
+                home.instance.queue().inject(envelope, b"Subject: x\n\nhi\n")
+
+        async def steps(managers: list[QueueManager]) -> None:
+            await _until(lambda: all("domain:listy.test" in m.policy.holds for m in managers))
+            _inject(homes[1], 1, BIRTH + 5, sender="wp@listy.test")
+            await _until(lambda: len(managers[1].held) == 1)
+
+        _run(homes, clock, steps)
+    assert sink.received() == []
 
 
 def test_a_hold_recorded_on_one_node_holds_the_sender_on_the_other(
@@ -151,6 +216,7 @@ def test_a_hold_recorded_on_one_node_holds_the_sender_on_the_other(
             _inject(homes[1], 2, BIRTH + 5, sender="x@HACKED.test")
             _inject(homes[1], 1, BIRTH + 5, sender="ok@fine.test")
             await _until(lambda: len(managers[1].held) == 2)
+            await _until(lambda: len(sink.received()) == 3)  # fine.test's, counted in Redis
             redis_server.stop()  # what was recorded stays held
             await asyncio.sleep(0.5)
             assert len(managers[1].held) == 2

@@ -4,6 +4,8 @@ bounced). `count_message` and `count_results` answer why the breaker trips, or N
 
 Pure: the queue manager passes the time in (`when`, wall-clock seconds). A message counts at
 its birth, so the queue read again after a restart adds only what is still inside the window.
+`messages_reason` and `results_reason` judge counts wherever they were kept: here, or in
+Redis for every engine of a cluster (`shared_state.py`).
 """
 
 from __future__ import annotations
@@ -60,12 +62,7 @@ class Breakers:
         for recipient in map(str.lower, recipients):
             watch.recipients[recipient] = max(when, watch.recipients.get(recipient, when))
             watch.recipients.move_to_end(recipient)
-        window = _minutes(rule.window_minutes)
-        if rule.messages and len(watch.messages) > rule.messages:
-            return f"more than {rule.messages} messages in {window}"
-        if rule.recipients and len(watch.recipients) > rule.recipients:
-            return f"more than {rule.recipients} distinct recipients in {window}"
-        return None
+        return messages_reason(rule, len(watch.messages), len(watch.recipients))
 
     def count_results(
         self, rule: BreakerRule, key: str, delivered: int, failed: int, now: float
@@ -77,13 +74,7 @@ class Breakers:
         watch.results.append((now, delivered, failed))
         watch.ok += delivered
         watch.failed += failed
-        total = watch.ok + watch.failed
-        if total >= rule.min_attempts and watch.failed / total >= rule.failure_share:
-            return (
-                f"{watch.failed} of {total} recipients deferred or bounced in "
-                f"{_minutes(rule.window_minutes)} (the limit is {rule.failure_share:.0%})"
-            )
-        return None
+        return results_reason(rule, watch.ok, watch.failed)
 
     def forget(self, rule_name: str, key: str) -> None:
         """Start counting afresh (after a hold is released)."""
@@ -98,6 +89,27 @@ class Breakers:
                 watch.prune(now - minutes * 60)
             if minutes is None or watch.empty():
                 del self._watches[(name, key)]
+
+
+def messages_reason(rule: BreakerRule, messages: int, recipients: int) -> str | None:
+    """Why a sender with these counts in the window trips `rule`, or None."""
+    window = _minutes(rule.window_minutes)
+    if rule.messages and messages > rule.messages:
+        return f"more than {rule.messages} messages in {window}"
+    if rule.recipients and recipients > rule.recipients:
+        return f"more than {rule.recipients} distinct recipients in {window}"
+    return None
+
+
+def results_reason(rule: BreakerRule, delivered: int, failed: int) -> str | None:
+    """Why recipients delivered and failed in the window trip `rule`, or None."""
+    total = delivered + failed
+    if total and total >= rule.min_attempts and failed / total >= rule.failure_share:
+        return (
+            f"{failed} of {total} recipients deferred or bounced in "
+            f"{_minutes(rule.window_minutes)} (the limit is {rule.failure_share:.0%})"
+        )
+    return None
 
 
 def _minutes(minutes: float) -> str:

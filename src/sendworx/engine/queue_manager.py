@@ -53,7 +53,7 @@ from sendworx.engine.local_delivery import deliver_locally
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.notices import build_hold_notice
 from sendworx.engine.resolver import DestinationResolver
-from sendworx.engine.sending_policy import SendingPolicy
+from sendworx.engine.sending_policy import Found, SendingPolicy, Watched
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.shared import unix_sockets
 from sendworx.shared.addresses import AddressError, has_control_characters
@@ -68,7 +68,7 @@ from sendworx.shared.holds import (
 )
 from sendworx.shared.instance import Instance
 from sendworx.shared.local_domains import is_local, local_domains
-from sendworx.shared.policy import Identity, LimitRule
+from sendworx.shared.policy import Identity
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 from sendworx.shared.queue_format import (
     CorruptMessageError,
@@ -349,26 +349,32 @@ class QueueManager:
             self.due.forget(message_id)
             self.held.add(message_id)
             return
-        if (
-            not state.attempts
-            and not state.held_seconds
-            and self._held_by_policy(message_id, envelope)
-        ):
-            return
-        if not state.attempts:
-            now = self.clock()
-            found = self.policy.deferring_limit(envelope)
-            if found is not None and self.policy.shared is not None:
-                # Counted in Redis: the start goes on once it answers (or fails over).
-                self._admitting.add(message_id)
-                self._spawn(self._start_when_admitted(message_id, envelope, state, found))
+        watched = None
+        if not state.attempts and not state.held_seconds:
+            # Never tried, nor released by hand: its sender's hold and breaker apply.
+            hold_id = self.policy.hold_for(envelope)
+            if hold_id is not None:
+                self._hold_new(message_id, hold_id)
                 return
-            if found is not None:
-                free_at = self.policy.admit_here(found, len(envelope.recipients), now)
-                if free_at:
-                    self.due.schedule(message_id, free_at)  # nothing written: asked again then
-                    self.policy.waits(found, free_at)
-                    return
+            watched = self.policy.breaker_watching(message_id, envelope)
+        found = self.policy.deferring_limit(envelope) if not state.attempts else None
+        if (watched or found) and self.policy.shared is not None:
+            # Counted in Redis: the start goes on once it answers (or fails over).
+            self._admitting.add(message_id)
+            self._spawn(self._start_when_admitted(message_id, envelope, state, watched, found))
+            return
+        if watched is not None:
+            reason = self.policy.count_message_here(watched, envelope)
+            if reason is not None:
+                self._trip(self.policy.trip(watched, reason), message_id)
+                return
+        if found is not None:
+            now = self.clock()
+            free_at = self.policy.admit_here(found, len(envelope.recipients), now)
+            if free_at:
+                self.due.schedule(message_id, free_at)  # nothing written: asked again then
+                self.policy.waits(found, free_at)
+                return
         self._begin(message_id, envelope, state)
 
     async def _start_when_admitted(
@@ -376,20 +382,42 @@ class QueueManager:
         message_id: str,
         envelope: Envelope,
         state: DeliveryState,
-        found: tuple[LimitRule, str],
+        watched: Watched | None,
+        found: Found | None,
     ) -> None:
+        """`_start`'s breaker count and limit check, in Redis for every engine sharing it.
+
+        A message counted under its breaker's threshold goes, as on a lone engine, even if a
+        message counted after it trips the breaker while this one waited for Redis."""
         try:
-            free_at = await self.policy.admit(found, len(envelope.recipients), self.clock())
+            reason = None
+            if watched is not None:
+                reason = await self.policy.count_message(watched, message_id, envelope)
+            free_at = 0.0
+            if found is not None and reason is None:
+                free_at = await self.policy.admit(found, len(envelope.recipients), self.clock())
         finally:
             self._admitting.discard(message_id)
         if message_id not in self.due or message_id in self.held or self._stopping:
             return  # deleted or held meanwhile; or stopping: it stays queued, due
-        if free_at:
+        hold_id = self.policy.hold_for(envelope) if watched is not None else None
+        if reason is not None and watched is not None and hold_id is None:
+            self._trip(self.policy.trip(watched, reason), message_id)
+        elif hold_id is not None and (reason is not None or self._held_otherwise(hold_id, watched)):
+            self._hold_new(message_id, hold_id)
+        elif free_at:
             self.due.schedule(message_id, free_at)
-            self.policy.waits(found, free_at)
+            if found is not None:
+                self.policy.waits(found, free_at)
         else:
             self._begin(message_id, envelope, state)
         self.wake()
+
+    def _held_otherwise(self, hold_id: str, watched: Watched | None) -> bool:
+        """Whether the hold in force came from elsewhere than `watched`'s own trip (an
+        operator, another rule): it holds even mail counted under the threshold."""
+        hold = self.policy.holds.get(hold_id)
+        return hold is None or watched is None or hold.rule != watched[0].name
 
     def _begin(self, message_id: str, envelope: Envelope, state: DeliveryState) -> None:
         active = ActiveMessage(message_id, envelope, state)
@@ -424,20 +452,17 @@ class QueueManager:
 
     # -- sender holds (the circuit breaker) -----------------------------------------------------
 
-    def _held_by_policy(self, message_id: str, envelope: Envelope) -> bool:
-        """A message never tried (nor released by hand) from a sender on hold is held; one
-        that trips its sender's breaker puts the sender on hold, and is held with it."""
-        hold_id = self.policy.hold_for(envelope)
-        if hold_id is None:
-            tripped = self.policy.count_message(message_id, envelope)
-            if tripped is None:
-                return False
-            hold_id = tripped.hold_id
-            self._spawn(self._put_on_hold(tripped, self.policy.notify_address(tripped)))
+    def _trip(self, hold: Hold, message_id: str) -> None:
+        """A breaker tripped counting `message_id`: the sender goes on hold, the message with
+        it."""
+        self._spawn(self._put_on_hold(hold, self.policy.notify_address(hold)))
+        self._hold_new(message_id, hold.hold_id)
+
+    def _hold_new(self, message_id: str, hold_id: str) -> None:
+        """A message never tried, from a sender on hold: held, not attempted."""
         self.due.forget(message_id)
         self.held.add(message_id)
         self._spawn(self._apply([message_id], QueueAction.HOLD, held_by=hold_id))
-        return True
 
     async def _put_on_hold(
         self, hold: Hold, notify: str | None, publish: bool = True
@@ -603,7 +628,7 @@ class QueueManager:
             self.policy.forget_message(message_id)
             action = self._after_attempt.pop(message_id, None)
             self.wake()
-        tripped = self.policy.count_results(envelope, record.results)
+        tripped = await self.policy.count_results(envelope, record.results)
         if tripped is not None:
             self._spawn(self._put_on_hold(tripped, self.policy.notify_address(tripped)))
         hold_id = self.policy.hold_for(envelope)

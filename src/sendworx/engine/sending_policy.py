@@ -4,7 +4,8 @@ force. The queue manager asks and acts on the files; this module decides and rem
 
 - Limits: a `defer` limit is counted when a message is first started (`admit`); a `reject`
   limit when an injector asks before queueing (`admit_injection`), never twice.
-- Breakers count a message once, at its birth, and every attempt's results; a trip makes a
+- Breakers count a message once, at its birth, and every attempt's results (in Redis when
+  shared, so a sender injecting on several nodes meets one threshold); a trip makes a
   `Hold`, recorded in `holds.json` (and Redis) before any mail is held (`record`).
 - Bounces (the null sender) and the server's own postmaster are never limited nor held.
 """
@@ -27,12 +28,20 @@ from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.shared_state import SharedState
 from sendworx.shared.holds import Hold, hold_id_for, read_holds, write_holds
 from sendworx.shared.instance import Instance
-from sendworx.shared.policy import Identity, LimitRule, Policy, SenderScope, load_policy
+from sendworx.shared.policy import (
+    BreakerRule,
+    Identity,
+    LimitRule,
+    Policy,
+    SenderScope,
+    load_policy,
+)
 from sendworx.shared.queue_format import Envelope, MessageKind
 from sendworx.shared.settings import MailNames
 
 log = logging.getLogger("sendworx.engine")
 Found = tuple[LimitRule, str]  # a limit and the key its counters go by
+Watched = tuple[BreakerRule, str]  # a breaker and the key its counters go by
 
 
 class SendingPolicy:
@@ -66,7 +75,7 @@ class SendingPolicy:
     def share(self, url: str | None) -> SharedState | None:
         """Use Redis at `url` from now on (None: alone); the one replaced, to be closed."""
         old = self.shared
-        self.shared = SharedState(url, self.limits) if url is not None else None
+        self.shared = SharedState(url, self.limits, self.breakers) if url is not None else None
         return old
 
     # -- who counts ------------------------------------------------------------------------
@@ -149,21 +158,40 @@ class SendingPolicy:
             return None
         return hold_id_for(Identity.of(envelope), self.holds)
 
-    def count_message(self, message_id: str, envelope: Envelope) -> Hold | None:
-        """A message never tried, counted once by its sender's breaker: the hold it trips."""
+    def breaker_watching(self, message_id: str, envelope: Envelope) -> Watched | None:
+        """The breaker that counts a message never tried, once (None: none, or counted)."""
         if not self.rules.breaker or message_id in self._counted or not self.limitable(envelope):
             return None
         self._counted.add(message_id)
-        found = self.rules.breaker_for(Identity.of(envelope))
-        if found is None:
-            return None
-        rule, key = found
-        now = self._clock()
-        reason = self.breakers.count_message(rule, key, envelope.recipients, envelope.birth, now)
-        return self._trip(rule.scope, key, rule.name, reason) if reason else None
+        return self.rules.breaker_for(Identity.of(envelope))
 
-    def count_results(self, envelope: Envelope, results: Sequence[RecipientResult]) -> Hold | None:
-        """An attempt's results, counted by its sender's breaker: the hold it trips."""
+    def count_message_here(self, watched: Watched, envelope: Envelope) -> str | None:
+        """The message counted by this engine's breaker: why it trips, if it does."""
+        rule, key = watched
+        now = self._clock()
+        return self.breakers.count_message(rule, key, envelope.recipients, envelope.birth, now)
+
+    async def count_message(
+        self, watched: Watched, message_id: str, envelope: Envelope
+    ) -> str | None:
+        """As `count_message_here`, in Redis when shared (here while it does not answer)."""
+        if self.shared is None:
+            return self.count_message_here(watched, envelope)
+        rule, key = watched
+        return await self.shared.count_message(
+            rule, key, message_id, envelope.recipients, envelope.birth, self._clock()
+        )
+
+    def trip(self, watched: Watched, reason: str) -> Hold:
+        """The hold a breaker's trip puts its sender on."""
+        rule, key = watched
+        return self._trip(rule.scope, key, rule.name, reason)
+
+    async def count_results(
+        self, envelope: Envelope, results: Sequence[RecipientResult]
+    ) -> Hold | None:
+        """An attempt's results, counted by its sender's breaker (in Redis when shared): the
+        hold it trips."""
         if not self.rules.breaker or not self.limitable(envelope):
             return None
         if self.hold_for(envelope) is not None:
@@ -174,8 +202,14 @@ class SendingPolicy:
         rule, key = found
         delivered = sum(result.outcome is Outcome.DELIVERED for result in results)
         failed = len(results) - delivered
-        reason = self.breakers.count_results(rule, key, delivered, failed, self._clock())
-        return self._trip(rule.scope, key, rule.name, reason) if reason else None
+        now = self._clock()
+        if self.shared is None:
+            reason = self.breakers.count_results(rule, key, delivered, failed, now)
+        else:
+            reason = await self.shared.count_results(rule, key, delivered, failed, now)
+        if reason is None or self.hold_for(envelope) is not None:
+            return None
+        return self._trip(rule.scope, key, rule.name, reason)
 
     def _trip(self, scope: SenderScope, key: str, rule: str, reason: str) -> Hold:
         hold = Hold(scope, key, rule, reason, self._clock())
@@ -217,6 +251,7 @@ class SendingPolicy:
             self.breakers.forget(hold.rule, hold.key)
             if self.shared is not None:
                 await self.shared.forget_hold(hold_id)
+                await self.shared.forget_breaker(hold.rule, hold.key)
         return hold
 
     async def holds_of_other_nodes(self) -> list[Hold]:

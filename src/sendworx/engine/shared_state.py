@@ -1,16 +1,26 @@
 """The sending policy's state shared by the nodes of a cluster, in Redis (`redis_url` in the
-policy): the limits' counters and the senders on hold, as KumoMTA shares its throttles.
+policy): the limits' and the circuit breakers' counters and the senders on hold, as KumoMTA
+shares its throttles.
 
-Counters are per-minute buckets (per ten minutes for the day) in one hash per rule, sender
-and window, updated by one Lua script, so that checking and counting are one atomic step
-across every engine: a message counts until its whole bucket has left the window (at most a
-minute longer than the exact sliding window of `limits.py`). Holds are one hash, hold id ->
-JSON; an engine adds the holds it finds there to its own and never drops one because Redis
-forgot it (a release reaches each node through the API, `cascade_to_nodes`).
+Limit counters are per-minute buckets (per ten minutes for the day) in one hash per rule,
+sender and window, updated by one Lua script, so that checking and counting are one atomic
+step across every engine: a message counts until its whole bucket has left the window (at
+most a minute longer than the exact sliding window of `limits.py`).
 
-When Redis does not answer, limits fall back to this engine's own counters (fail-open),
-which the log says once per outage and `sendworx_redis_up` shows; holds already recorded
-stay in `holds.json` whatever Redis says.
+Breaker counters (`breaker.py` keeps the same ones for a lone engine): a sorted set of the
+sender's messages by birth, keyed by message id, so a message counted again (an engine
+restarted before its first attempt was recorded) counts once; a sorted set of its distinct
+recipients by when last seen; and per-minute buckets of recipients delivered and failed.
+Scripts count and answer the totals in one step; `breaker.py` judges them, for every engine
+alike.
+
+Holds are one hash, hold id -> JSON; an engine adds the holds it finds there to its own and
+never drops one because Redis forgot it (a release reaches each node through the API,
+`cascade_to_nodes`).
+
+When Redis does not answer, limits and breakers fall back to this engine's own counters
+(fail-open), which the log says once per outage and `sendworx_redis_up` shows; holds already
+recorded stay in `holds.json` whatever Redis says.
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ from dataclasses import asdict
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from sendworx.engine.breaker import Breakers, messages_reason, results_reason
 from sendworx.engine.limits import SendingLimits
 from sendworx.shared.holds import Hold, parse_hold_id
-from sendworx.shared.policy import LimitRule
+from sendworx.shared.policy import BreakerRule, LimitRule
 
 log = logging.getLogger("sendworx.engine")
 TIMEOUT_SECONDS = 0.5
@@ -91,14 +102,62 @@ return '0'
 """
 
 
+_COUNT_MESSAGE = """
+local now, window, birth = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local since = now - window
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
+if birth > since then
+  redis.call('ZADD', KEYS[1], birth, ARGV[4])
+  for i = 5, #ARGV do
+    redis.call('ZADD', KEYS[2], 'GT', birth, ARGV[i])
+  end
+  redis.call('EXPIRE', KEYS[1], math.ceil(window) + 60)
+  redis.call('EXPIRE', KEYS[2], math.ceil(window) + 60)
+end
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+"""
+
+_COUNT_RESULTS = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local bucket = math.floor(now / 60) * 60
+redis.call('HINCRBY', KEYS[1], bucket .. ':ok', tonumber(ARGV[3]))
+redis.call('HINCRBY', KEYS[1], bucket .. ':failed', tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[1], math.ceil(window) + 120)
+local fields = redis.call('HGETALL', KEYS[1])
+local ok, failed = 0, 0
+for i = 1, #fields, 2 do
+  local name, value = fields[i], tonumber(fields[i + 1])
+  local separator = string.find(name, ':')
+  local start, kind = tonumber(string.sub(name, 1, separator - 1)), string.sub(name, separator + 1)
+  if start + 60 <= now - window then
+    redis.call('HDEL', KEYS[1], name)
+  elseif kind == 'ok' then
+    ok = ok + value
+  else
+    failed = failed + value
+  end
+end
+return {ok, failed}
+"""
+
+
+def _breaker_keys(rule_name: str, key: str) -> list[str]:
+    """Messages, recipients and results of one sender under one breaker."""
+    return [f"sendworx:breaker:{rule_name}:{key}:{kind}" for kind in ("m", "r", "x")]
+
+
 class SharedState:
-    def __init__(self, url: str, local: SendingLimits) -> None:
+    def __init__(self, url: str, limits: SendingLimits, breakers: Breakers) -> None:
         self.url = url
-        self._local = local
+        self._local = limits
+        self._breakers = breakers
         self._client = redis.Redis.from_url(
             url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
         )
         self._admit = self._client.register_script(_ADMIT)
+        self._count_message = self._client.register_script(_COUNT_MESSAGE)
+        self._count_results = self._client.register_script(_COUNT_RESULTS)
         self.up = True
         self.errors = 0
 
@@ -109,8 +168,8 @@ class SharedState:
         self.errors += 1
         if self.up:
             log.error(
-                "Redis at %s does not answer (%s); limits use this engine's own counters "
-                "until it does",
+                "Redis at %s does not answer (%s); limits and breakers use this engine's "
+                "own counters until it does",
                 _without_password(self.url),
                 error,
             )
@@ -118,7 +177,10 @@ class SharedState:
 
     def _answered(self) -> None:
         if not self.up:
-            log.info("Redis at %s answers again; limits are shared", _without_password(self.url))
+            log.info(
+                "Redis at %s answers again; limits and breakers are shared",
+                _without_password(self.url),
+            )
         self.up = True
 
     async def admit(self, rule: LimitRule, key: str, recipients: int, now: float) -> float:
@@ -138,6 +200,55 @@ class SharedState:
             return self._local.admit(rule, key, recipients, now)
         self._answered()
         return float(answer)
+
+    async def count_message(
+        self,
+        rule: BreakerRule,
+        key: str,
+        message_id: str,
+        recipients: tuple[str, ...],
+        when: float,
+        now: float,
+    ) -> str | None:
+        """As `Breakers.count_message`, counted in Redis for every engine sharing it; with
+        this engine's own counters while Redis does not answer."""
+        members = sorted(set(map(str.lower, recipients)))
+        try:
+            messages, distinct = await self._count_message(
+                keys=_breaker_keys(rule.name, key)[:2],
+                args=[repr(now), rule.window_minutes * 60, repr(when), message_id, *members],
+            )
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            return self._breakers.count_message(rule, key, recipients, when, now)
+        self._answered()
+        return messages_reason(rule, int(messages), int(distinct))
+
+    async def count_results(
+        self, rule: BreakerRule, key: str, delivered: int, failed: int, now: float
+    ) -> str | None:
+        """As `Breakers.count_results`, in Redis (this engine's counters while it fails)."""
+        if not rule.failure_share or not (delivered or failed):
+            return None
+        try:
+            ok, failures = await self._count_results(
+                keys=_breaker_keys(rule.name, key)[2:],
+                args=[repr(now), rule.window_minutes * 60, delivered, failed],
+            )
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            return self._breakers.count_results(rule, key, delivered, failed, now)
+        self._answered()
+        return results_reason(rule, int(ok), int(failures))
+
+    async def forget_breaker(self, rule_name: str, key: str) -> None:
+        """A released sender counts afresh on every engine."""
+        try:
+            await self._client.delete(*_breaker_keys(rule_name, key))
+        except (RedisError, OSError) as error:
+            self._failed(error)
+        else:
+            self._answered()
 
     async def publish_hold(self, hold: Hold) -> None:
         try:

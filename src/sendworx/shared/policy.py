@@ -28,8 +28,8 @@ Breakers (`[[breaker]]`, same scopes but `all`, same specificity) put a sender o
 it sends more than `messages` or `recipients` (distinct) within `window_minutes`, or when
 `failure_share` of its recipients are deferred or bounced over `min_attempts` or more.
 
-`redis_url` shares the limits' counters and the holds with every engine that names the same
-Redis (`engine/shared_state.py`).
+`redis_url` shares the limits' and the breakers' counters and the holds with every engine
+that names the same Redis (`engine/shared_state.py`).
 
 Pacing rules shape traffic per destination. A rule matches destinations by their domain
 (`example.com`, or `*.example.com` for every subdomain) or by the name of their first MX host

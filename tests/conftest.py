@@ -43,6 +43,21 @@ def panel(home: SendworxHome) -> Iterator[Panel]:
         running.close()
 
 
+@pytest.fixture(scope="module")
+def shared_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
+    """One panel for the tests of a module that leave its instance as they found it (refused
+    requests, read-only calls): starting one for each of them cost a second apiece. A test
+    that changes the instance takes `panel`, its own."""
+    with DNSServer() as dns:
+        home = SendworxHome(tmp_path_factory.mktemp("shared") / "home", dns_port=dns.port)
+        running = Panel(home).start()
+        try:
+            yield running
+        finally:
+            running.close()
+            home.close()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()

@@ -56,25 +56,25 @@ def test_payload_types_on_the_wire_are_boolean_and_int(panel: Panel) -> None:
 @pytest.mark.parametrize(
     "controller", ["/nodeworx/mail/send", "nodeworx/mail/send", "MailSend", "mailsend"]
 )
-def test_controller_is_accepted_in_every_spelling(panel: Panel, controller: str) -> None:
-    assert panel.call("listServiceName", controller=controller) == ok("send")
+def test_controller_is_accepted_in_every_spelling(shared_panel: Panel, controller: str) -> None:
+    assert shared_panel.call("listServiceName", controller=controller) == ok("send")
 
 
 @pytest.mark.parametrize("no_input", [None, {}, [], ""])
-def test_missing_empty_or_nil_input_means_no_input(panel: Panel, no_input: Any) -> None:
-    proxy = panel.https()
-    arguments = [panel.key, SEND, "listServiceName"]
+def test_missing_empty_or_nil_input_means_no_input(shared_panel: Panel, no_input: Any) -> None:
+    proxy = shared_panel.https()
+    arguments = [shared_panel.key, SEND, "listServiceName"]
     if no_input is not None:
         arguments.append(no_input)
     assert proxy.iworx.route(*arguments) == ok("send")
     if no_input is None:
-        assert proxy.iworx.route(panel.key, SEND, "listServiceName", None) == ok("send")
+        assert proxy.iworx.route(shared_panel.key, SEND, "listServiceName", None) == ok("send")
 
 
-def test_http_listener_ignores_a_query_string(panel: Panel) -> None:
-    assert panel.http("/xmlrpc?SESSION=1&x=2").iworx.route(panel.key, SEND, "isRunning", {}) == ok(
-        False
-    )
+def test_http_listener_ignores_a_query_string(shared_panel: Panel) -> None:
+    assert shared_panel.http("/xmlrpc?SESSION=1&x=2").iworx.route(
+        shared_panel.key, SEND, "isRunning", {}
+    ) == ok(False)
 
 
 def test_start_stop_restart_control_one_real_engine(panel: Panel) -> None:

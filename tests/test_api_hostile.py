@@ -52,53 +52,57 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
     ],
 )
 def test_malformed_requests_get_a_fault_and_the_panel_carries_on(
-    panel: Panel, body: bytes, code: int
+    shared_panel: Panel, body: bytes, code: int
 ) -> None:
     started = time.monotonic()
-    assert _fault(panel.post(body)).faultCode == code
+    assert _fault(shared_panel.post(body)).faultCode == code
     assert time.monotonic() - started < 5
-    _still_answers(panel)
+    _still_answers(shared_panel)
 
 
-def test_a_20_mb_body_is_refused_without_being_processed(panel: Panel) -> None:
+def test_a_20_mb_body_is_refused_without_being_processed(shared_panel: Panel) -> None:
     payload = "x" * (20 * 1024 * 1024)
-    body = xmlrpc.client.dumps((panel.key, SEND, "update", {"smtp_routes": payload}), "iworx.route")
-    fault = _fault(panel.post(body.encode()))
+    body = xmlrpc.client.dumps(
+        (shared_panel.key, SEND, "update", {"smtp_routes": payload}), "iworx.route"
+    )
+    fault = _fault(shared_panel.post(body.encode()))
     assert fault.faultCode == -32000 and "larger than" in fault.faultString
-    assert control_file(panel.home, "smtproutes") is None
-    _still_answers(panel)
+    assert control_file(shared_panel.home, "smtproutes") is None
+    _still_answers(shared_panel)
 
 
-def test_non_struct_input_is_a_validation_error(panel: Panel) -> None:
+def test_non_struct_input_is_a_validation_error(shared_panel: Panel) -> None:
     for bad in (["concurrency_remote", 5], "concurrency_remote=5", 5):
-        reply = panel.call("update", bad)
+        reply = shared_panel.call("update", bad)
         assert reply["status"] == 11
         assert reply["payload"].endswith("input: must be a struct of named inputs")
 
 
-def test_unicode_and_control_characters_in_every_field(panel: Panel) -> None:
+def test_unicode_and_control_characters_in_every_field(shared_panel: Panel) -> None:
     weird = "ключ\u202e\U0001f4a9'\"<>&;$(rm -rf /)"
-    assert panel.call("isRunning", auth=weird)["status"] == 401
-    assert panel.call("isRunning", auth={"email": weird, "password": weird})["status"] == 401
-    assert panel.call(weird)["status"] == 404
-    assert panel.call("isRunning", controller=weird)["status"] == 404
-    reply = panel.call(
+    assert shared_panel.call("isRunning", auth=weird)["status"] == 401
+    assert shared_panel.call("isRunning", auth={"email": weird, "password": weird})["status"] == 401
+    assert shared_panel.call(weird)["status"] == 404
+    assert shared_panel.call("isRunning", controller=weird)["status"] == 404
+    reply = shared_panel.call(
         "update",
         {"concurrency_remote": weird, "smtp_routes": [weird], weird: weird, "timeout_remote": "١٢"},
     )
     assert reply["status"] == 11
     assert reply["payload"].count("\n") == 3
-    assert panel.call("isRunningOnNode", {"node_id": weird})["status"] == 11
+    assert shared_panel.call("isRunningOnNode", {"node_id": weird})["status"] == 11
     # XML 1.0 cannot carry most control characters: the request itself is malformed.
-    body = xmlrpc.client.dumps((panel.key, SEND, "isRunning\x01", {}), "iworx.route").encode()
-    assert _fault(panel.post(body)).faultCode == -32700
-    assert control_file(panel.home, "concurrencyremote") is None
-    assert control_file(panel.home, "smtproutes") is None
-    _still_answers(panel)
+    body = xmlrpc.client.dumps(
+        (shared_panel.key, SEND, "isRunning\x01", {}), "iworx.route"
+    ).encode()
+    assert _fault(shared_panel.post(body)).faultCode == -32700
+    assert control_file(shared_panel.home, "concurrencyremote") is None
+    assert control_file(shared_panel.home, "smtproutes") is None
+    _still_answers(shared_panel)
 
 
-def test_wrong_types_for_inputs_are_validation_errors(panel: Panel) -> None:
-    reply = panel.call(
+def test_wrong_types_for_inputs_are_validation_errors(shared_panel: Panel) -> None:
+    reply = shared_panel.call(
         "update",
         {
             "concurrency_remote": [1],
@@ -118,22 +122,22 @@ def test_wrong_types_for_inputs_are_validation_errors(panel: Panel) -> None:
     ]
 
 
-def test_absurdly_deep_nesting_is_answered_cleanly(panel: Panel) -> None:
+def test_absurdly_deep_nesting_is_answered_cleanly(shared_panel: Panel) -> None:
     depth = 20_000
     nested = "<value><array><data>" * depth + "</data></array></value>" * depth
     body = (
         "<?xml version='1.0'?><methodCall><methodName>iworx.route</methodName><params>"
-        f"<param><value><string>{panel.key}</string></value></param>"
+        f"<param><value><string>{shared_panel.key}</string></value></param>"
         f"<param><value><string>{SEND}</string></value></param>"
         "<param><value><string>update</string></value></param>"
         f"<param>{nested}</param></params></methodCall>"
     ).encode()
     # libxml2 stops at 256 levels of elements: a parse fault, long before any recursion.
     with pytest.raises(xmlrpc.client.Fault) as refused:
-        xmlrpc.client.loads(panel.post(body))
+        xmlrpc.client.loads(shared_panel.post(body))
     assert refused.value.faultCode == FAULT_PARSE
     assert "depth" in refused.value.faultString
-    _still_answers(panel)
+    _still_answers(shared_panel)
 
 
 def test_a_corrupt_users_file_answers_in_the_api_format(panel: Panel) -> None:
@@ -145,12 +149,12 @@ def test_a_corrupt_users_file_answers_in_the_api_format(panel: Panel) -> None:
 
 
 @pytest.mark.parametrize("path", ["/xmlrpc", "/soap", f"/api/v1{SEND}/isRunning"])
-def test_a_client_leaving_mid_body_costs_no_traceback(panel: Panel, path: str) -> None:
-    with socket.create_connection(("127.0.0.1", panel.http_port)) as connection:
+def test_a_client_leaving_mid_body_costs_no_traceback(shared_panel: Panel, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", shared_panel.http_port)) as connection:
         connection.sendall(
             f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
             "Content-Length: 1000\r\n\r\n<methodCall>".encode()
         )
-    _still_answers(panel)
-    stderr = (panel.home.home / "panel.stderr").read_text(errors="replace")
+    _still_answers(shared_panel)
+    stderr = (shared_panel.home.home / "panel.stderr").read_text(errors="replace")
     assert "Traceback" not in stderr and "ClientDisconnect" not in stderr

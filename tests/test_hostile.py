@@ -90,24 +90,24 @@ def _post_soap(panel: Panel, body: bytes) -> str:
 
 @pytest.mark.parametrize("encoding", ["UTF-16", "UTF-32", "UTF-8"])
 def test_the_panel_opens_no_file_a_request_names(
-    panel: Panel, tmp_path: Path, encoding: str
+    shared_panel: Panel, tmp_path: Path, encoding: str
 ) -> None:
     envelope = _hostile_envelope()
     with _fifo(tmp_path) as fifo:
         for post, document in ((_post_xmlrpc, XMLRPC_CALL), (_post_soap, envelope)):
             answers = set()
             for target in (
-                fifo,  # opening it would freeze the panel
-                panel.home.home / "panel" / "master.key",
+                fifo,  # opening it would freeze the shared_panel
+                shared_panel.home.home / "panel" / "master.key",
                 Path("/etc/passwd"),
                 tmp_path / "missing",
             ):
                 started = time.monotonic()
-                answers.add(post(panel, _hostile(target, encoding, document)))
+                answers.add(post(shared_panel, _hostile(target, encoding, document)))
                 assert time.monotonic() - started < 5
             assert len(answers) == 1, answers  # no file-existence oracle
             assert "DTDs and entity declarations are not allowed" in answers.pop()
-    assert panel.call("isRunning")["status"] == 0
+    assert shared_panel.call("isRunning")["status"] == 0
 
 
 # -- cluster peer: a node (or what answers as one) cannot freeze, redirect or probe the manager ---

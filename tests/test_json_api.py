@@ -140,12 +140,14 @@ def test_each_failure_has_its_http_status(panel: Panel) -> None:
     ],
     ids=["malformed", "nan", "deep", "not-an-object", "too-large"],
 )
-def test_hostile_bodies_are_refused_in_json(panel: Panel, body: bytes, status: int) -> None:
-    with _client(panel, _one_line(panel.key), **{"Content-Type": "application/json"}) as api:
+def test_hostile_bodies_are_refused_in_json(shared_panel: Panel, body: bytes, status: int) -> None:
+    with _client(
+        shared_panel, _one_line(shared_panel.key), **{"Content-Type": "application/json"}
+    ) as api:
         response = api.post(f"{SEND}/update", content=body)
     assert response.status_code == status
     assert response.json()["status"] == 11
-    assert control_file(panel.home, "concurrencyremote") is None
+    assert control_file(shared_panel.home, "concurrencyremote") is None
 
 
 def test_schemathesis_finds_no_server_error_or_schema_mismatch(

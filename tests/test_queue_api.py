@@ -289,25 +289,25 @@ def test_actions_on_a_message_in_flight_wait_for_its_attempt(panel: Panel) -> No
     ],
 )
 def test_hostile_inputs_are_status_11_and_touch_nothing(
-    panel: Panel, data: dict[str, Any], field: str
+    shared_panel: Panel, data: dict[str, Any], field: str
 ) -> None:
     """Over the JSON API, which can carry what XML cannot (NUL, ESC)."""
-    home = panel.home
+    home = shared_panel.home
     home.inject("u@grey.test")
     before = home.queue_files("new")
-    response = _json(panel, "hold", data)
+    response = _json(shared_panel, "hold", data)
     assert response.status_code == 400, response.text
     assert response.json()["errors"][0]["field"] == field
     assert home.queue_files("new") == before and home.queue_files("state") == []
 
 
-def test_bad_paging_is_status_11(panel: Panel) -> None:
+def test_bad_paging_is_status_11(shared_panel: Panel) -> None:
     for data, field in (
         ({"page_size": 10**9}, "page_size"),
         ({"page_size": 0}, "page_size"),
         ({"cursor": "not a cursor"}, "cursor"),
     ):
-        reply = panel.call("listMessages", data, controller=QUEUE)
+        reply = shared_panel.call("listMessages", data, controller=QUEUE)
         assert reply["status"] == 11 and reply["payload"].split("\n")[1].startswith(field)
 
 

@@ -7,15 +7,18 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import free_port, wait_for
 from support.sink import Behaviour, RecordingSink
 
+from sendworx.shared.pidfile import AlreadyRunning, PidFile, running_pid
 from sendworx.shared.unix_sockets import short_path
 
 
@@ -123,6 +126,33 @@ def test_a_second_engine_refuses_to_start(home: SendworxHome) -> None:
     second = subprocess.run(home.command("send"), capture_output=True, text=True, timeout=30)
     assert second.returncode == 1
     assert f"already running (pid {engine.pid})" in second.stderr
+
+
+def test_a_start_never_fails_because_someone_asks_whether_it_runs(tmp_path: Path) -> None:
+    """`running_pid` (every isRunning, every page) probes the lock; a start that met a probe
+    said "already running" and exited: a restart during a billing module's poll failed."""
+    path = tmp_path / "send.pid"
+    path.touch()
+    probe = (
+        "import sys\nfrom sendworx.shared.pidfile import running_pid\n"
+        "print('probing', flush=True)\nwhile True:\n    running_pid(sys.argv[1])\n"
+    )
+    prober = subprocess.Popen([sys.executable, "-c", probe, str(path)], stdout=subprocess.PIPE)
+    try:
+        assert prober.stdout is not None and prober.stdout.readline() == b"probing\n"
+        for _ in range(300):
+            pid_file = PidFile(path)
+            pid_file.acquire()
+            assert running_pid(path) == os.getpid()
+            pid_file.release()
+    finally:
+        prober.kill()
+        prober.wait()
+    holder = PidFile(path)
+    holder.acquire()
+    with pytest.raises(AlreadyRunning):  # a real holder still keeps others out
+        PidFile(path).acquire()
+    holder.release()
 
 
 def test_pid_lock_is_released_by_kill_9(home: SendworxHome) -> None:

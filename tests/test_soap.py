@@ -33,20 +33,20 @@ def _php(panel: Panel, version: str, action: str, data: Any = None, **request: A
 
 
 @pytest.mark.parametrize("path", ["/soap", "/nodeworx/soap"])
-def test_wsdl_is_served_with_the_address_the_client_used(panel: Panel, path: str) -> None:
+def test_wsdl_is_served_with_the_address_the_client_used(shared_panel: Panel, path: str) -> None:
     for url in (
-        f"https://127.0.0.1:{panel.https_port}{path}",
-        f"http://127.0.0.1:{panel.http_port}{path}",
+        f"https://127.0.0.1:{shared_panel.https_port}{path}",
+        f"http://127.0.0.1:{shared_panel.http_port}{path}",
     ):
-        response = requests.get(url + "?wsdl", verify=str(panel.ca), timeout=10)
+        response = requests.get(url + "?wsdl", verify=str(shared_panel.ca), timeout=10)
         assert response.status_code == 200
         assert f'<soap:address location="{url}"/>' in response.text
         assert f'<soap12:address location="{url}"/>' in response.text
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_php_gets_arrays_with_php_types(panel: Panel, version: str) -> None:
-    info = _php(panel, version, "listServiceInfo")
+def test_php_gets_arrays_with_php_types(shared_panel: Panel, version: str) -> None:
+    info = _php(shared_panel, version, "listServiceInfo")
     assert info["raw"] == {
         "status": 0,
         "payload": STOPPED_SERVICE_INFO,
@@ -58,9 +58,9 @@ def test_php_gets_arrays_with_php_types(panel: Panel, version: str) -> None:
         | {"is_running": "integer"},
         "reply_code": "integer",
     }
-    running = _php(panel, version, "isRunning", [])
+    running = _php(shared_panel, version, "isRunning", [])
     assert php_types(running["result"])["payload"] == "boolean"
-    ports = _php(panel, version, "listPortNumbersArray", {})
+    ports = _php(shared_panel, version, "listPortNumbersArray", {})
     assert ports["result"]["items"][1]["value"]["type"] == "list"
     assert ports["raw"]["payload"] == ["##LG_NOT_APPLICABLE##"]
 
@@ -165,21 +165,25 @@ def _post(panel: Panel, body: bytes, content_type: str) -> tuple[int, str]:
     ids=["1.1", "1.2"],
 )
 def test_hostile_soap_gets_a_fault_and_changes_nothing(
-    panel: Panel, version: SoapVersion, status: int, fault: str
+    shared_panel: Panel, version: SoapVersion, status: int, fault: str
 ) -> None:
     content_type = version.content_type
     bomb = (
         b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
         b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]><lolz>&lol2;</lolz>'
     )
-    too_many = encode_call(version, [panel.key, SEND, "update", {"concurrency_remote": 9}, "x"])
+    too_many = encode_call(
+        version, [shared_panel.key, SEND, "update", {"concurrency_remote": 9}, "x"]
+    )
     for body in (b"<unclosed", bomb, too_many, b"x" * (11 * 1024 * 1024)):
-        code, text = _post(panel, body, content_type)
+        code, text = _post(shared_panel, body, content_type)
         assert (code, fault in text) == (status, True), text[:300]
     for setting in INTEGER_SETTINGS:
-        assert control_file(panel.home, setting.control_file) is None
+        assert control_file(shared_panel.home, setting.control_file) is None
     # The same well-formed call succeeds, so the faults above were about the bodies.
-    code, text = _post(panel, encode_call(version, [panel.key, SEND, "isRunning"]), content_type)
+    code, text = _post(
+        shared_panel, encode_call(version, [shared_panel.key, SEND, "isRunning"]), content_type
+    )
     assert (
         code == 200 and '<key xsi:type="xsd:string">status</key><value xsi:type="xsd:int">0' in text
     )

@@ -6,6 +6,7 @@ The panel really controls an engine; teardown kills whatever it started.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import ssl
@@ -14,6 +15,8 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+from sendworx.cli import users_command
+from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
 from support.instance import SendworxHome
 from support.net import free_port, port_open, wait_for
@@ -37,7 +40,10 @@ class Panel:
         home.write_config(
             panel={"https_port": self.https_port, "http_port": self.http_port, **panel_config}
         )
-        subprocess.run(home.command("init"), check=True, capture_output=True)
+        # `sendworx init`'s own code, in this process: a fresh interpreter for it cost every
+        # panel test a fifth of a second (test_run and test_users_cli run the command itself).
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert users_command.init(Instance(home.home), None) == 0
         panel_dir = home.home / "panel"
         self.key = (panel_dir / "master.key").read_text()
         self.password = (panel_dir / "master.password").read_text().strip()

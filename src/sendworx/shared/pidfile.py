@@ -1,13 +1,21 @@
 """A pid file held with `flock` for as long as the process lives.
 
 The lock, not the file's existence, says "running": kill -9 releases it with the process.
+`running_pid` probes with a shared lock it drops at once; a starter that meets only such a
+probe tries again for a moment (`ACQUIRE_PATIENCE_SECONDS`), so a start never fails because
+the panel was answering `isRunning` at that instant.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
+
+# A probe holds its lock for microseconds; a descheduled prober on a loaded machine, a few
+# milliseconds. A real holder keeps it: "already running" after this long.
+ACQUIRE_PATIENCE_SECONDS = 1.0
 
 
 class AlreadyRunning(Exception):
@@ -30,12 +38,17 @@ class PidFile:
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise AlreadyRunning(pid) from None
+        deadline = time.monotonic() + ACQUIRE_PATIENCE_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    pid = _read_pid(fd)
+                    os.close(fd)
+                    raise AlreadyRunning(pid) from None
+                time.sleep(0.005)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd

@@ -321,6 +321,24 @@ def test_smtpd_workers_die_with_their_parent_and_stop_with_it(home: SendworxHome
     assert not any(_alive(worker) for worker in workers)
 
 
+def test_smtpd_restarted_at_once_waits_for_its_dead_workers_port(home: SendworxHome) -> None:
+    """After a kill -9 of the listener its workers hold the port until they die, a moment
+    after the pid lock is free: a listener started at once (systemd's restart, an operator)
+    waits for the port instead of failing; one that stays taken is a clear error."""
+    with socket.create_server(("127.0.0.1", home.smtpd_port)):  # as a dying worker would
+        starting = home.spawn("smtpd")
+        wait_for(lambda: "is in use; waiting up to 3 s" in home.log_text("smtpd"))
+    wait_for(lambda: port_open("127.0.0.1", home.smtpd_port))
+    _submit(home)
+    assert starting.poll() is None
+    home.stop(starting)
+    with socket.create_server(("127.0.0.1", home.smtpd_port)):  # someone else's, for good
+        refused = subprocess.run(home.command("smtpd"), capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port {home.smtpd_port}: [Errno 98]" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_smtpd_answers_a_pipelined_transaction_in_one_go(smtpd: SendworxHome) -> None:
     """PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write, then the data and QUIT in
     another; every reply comes, in order, and the message is queued once."""

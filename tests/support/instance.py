@@ -78,7 +78,7 @@ class SendworxHome:
         return [sys.executable, "-m", "sendworx", "--home", str(self.home), *arguments]
 
     def start_engine(self) -> subprocess.Popen[bytes]:
-        process = self._spawn("send")
+        process = self.spawn("send")
         wait_for(lambda: self._engine_answers(process), timeout=15)
         return process
 
@@ -87,7 +87,7 @@ class SendworxHome:
 
         The port alone could still be answered by a dying predecessor, and a bound socket
         accepts connections before the process's event loop serves them."""
-        process = self._spawn("smtpd")
+        process = self.spawn("smtpd")
         pid_file = self.instance.smtpd_pid_file
 
         def ready() -> bool:
@@ -100,7 +100,7 @@ class SendworxHome:
         wait_for(ready, 15)
         return process
 
-    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
         log = (self.home / f"{name}.stderr").open("ab")
         process = subprocess.Popen(self.command(name), stdout=log, stderr=log)
         self.processes.append(process)

@@ -52,7 +52,7 @@ class Panel:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Panel:
-        self.process = self.home._spawn("panel")
+        self.process = self.home.spawn("panel")
         process = self.process
         wait_for(
             lambda: (

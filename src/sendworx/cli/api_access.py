@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from sendworx.api.controllers import api_for
 from sendworx.api.registry import Caller
-from sendworx.client import Client, ca_context
 from sendworx.shared.instance import Instance
 from sendworx.shared.wire import Call, Reply
 
@@ -74,6 +73,9 @@ class RemoteApi:
     """A panel elsewhere, reached with an API key file (and a CA file for HTTPS)."""
 
     def __init__(self, url: str, key_file: Path, ca_file: Path | None) -> None:
+        # The HTTP client loads here, not for the commands that act in this process.
+        from sendworx.client import Client, ca_context
+
         verify = ca_context(str(ca_file)) if ca_file else True
         self._client = Client(url, key_file.read_text(), verify=verify)
 

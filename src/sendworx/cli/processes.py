@@ -83,7 +83,13 @@ def run_smtpd(instance: Instance) -> int:
     def main(pid_file: PidFile) -> None:
         config = instance.config
         queue = instance.queue()
-        listeners = smtpd.bind_listeners(config)
+        try:
+            listeners = smtpd.bind_listeners(config)
+        except OSError as error:
+            where = ", ".join(config.smtpd.listen)
+            raise SystemExit(
+                f"sendworx smtpd: cannot listen on {where} port {config.smtpd.port}: {error}"
+            ) from error
         workers = config.smtpd.workers or os.cpu_count() or 1
         log.info("listening on %s port %d", ", ".join(config.smtpd.listen), config.smtpd.port)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import ipaddress
 import json
 import logging
@@ -31,6 +32,7 @@ from sendworx.shared.queue_format import Envelope, Origin, new_message_id
 from sendworx.shared.settings import MailNames
 
 log = logging.getLogger("sendworx.smtpd")
+BIND_PATIENCE_SECONDS = 3.0
 
 
 def received_header(
@@ -241,12 +243,39 @@ class SubmissionProtocol(asyncio.Protocol):
             transport.abort()  # replies it has not read: the close would wait on them for ever
 
 
-def bind_listeners(config: InstanceConfig) -> list[socket.socket]:
-    """Bind before forking, so every worker accepts on the same sockets."""
+def bind_listeners(
+    config: InstanceConfig, patience: float = BIND_PATIENCE_SECONDS
+) -> list[socket.socket]:
+    """Bind before forking, so every worker accepts on the same sockets.
+
+    A port still held is waited for, up to `patience` seconds: after a kill -9 of the
+    listener, its workers close the sockets they share as they die, a moment after the pid
+    lock (the parent's) is free. A port held longer belongs to someone else: OSError."""
     listeners = []
+    deadline = time.monotonic() + patience
     for address in config.smtpd.listen:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        listener = socket.create_server((address, config.smtpd.port), family=family, backlog=1024)
+        said = False
+        while True:
+            try:
+                listener = socket.create_server(
+                    (address, config.smtpd.port), family=family, backlog=1024
+                )
+                break
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    for bound in listeners:
+                        bound.close()
+                    raise
+                if not said:
+                    log.warning(
+                        "%s port %d is in use; waiting up to %.0f s for it to be let go",
+                        address,
+                        config.smtpd.port,
+                        patience,
+                    )
+                    said = True
+                time.sleep(0.02)
         listener.setblocking(False)
         listeners.append(listener)
     return listeners

@@ -19,13 +19,12 @@ import os
 import pwd
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sendworx.engine.attempts import Outcome, RecipientResult
 from sendworx.engine.breaker import Breakers
 from sendworx.engine.limits import SendingLimits
 from sendworx.engine.metrics import EngineMetrics
-from sendworx.engine.shared_state import SharedState
 from sendworx.shared.holds import Hold, hold_id_for, read_holds, write_holds
 from sendworx.shared.instance import Instance
 from sendworx.shared.policy import (
@@ -38,6 +37,9 @@ from sendworx.shared.policy import (
 )
 from sendworx.shared.queue_format import Envelope, MessageKind
 from sendworx.shared.settings import MailNames
+
+if TYPE_CHECKING:
+    from sendworx.engine.shared_state import SharedState
 
 log = logging.getLogger("sendworx.engine")
 Found = tuple[LimitRule, str]  # a limit and the key its counters go by
@@ -75,7 +77,12 @@ class SendingPolicy:
     def share(self, url: str | None) -> SharedState | None:
         """Use Redis at `url` from now on (None: alone); the one replaced, to be closed."""
         old = self.shared
-        self.shared = SharedState(url, self.limits, self.breakers) if url is not None else None
+        self.shared = None
+        if url is not None:
+            # redis-py loads only for a policy that names a Redis (60 ms of every start).
+            from sendworx.engine.shared_state import SharedState
+
+            self.shared = SharedState(url, self.limits, self.breakers)
         return old
 
     # -- who counts ------------------------------------------------------------------------

@@ -251,7 +251,7 @@ def bind_listeners(
     A port still held is waited for, up to `patience` seconds: after a kill -9 of the
     listener, its workers close the sockets they share as they die, a moment after the pid
     lock (the parent's) is free. A port held longer belongs to someone else: OSError."""
-    listeners = []
+    listeners: list[socket.socket] = []
     deadline = time.monotonic() + patience
     for address in config.smtpd.listen:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET

@@ -238,46 +238,44 @@ def test_a_rate_rule_spaces_messages_and_other_destinations_flow_at_full_speed()
 
 
 def test_a_receiver_that_says_slow_down_gets_less_and_every_message_still_arrives() -> None:
-    """The sink refuses with 450 "rate limited" once more than 5 messages arrived within a
-    second. The pool halves its rate, requeues what was refused and delivers everything,
-    without deferring any of it."""
+    """The sink takes 5 messages, then refuses two with 450 "rate limited" (as a receiver
+    whose budget ran out). The pool halves its rate, requeues what was refused and delivers
+    everything, without deferring any of it."""
     results: Results = {}
-    window: list[float] = []
+    taken = 0
     refused = 0
 
     def limit(message: Received) -> str | None:
-        nonlocal refused
-        now = time.monotonic()
-        window[:] = [at for at in window if at > now - 1.0]
-        if len(window) >= 5:
+        nonlocal taken, refused
+        if taken >= 5 and refused < 2:
             refused += 1
             return "450 4.7.28 rate limited, try again later"
-        window.append(now)
+        taken += 1
         return None
 
     async def scenario(sink: RecordingSink) -> list[dict[str, object]]:
         pool = _pool(4)
         async with pool.running():
-            _submit(pool, _relay(sink), (f"m{n}" for n in range(12)), results, "rl.test")
-            await _until(lambda: len(results) == 12, 30)
+            _submit(pool, _relay(sink), (f"m{n}" for n in range(8)), results, "rl.test")
+            await _until(lambda: len(results) == 8, 30)
             return pool.status()
 
     with RecordingSink("127.0.0.123", behaviour=Behaviour(data_reply=limit)) as sink:
         status = asyncio.run(scenario(sink))
-        assert len(sink.received()) == 12
-    assert refused >= 1
+        assert len(sink.received()) == 8
+    assert refused == 2
     assert all(result[0].outcome is Outcome.DELIVERED for result in results.values())
     [pace] = status
-    assert pace["backoffs"] == refused or pace["backoffs"]
+    assert pace["backoffs"] >= 1
     assert isinstance(pace["rate_per_minute"], float)
 
 
 def test_the_engine_paces_by_its_policy_file_and_the_summary_shows_the_cut(panel: Panel) -> None:
-    """A real engine with policy.toml: the sink says "rate limited" to the first three
-    messages; every message arrives, nothing is deferred, and querySummary (and the engine's
-    status) show the pace with its cut rate."""
+    """A real engine with policy.toml: the sink says "rate limited" to the first message;
+    every message arrives, nothing is deferred, and querySummary (and the engine's status)
+    show the pace with its cut rate."""
     home = panel.home
-    refusals = 3
+    refusals = 1
 
     def limited(message: Received) -> str | None:
         nonlocal refusals

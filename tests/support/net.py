@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
 
+# Ports for the servers tests start come from below the kernel's ephemeral range (32768 and
+# up, where it picks the local port of every outgoing connection and of every bind to port
+# 0), one block per pytest-xdist worker. Asking the kernel for a free port and closing it was
+# a race: another worker, or a client connection, could take the same number before the
+# server bound it (a panel then answered for a few seconds on a port that was not its own).
+_FIRST_PORT, _BLOCK = 10_000, 2_500
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_BLOCK_START = _FIRST_PORT + _BLOCK * (int(_WORKER[2:]) if _WORKER[2:].isdigit() else 0)
+_next_port = itertools.count(random.randrange(_BLOCK))  # another suite at once: elsewhere
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port nobody else in this test run is given, free on `host` now."""
+    for _ in range(_BLOCK):
+        port = _BLOCK_START + next(_next_port) % _BLOCK
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue  # still held by an earlier test's process
+            return port
+    raise RuntimeError(f"no free port in {_BLOCK_START}-{_BLOCK_START + _BLOCK - 1}")
 
 
 def wait_for(

@@ -52,16 +52,20 @@ class Panel:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Panel:
+        """Ready means: this process holds the panel's lock and both ports answer."""
         self.process = self.home.spawn("panel")
-        process = self.process
-        wait_for(
-            lambda: (
-                process.poll() is None
+        process, pid_file = self.process, self.home.instance.panel_pid_file
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"panel exited: {self.home.stderr('panel')[-2000:]}")
+            return (
+                running_pid(pid_file) == process.pid
                 and port_open("127.0.0.1", self.https_port)
                 and port_open("127.0.0.1", self.http_port)
-            ),
-            timeout=20,
-        )
+            )
+
+        wait_for(ready, timeout=20)
         return self
 
     def stop(self) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from support.sink import RecordingSink
 
 from sendworx.engine.attempts import Outcome, RecipientResult
-from sendworx.engine.delivery import DeliveryJob, DeliveryPool
+from sendworx.engine.delivery import DeliveryPool
+from sendworx.engine.delivery_job import DeliveryJob
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.shared.config import DeliveryConfig, ResolverConfig
 from sendworx.shared.destinations import RelayHost

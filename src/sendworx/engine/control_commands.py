@@ -1,11 +1,13 @@
 """The engine's control-socket commands: `sendworx status` and `retry`, SIGHUP's reload by
 request, and what the panel and the CLI ask of a running engine (its activity, the messages
 in flight, actions on messages, holds on senders). Each checks the shape of the request's
-argument and asks the queue manager; the socket itself is `control.py`'s."""
+argument and asks the engine through `EngineControl`, the small interface this module owns
+(the queue manager provides it; nothing here knows the manager); the socket itself is
+`control.py`'s."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sendworx.engine.activity import KEPT_MINUTES
 from sendworx.engine.control import Command
@@ -13,8 +15,27 @@ from sendworx.shared.holds import OPERATOR_HOLD, Hold, HoldAction, parse_hold_id
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction
 from sendworx.shared.queue_format import is_message_id
 
-if TYPE_CHECKING:
-    from sendworx.engine.queue_manager import QueueManager
+
+class EngineControl(Protocol):
+    """What the control socket may ask of a running engine."""
+
+    def clock(self) -> float: ...
+
+    def status(self) -> dict[str, object]: ...
+
+    def retry_now(self) -> None: ...
+
+    def reload(self) -> None: ...
+
+    def activity_report(self, minutes: int) -> dict[str, object]: ...
+
+    def active_ids(self) -> list[str]: ...
+
+    async def act(self, action: QueueAction, ids: list[str]) -> ActionOutcome: ...
+
+    async def hold_by_operator(self, hold: Hold) -> ActionOutcome: ...
+
+    async def end_hold(self, hold_id: str, action: HoldAction) -> ActionOutcome: ...
 
 
 def _changes(outcome: ActionOutcome) -> dict[str, object]:
@@ -22,8 +43,8 @@ def _changes(outcome: ActionOutcome) -> dict[str, object]:
 
 
 class ControlCommands:
-    def __init__(self, manager: QueueManager) -> None:
-        self._manager = manager
+    def __init__(self, engine: EngineControl) -> None:
+        self._engine = engine
 
     def table(self) -> dict[str, Command]:
         return {
@@ -37,28 +58,24 @@ class ControlCommands:
         }
 
     async def status(self, argument: object) -> dict[str, object]:
-        return self._manager.status()
+        return self._engine.status()
 
     async def retry(self, argument: object) -> dict[str, object]:
-        self._manager.retry_now()
+        self._engine.retry_now()
         return {"ok": True}
 
     async def reload(self, argument: object) -> dict[str, object]:
-        self._manager.reload()
+        self._engine.reload()
         return {"ok": True}
 
     async def activity(self, argument: object) -> dict[str, object]:
         """Delivery results per minute and the latest attempts (`activity.py`)."""
         minutes = argument if isinstance(argument, int) and 0 < argument <= KEPT_MINUTES else 60
-        manager = self._manager
-        return {
-            "started_at": manager.started_at,
-            **manager.activity.report(manager.clock(), minutes),
-        }
+        return self._engine.activity_report(minutes)
 
     async def active(self, argument: object) -> dict[str, object]:
         """The ids being delivered now (all of them: at most max_active_messages)."""
-        return {"active": self._manager.active_ids()}
+        return {"active": self._engine.active_ids()}
 
     async def queue(self, argument: object) -> dict[str, object]:
         """{"action": "hold", "ids": [...]} -> {"touched": [...], "in_flight": [...], ...}."""
@@ -69,7 +86,7 @@ class ControlCommands:
         except ValueError:
             return {"error": f"unknown action {str(argument.get('action'))[:40]!r}"}
         ids = [str(message_id) for message_id in argument["ids"]]
-        outcome = await self._manager.act(action, [i for i in ids if is_message_id(i)])
+        outcome = await self._engine.act(action, [i for i in ids if is_message_id(i)])
         outcome.missing.extend(i for i in ids if not is_message_id(i))
         return _changes(outcome)
 
@@ -83,7 +100,7 @@ class ControlCommands:
             scope, key = parse_hold_id(str(argument.get("hold")))
         except ValueError as error:
             return {"error": str(error)}
-        manager = self._manager
+        manager = self._engine
         if action is HoldAction.ADD:
             reason = str(argument.get("reason") or OPERATOR_HOLD)[:200]
             hold = Hold(scope, key, "operator", reason, manager.clock())

@@ -15,6 +15,12 @@ connection reuse, next-host fallback.
   got it goes back to the front of its lane (at most `MAX_REQUEUES` times, then deferred).
 - Every job ends with one result per recipient, whatever happens; only a cut at shutdown
   leaves a job unreported (its message stays queued exactly as it was).
+
+Why one module of some 600 lines: the lanes, the slot dispatcher and the session loop share
+the pool's state (slots, lanes, parked sessions, paces) and change it at every step; apart,
+each would reach into the others. What can stand alone already does: the rules without I/O
+(`scheduler.py`, `pacing.py`), the job and how it is sent (`delivery_job.py`), the wire
+(`smtp_protocol.py`, `smtp_client.py`), the DNS (`resolver.py`).
 """
 
 from __future__ import annotations
@@ -28,12 +34,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from sendworx.engine.attempts import Outcome, RecipientResult
+from sendworx.engine.attempts import Outcome
+from sendworx.engine.delivery_job import DeliveryJob, MessageGone, results_of, send_job
 from sendworx.engine.pacing import Pace, is_rate_signal, says_rate
 from sendworx.engine.resolver import DestinationResolver, Host, ResolutionError
 from sendworx.engine.scheduler import Waiting, should_yield
 from sendworx.engine.smtp_client import SessionLost, SMTPConnection, Timeouts, TLSHandshakeFailed
-from sendworx.engine.smtp_protocol import SMTPReply
 from sendworx.shared.config import DeliveryConfig
 from sendworx.shared.destinations import AddressLiteral, Destination, MxDomain, RelayHost
 from sendworx.shared.policy import PacingRule, Policy
@@ -43,33 +49,6 @@ log = logging.getLogger(__name__)
 MAX_REQUEUES = 3  # a job sent back by "slow down" replies this often is deferred as usual
 RESOLVE_AT_ONCE = 64  # DNS lookups in flight
 HOSTS_FRESH_SECONDS = 300.0  # a busy destination's hosts are looked up again after this
-
-
-class MessageGone(Exception):
-    """The queue file disappeared (deleted by an operator) before it could be sent."""
-
-
-@dataclass(eq=False)
-class DeliveryJob:
-    """Some recipients of one message that go to one destination in one transaction."""
-
-    message_id: str
-    sender: str
-    recipients: list[str]
-    load_content: Callable[[], bytes]
-    on_done: Callable[[DeliveryJob, list[RecipientResult]], None]
-    finished: bool = False
-    requeued: int = 0
-
-    def finish(self, results: list[RecipientResult]) -> None:
-        if not self.finished:
-            self.finished = True
-            self.on_done(self, results)
-
-    def finish_all(self, outcome: Outcome, reply: str, status: str, remote: str | None) -> None:
-        self.finish(
-            [RecipientResult(rcpt, outcome, reply, status, remote) for rcpt in self.recipients]
-        )
 
 
 @dataclass(eq=False, slots=True)
@@ -500,14 +479,14 @@ class DeliveryPool:
                     session.sent = 0
                 done_here = False  # the job went back to its lane, or the receiver said stop
                 try:
-                    replies = await self._send(connection, job)
+                    replies = await send_job(connection, job)
                     session.sent += 1
                     if any(is_rate_signal(reply.code, str(reply)) for _, reply in replies):
                         self._slowed(lane)
                         budget = all(says_rate(reply.code, str(reply)) for _, reply in replies)
                         done_here = budget and self._requeue(lane, job)
                     if not done_here:
-                        job.finish(self._results(replies, connection.remote))
+                        job.finish(results_of(replies, connection.remote))
                 except SessionLost as lost:
                     self._drop(connection)
                     connection = None
@@ -627,25 +606,3 @@ class DeliveryPool:
 
     def _tls_attempts(self) -> list[ssl.SSLContext | None]:
         return [self._tls_context, None] if self._tls_context is not None else [None]
-
-    @staticmethod
-    async def _send(connection: SMTPConnection, job: DeliveryJob) -> list[tuple[str, SMTPReply]]:
-        # The content goes straight to the connection, which lets go of it once written.
-        replies = await connection.send(job.sender, job.recipients, _content_of(job))
-        return list(replies.items())
-
-    @staticmethod
-    def _results(replies: list[tuple[str, SMTPReply]], remote: str) -> list[RecipientResult]:
-        return [
-            RecipientResult(
-                recipient, Outcome.of_reply(reply.code), str(reply), reply.enhanced_status, remote
-            )
-            for recipient, reply in replies
-        ]
-
-
-def _content_of(job: DeliveryJob) -> bytes:
-    try:
-        return job.load_content()
-    except FileNotFoundError as error:
-        raise MessageGone(job.message_id) from error

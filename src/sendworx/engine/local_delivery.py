@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sendworx.engine.attempts import Outcome, RecipientResult
-from sendworx.engine.delivery import DeliveryJob
+from sendworx.engine.delivery_job import DeliveryJob
 from sendworx.shared import maildir
 from sendworx.shared.maildir import NoMailbox, mailbox_for
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sendworx.engine.attempts import Outcome, RecipientResult
 from sendworx.engine.breaker import Breakers
+from sendworx.engine.events import Fate, FateEvent
 from sendworx.engine.limits import SendingLimits
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.shared.holds import Hold, hold_id_for, read_holds, write_holds
@@ -272,6 +273,11 @@ class SendingPolicy:
 
     def forget_message(self, message_id: str) -> None:
         self._counted.discard(message_id)
+
+    def on_fate(self, event: FateEvent) -> None:
+        """A listener of the engine's events (`events.py`): a deleted message is forgotten."""
+        if event.fate is Fate.DELETED:
+            self.forget_message(event.message_id)
 
     def forget_spent(self) -> None:
         now = self._clock()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cluster import Cluster
+from support.cluster import one_node_cluster
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import wait_for
@@ -132,11 +132,7 @@ def _held(home: SendworxHome) -> int:
 
 
 def test_holds_on_a_node_and_across_the_cluster(tmp_path: Path, dns_server: DNSServer) -> None:
-    cluster = Cluster(tmp_path, 1, dns_port=dns_server.port).start()
-    try:
-        cluster.register_all()
-        [node] = cluster.nodes
-        node_id = Cluster.node_id(node)
+    with one_node_cluster(tmp_path, dns_server.port) as (cluster, node, node_id):
         node.home.inject("u@far.test", sender="x@moved.test")
         one = {"node_id": node_id, "hold": "domain:moved.test"}
         assert _policy(cluster.manager, "addHoldOnNode", one)["touched"] == 1
@@ -151,8 +147,6 @@ def test_holds_on_a_node_and_across_the_cluster(tmp_path: Path, dns_server: DNSS
             "domain:moved.test",
             "account:alice",
         ]
-    finally:
-        cluster.close()
 
 
 def _holds(home: SendworxHome, *arguments: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.cluster import Cluster
+from support.cluster import one_node_cluster
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import wait_for
@@ -361,11 +361,7 @@ def test_a_kill_9_during_a_bulk_hold_loses_nothing_and_the_hold_completes(
 
 
 def test_on_node_and_a_cluster_wide_summary(tmp_path: Path, dns_server: DNSServer) -> None:
-    cluster = Cluster(tmp_path, 1, dns_port=dns_server.port).start()
-    try:
-        cluster.register_all()
-        [node] = cluster.nodes
-        node_id = Cluster.node_id(node)
+    with one_node_cluster(tmp_path, dns_server.port) as (cluster, node, node_id):
         node.home.inject("u@grey.test", sender="a@origin.test")
         cluster.manager.home.inject("v@grey.test", sender="b@origin.test")
         listed = _queue(cluster.manager, "listMessagesOnNode", {"node_id": node_id})
@@ -377,8 +373,6 @@ def test_on_node_and_a_cluster_wide_summary(tmp_path: Path, dns_server: DNSServe
         summaries = _queue(cluster.manager, "querySummary", {"cascade_to_nodes": 1})
         assert summaries[cluster.manager.home.instance.node_id]["payload"]["totals"]["new"] == 1
         assert summaries[node_id]["payload"]["totals"]["held"] == 1
-    finally:
-        cluster.close()
 
 
 def test_the_queue_command_has_the_same_verbs_with_the_panel_down(home: SendworxHome) -> None:

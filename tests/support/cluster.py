@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,15 @@ class Cluster:
         for node in self.nodes:
             reply = self.register(node)
             assert reply["status"] == 0, reply
+
+
+@contextlib.contextmanager
+def one_node_cluster(root: Path, dns_port: int) -> Iterator[tuple[Cluster, Panel, str]]:
+    """A manager with one registered node: the cluster, the node and its node_id."""
+    cluster = Cluster(root, 1, dns_port=dns_port).start()
+    try:
+        cluster.register_all()
+        [node] = cluster.nodes
+        yield cluster, node, Cluster.node_id(node)
+    finally:
+        cluster.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ssl
 import xmlrpc.client
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
@@ -122,12 +121,7 @@ class Client(_Base):
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exception: object) -> None:
         self.close()
 
 
@@ -173,12 +167,7 @@ class AsyncClient(_Base):
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exception: object) -> None:
         await self.aclose()
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import asdict
 
 import redis.asyncio as redis
@@ -243,24 +244,18 @@ class SharedState:
 
     async def forget_breaker(self, rule_name: str, key: str) -> None:
         """A released sender counts afresh on every engine."""
-        try:
-            await self._client.delete(*_breaker_keys(rule_name, key))
-        except (RedisError, OSError) as error:
-            self._failed(error)
-        else:
-            self._answered()
+        await self._tell(self._client.delete(*_breaker_keys(rule_name, key)))
 
     async def publish_hold(self, hold: Hold) -> None:
-        try:
-            await self._client.hset(HOLDS_KEY, hold.hold_id, json.dumps(asdict(hold)))
-        except (RedisError, OSError) as error:
-            self._failed(error)
-        else:
-            self._answered()
+        await self._tell(self._client.hset(HOLDS_KEY, hold.hold_id, json.dumps(asdict(hold))))
 
     async def forget_hold(self, hold_id: str) -> None:
+        await self._tell(self._client.hdel(HOLDS_KEY, hold_id))
+
+    async def _tell(self, request: Awaitable[object]) -> None:
+        """A change whose answer does not matter; Redis not answering is counted, not raised."""
         try:
-            await self._client.hdel(HOLDS_KEY, hold_id)
+            await request
         except (RedisError, OSError) as error:
             self._failed(error)
         else:

@@ -1,16 +1,45 @@
-"""What every action that changes control files shares: the change is checked and written in a
-worker thread (fsyncs, 10,000 routes), then the running service is told to reread them."""
+"""What every action that changes control files shares: each setting's API input, made from
+the settings table (the one place its name, bounds and meaning live); the change checked and
+written in a worker thread (fsyncs, 10,000 routes), then the running service told to reread
+them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
 
+from sendworx.api.registry import Input, InputKind
 from sendworx.backends import ServiceBackend
 from sendworx.shared.control_files import update_settings
 from sendworx.shared.errors import ValidationFailed
 from sendworx.shared.instance import Instance
-from sendworx.shared.settings import Settings, SettingsError, read_settings
+from sendworx.shared.settings import (
+    IntegerSetting,
+    NameSetting,
+    Settings,
+    SettingsError,
+    read_settings,
+    validate_integer,
+    validate_name,
+)
+
+
+def setting_input(setting: IntegerSetting | NameSetting) -> Input:
+    """The input an `update` action takes for one control file."""
+    if isinstance(setting, IntegerSetting):
+        return Input(
+            setting.input_name,
+            InputKind.INTEGER,
+            lambda value: validate_integer(setting, value),
+            f"{setting.meaning} (default {setting.default})",
+            schema={"type": "integer", "minimum": setting.minimum, "maximum": setting.maximum},
+        )
+    return Input(
+        setting.input_name,
+        InputKind.STRING,
+        lambda value: validate_name(setting, value),
+        f"{setting.meaning} (control file {setting.control_file}; default {setting.default})",
+    )
 
 
 async def change_settings(

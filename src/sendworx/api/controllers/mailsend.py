@@ -8,7 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from sendworx.api.controllers.common import add_common_actions
-from sendworx.api.controllers.control_settings import change_settings, current_settings
+from sendworx.api.controllers.control_settings import (
+    change_settings,
+    current_settings,
+    setting_input,
+)
 from sendworx.api.controllers.service_actions import (
     CHANGE_RESULT,
     ServiceDescription,
@@ -23,8 +27,6 @@ from sendworx.shared.instance import Instance
 from sendworx.shared.settings import (
     INTEGER_SETTINGS,
     ROUTES_INPUT,
-    IntegerSetting,
-    validate_integer,
     validate_routes,
 )
 
@@ -44,16 +46,6 @@ ROUTES_HELP = (
 )
 
 
-def _integer_input(setting: IntegerSetting) -> Input:
-    return Input(
-        setting.input_name,
-        InputKind.INTEGER,
-        lambda value: validate_integer(setting, value),
-        f"{setting.meaning} (default {setting.default})",
-        schema={"type": "integer", "minimum": setting.minimum, "maximum": setting.maximum},
-    )
-
-
 def mail_send_controller(
     instance: Instance, backend: ServiceBackend, cluster: ClusterManager
 ) -> Controller:
@@ -69,7 +61,7 @@ def mail_send_controller(
         return "Outbound mail settings updated"
 
     inputs = (
-        *(_integer_input(setting) for setting in INTEGER_SETTINGS),
+        *(setting_input(setting) for setting in INTEGER_SETTINGS),
         Input(
             ROUTES_INPUT,
             InputKind.STRING_STRUCT,

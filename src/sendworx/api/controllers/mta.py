@@ -12,7 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sendworx.api.controllers.common import ANY_STRUCT, add_common_actions, parse_flag
-from sendworx.api.controllers.control_settings import change_settings, current_settings
+from sendworx.api.controllers.control_settings import (
+    change_settings,
+    current_settings,
+    setting_input,
+)
 from sendworx.api.controllers.service_actions import CHANGE_RESULT, cascade_input, cascading
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.backends import ServiceBackend
@@ -23,8 +27,6 @@ from sendworx.shared.settings import (
     DOUBLE_BOUNCE_MESSAGES,
     NAMES_BY_INPUT,
     MailNames,
-    NameSetting,
-    validate_name,
 )
 
 MTA = "/nodeworx/mail/mta"
@@ -35,15 +37,6 @@ NOT_SUPPORTED = {
     "disableLocalDelivery": "local (inbound) delivery is not part of sendworx, an outbound MTA",
     "updateRrd": "sendworx keeps no RRD graphs; its Prometheus metrics serve that purpose",
 }
-
-
-def _name_input(setting: NameSetting) -> Input:
-    return Input(
-        setting.input_name,
-        InputKind.STRING,
-        lambda value: validate_name(setting, value),
-        f"{setting.meaning} (control file {setting.control_file}; default {setting.default})",
-    )
 
 
 def bounce_values(names: MailNames) -> dict[str, str]:
@@ -104,12 +97,12 @@ def mta_controller(
         schema={"enum": [0, 1, "0", "1", False, True]},
     )
     bounce_inputs = (
-        *(_name_input(NAMES_BY_INPUT[name]) for name in BOUNCE_INPUTS[:2]),
+        *(setting_input(NAMES_BY_INPUT[name]) for name in BOUNCE_INPUTS[:2]),
         flag,
-        *(_name_input(NAMES_BY_INPUT[name]) for name in BOUNCE_INPUTS[2:]),
+        *(setting_input(NAMES_BY_INPUT[name]) for name in BOUNCE_INPUTS[2:]),
         cascade_input(),
     )
-    general_inputs = (*(_name_input(NAMES_BY_INPUT[name]) for name in GENERAL_INPUTS),)
+    general_inputs = (*(setting_input(NAMES_BY_INPUT[name]) for name in GENERAL_INPUTS),)
     for action in (
         Action(
             "updateBounce",

@@ -88,3 +88,29 @@ def test_the_mailbox_command_lists_and_shows(home: SendworxHome) -> None:
     assert "the disk is full" in shown and "\x1b" not in shown
     missing = subprocess.run(home.command("mailbox", "postmaster", "nope"), capture_output=True)
     assert missing.returncode == 1 and b"no message nope" in missing.stderr
+
+
+def test_the_aliases_file_sends_roots_mail_to_mailboxes_and_elsewhere_and_stops_loops(
+    home: SendworxHome,
+) -> None:
+    """root: a mailbox here and an address elsewhere (a forwarded copy, marked
+    Delivered-To); a message already marked delivered to postmaster here, coming back to
+    postmaster, is a forwarding loop (5.4.6)."""
+    (home.home / "aliases").write_text("postmaster: root\nroot: ops, admin@far.test\nops: alice\n")
+    with RecordingSink("127.0.0.96") as sink:
+        home.routes(f"far.test:[127.0.0.96]:{sink.port}")
+        home.start_engine()
+        assert home.sendmail("-f", "cron@localhost", "root").returncode == 0
+        [forwarded] = sink.wait_for_messages(1)
+        assert forwarded.recipients == ("admin@far.test",)
+        assert forwarded.mail_from == "cron@localhost"
+        assert b"Delivered-To: root@sendworx.test" in forwarded.content
+        wait_for(lambda: _maildir(home, "alice"))
+        assert _maildir(home, "root") == [] and _maildir(home, "postmaster") == []
+        looped = b"Delivered-To: postmaster@sendworx.test\nSubject: again\n\nx\n"
+        assert home.sendmail("-f", "admin@far.test", "postmaster", message=looped).returncode == 0
+        [bounce] = sink.wait_for_messages(2)[1:]
+    assert bounce.recipients == ("admin@far.test",)
+    assert b"5.4.6" in bounce.content and b"mail forwarding loop for postmaster" in bounce.content
+    assert len(_maildir(home, "alice")) == 1
+    assert _mailbox(home, "root").count("\n") >= 1  # `sendworx mailbox root` reads alice's

@@ -17,6 +17,7 @@ import sys
 from datetime import UTC, datetime
 
 from sendworx.cli.output import printable
+from sendworx.shared.aliases import AliasFile, expand
 from sendworx.shared.instance import Instance
 from sendworx.shared.maildir import NoMailbox, mailbox_for, mailbox_names, messages
 
@@ -31,7 +32,10 @@ def run(arguments: argparse.Namespace, instance: Instance) -> int:
             print(f"{name}\t{count}")
         return 0
     try:
-        mailbox = mailbox_for(arguments.mailbox)
+        # `root` reads the mailbox its mail goes to (postmaster's, without an aliases file).
+        aliases = AliasFile(instance.aliases_path).current()
+        expanded = expand(arguments.mailbox, aliases, frozenset()).mailboxes
+        mailbox = mailbox_for(expanded[0] if len(expanded) == 1 else arguments.mailbox)
     except NoMailbox as error:
         print(f"sendworx mailbox: {error}", file=sys.stderr)
         return 1

@@ -26,12 +26,13 @@ from sendworx.engine.local_delivery import deliver_locally
 from sendworx.engine.outcomes import Outcomes
 from sendworx.engine.queue_state import ActiveMessage, QueueState
 from sendworx.engine.sending_policy import Found, SendingPolicy, Watched
+from sendworx.shared.aliases import AliasFile
 from sendworx.shared.config import DeliveryConfig
 from sendworx.shared.destinations import Destination
 from sendworx.shared.holds import Hold
 from sendworx.shared.instance import Instance
 from sendworx.shared.queue_actions import QueueAction
-from sendworx.shared.queue_format import CorruptMessageError, DeliveryState, Envelope
+from sendworx.shared.queue_format import CorruptMessageError, DeliveryState, Envelope, Origin
 from sendworx.shared.settings import Settings
 
 log = logging.getLogger("sendworx.engine")
@@ -70,6 +71,7 @@ class ActiveSet:
         self._spawn = spawn
         self._wake = wake
         self._stopping = stopping
+        self._aliases = AliasFile(instance.aliases_path)
 
     # -- admission -------------------------------------------------------------------------
 
@@ -246,8 +248,14 @@ class ActiveSet:
     async def _deliver_locally(self, job: DeliveryJob) -> None:
         """Mail for this host into its local mailboxes (file I/O, in a thread)."""
         try:
-            mailboxes = self._instance.mailboxes_dir
-            results = await asyncio.to_thread(deliver_locally, mailboxes, job)
+            results = await asyncio.to_thread(
+                deliver_locally,
+                self._instance.mailboxes_dir,
+                job,
+                self._aliases.current(),
+                self._local_domains(),
+                self._forward,
+            )
         except Exception as error:
             log.exception("local delivery of %s failed; deferring it", job.message_id)
             reason = f"local delivery failed: {error}"
@@ -256,6 +264,13 @@ class ActiveSet:
                 for rcpt in job.recipients
             ]
         self._job_done(job, results)
+
+    def _forward(self, sender: str, recipients: tuple[str, ...], content: bytes) -> str:
+        """A copy for an alias's address elsewhere, queued as a new message (worker thread)."""
+        envelope = Envelope(sender, recipients, self._clock(), origin=Origin("engine"))
+        forwarded_id = self._queue.inject(envelope, content)
+        log.info("forwarded to %s as %s", ", ".join(recipients), forwarded_id)
+        return forwarded_id
 
     def _job_done(self, job: DeliveryJob, results: list[RecipientResult]) -> None:
         active = self._state.active.get(job.message_id)

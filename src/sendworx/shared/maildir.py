@@ -5,7 +5,7 @@ never dropped. `sendworx mailbox` reads them.
 The Maildir format (D. J. Bernstein's, as qmail-local writes it): a message is written and
 fsynced in `tmp/` under a unique name, then renamed into `new/` and `new/` fsynced; a reader
 lists `new/` and `cur/`. `Return-Path:` and `Delivered-To:` are prepended, as qmail-local
-does. `root` and `mailer-daemon` are aliases of `postmaster`, as in qmail's ~alias.
+does. Which mailbox a name delivers to is the aliases file's to say (`aliases.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 
 from sendworx.shared.durable import fsync_directory, write_synced
 
-ALIASES = {"root": "postmaster", "mailer-daemon": "postmaster"}
 _MAILBOX = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
 _counter = itertools.count()
 
@@ -32,9 +31,8 @@ class NoMailbox(ValueError):
 
 
 def mailbox_for(local_part: str) -> str:
-    """The mailbox a local part delivers to: lower case, its alias resolved."""
+    """The mailbox a (local, already expanded) name delivers to: lower case, checked."""
     name = local_part.lower()
-    name = ALIASES.get(name, name)
     if not _MAILBOX.match(name) or ".." in name:
         raise NoMailbox(f"no mailbox here by that name ({local_part[:64]!r})")
     return name

@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SENDWORX_HOME ?= $(CURDIR)/var
 
-.PHONY: run test lint typecheck unit bench clean system-packages coverage screenshots
+.PHONY: run test lint typecheck unit bench clean system-packages coverage screenshots sendmail \
+	fuzz deb
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -49,7 +50,48 @@ system-packages:
 	command -v smtp-sink >/dev/null && php -m | grep -qx soap && php -m | grep -qx xmlrpc && \
 		command -v chromium >/dev/null && command -v redis-server >/dev/null
 
-run: $(STAMP)
+# The compiled sendmail client (sendmail-client/): what every local account runs per message.
+# Built hardened, as Debian builds packages; `make fuzz` runs its reply parser under libFuzzer.
+BUILD_DIR ?= build
+CLIENT_CFLAGS := -O2 -g -Wall -Wextra -Werror -std=c11 -D_FORTIFY_SOURCE=2 \
+	-fstack-protector-strong -fstack-clash-protection -fPIE
+CLIENT_LDFLAGS := -pie -Wl,-z,relro,-z,now
+
+$(BUILD_DIR)/sendmail: sendmail-client/sendmail.c sendmail-client/reply.h
+	@mkdir -p $(BUILD_DIR)
+	$(CC) $(CLIENT_CFLAGS) $(CPPFLAGS) $(CFLAGS) -o $@ sendmail-client/sendmail.c \
+		$(CLIENT_LDFLAGS) $(LDFLAGS)
+
+sendmail: $(BUILD_DIR)/sendmail
+
+fuzz:
+	@command -v clang >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang >/dev/null; }
+	@mkdir -p $(BUILD_DIR)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -o $(BUILD_DIR)/fuzz_reply \
+		sendmail-client/fuzz_reply.c
+	$(BUILD_DIR)/fuzz_reply -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096
+
+# The Debian 12 package (debian/): dist/sendworx_<version>_<arch>.deb, checked by lintian.
+# Its upstream version is sendworx.__version__; its Python dependencies come from PyPI through
+# this checkout's own pip, into a private virtual environment on Debian's python3.
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+deb: $(STAMP)
+	@missing=""; for tool in dpkg-buildpackage:dpkg-dev dh:debhelper lintian:lintian; do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+	@upstream=$$($(BIN)/python -c 'import sendworx; print(sendworx.__version__)'); \
+	case "$$(dpkg-parsechangelog -S Version)" in "$$upstream"-*) ;; \
+	*) echo "debian/changelog does not package sendworx $$upstream" >&2; exit 1;; esac
+	PIP=$(CURDIR)/$(BIN)/pip dpkg-buildpackage -us -uc -b --no-sign >/dev/null
+	@mkdir -p dist
+	mv ../sendworx_$(DEB_VERSION)_*.deb dist/
+	rm -f ../sendworx_$(DEB_VERSION)_*.buildinfo ../sendworx_$(DEB_VERSION)_*.changes \
+		../sendworx-dbgsym_$(DEB_VERSION)_*.deb
+	lintian --fail-on error --suppress-tags-from-file debian/lintian-suppressed dist/sendworx_$(DEB_VERSION)_*.deb
+
+run: $(STAMP) sendmail
 	$(BIN)/sendworx init
 	$(BIN)/sendworx run
 
@@ -61,8 +103,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) system-packages lint typecheck
-	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q --cov --cov-report=term
+test: $(STAMP) system-packages lint typecheck sendmail
+	PATH="$$PATH:/usr/sbin" SENDWORX_SENDMAIL_CLIENT=$(CURDIR)/$(BUILD_DIR)/sendmail \
+		$(BIN)/pytest -q --cov --cov-report=term
 
 # Coverage of every process the tests start (slower than `make test`, which measures only
 # the test process and holds that figure as its floor).
@@ -89,5 +132,5 @@ screenshots: $(STAMP) system-packages
 	cp test-artifacts/pages/*.png docs/images/
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov \
+	rm -rf $(VENV) var $(BUILD_DIR) dist .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov \
 		test-artifacts test-results

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +15,8 @@ from support.instance import SendworxHome
 from support.net import free_port
 from support.panel import Panel
 from support.redis_server import RedisServer
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -56,6 +62,26 @@ def shared_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
         finally:
             running.close()
             home.close()
+
+
+@pytest.fixture(scope="session")
+def sendmail_client() -> Iterator[Path]:
+    """The compiled sendmail client: `make test` builds it (SENDWORX_SENDMAIL_CLIENT); a
+    bare pytest run builds its own with the same Makefile rule."""
+    # Where every account may run it (a test's own directories are root's, mode 0700).
+    where = Path(tempfile.mkdtemp(prefix="sendworx-client-"))
+    where.chmod(0o755)
+    built = os.environ.get("SENDWORX_SENDMAIL_CLIENT")
+    if built and os.access(built, os.X_OK):
+        shutil.copy(built, where / "sendmail")
+    else:
+        subprocess.run(
+            ["make", "-s", "-C", str(REPOSITORY), f"BUILD_DIR={where}", f"{where}/sendmail"],
+            check=True,
+            capture_output=True,
+        )
+    yield where / "sendmail"
+    shutil.rmtree(where, ignore_errors=True)
 
 
 @pytest.fixture

@@ -117,7 +117,7 @@ def test_nodeworx_refuses_users_other_than_root_and_the_owner(initialised: Sendw
         sys.stderr = os.fdopen(write_end, "w")
         os.seteuid(65534)
         code = nodeworx_command.run(
-            ["-u", "-n", "-c", "MailSend", "-a", "isRunning"], home=initialised.home
+            ["-u", "-n", "-c", "MailSend", "-a", "isRunning"], instance=initialised.instance
         )
         sys.stderr.flush()
         os._exit(code)

@@ -43,8 +43,10 @@ def _run(
 ) -> None:
     """Run the manager in this process while `steps` drive it; its delivery lines go to the
     instance's send.log as in the real process."""
-    home.instance.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(home.instance.log_dir / "send.log", encoding="utf-8")
+    log_file = home.instance.log_file("send")
+    assert log_file is not None
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
     delivery_log = logging.getLogger("sendworx.delivery")
     delivery_log.addHandler(handler)

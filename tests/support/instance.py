@@ -22,8 +22,8 @@ from sendworx.engine.control import query_engine
 from sendworx.inject import sendmail
 from sendworx.shared.instance import Instance
 from sendworx.shared.pidfile import running_pid
-from sendworx.shared.queue_format import Envelope
-from support.net import free_port, smtp_greets, wait_for
+from sendworx.shared.queue_format import Envelope, decode_message
+from support.net import free_port, smtp_greets, unix_socket_answers, wait_for
 
 DELIVERY_LINE = re.compile(
     r"delivery id=(?P<id>\S+) rcpt=(?P<rcpt>\"(?:[^\"\\]|\\.)*\") relay=(?P<relay>\S+) "
@@ -101,6 +101,27 @@ class SendworxHome:
 
         wait_for(ready, 15)
         return process
+
+    def start_submitd(self) -> subprocess.Popen[bytes]:
+        """Ready means: this process holds the submitd lock and its socket answers."""
+        process = self.spawn("submitd")
+        pid_file, path = self.instance.submitd_pid_file, self.instance.submission_socket
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"submitd exited: {self.stderr('submitd')[-2000:]}")
+            return running_pid(pid_file) == process.pid and unix_socket_answers(path)
+
+        wait_for(ready, 15)
+        return process
+
+    def queued(self) -> list[tuple[Envelope, bytes]]:
+        """Every message in new/ and mess/, oldest first: its envelope and its content."""
+        found = []
+        for folder in ("new", "mess"):
+            for name in self.queue_files(folder):
+                found.append(decode_message((self.home / "queue" / folder / name).read_bytes()))
+        return sorted(found, key=lambda queued: queued[0].birth)
 
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
         log = (self.home / f"{name}.stderr").open("ab")

@@ -9,6 +9,9 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from sendworx.shared import unix_sockets
 
 # Ports for the servers tests start come from below the kernel's ephemeral range (32768 and
 # up, where it picks the local port of every outgoing connection and of every bind to port
@@ -62,6 +65,17 @@ def smtp_greets(host: str, port: int) -> bool:
         with socket.create_connection((host, port), timeout=2) as probe:
             probe.settimeout(2)
             return probe.recv(4).startswith(b"220")
+    except OSError:
+        return False
+
+
+def unix_socket_answers(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket at `path`."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            unix_sockets.connect(probe, path)
+            return True
     except OSError:
         return False
 

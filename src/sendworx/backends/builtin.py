@@ -1,7 +1,13 @@
 """The built-in backend: supervises `sendworx send` through its pid lock and control socket.
 
 Every state change holds `run/control.lock` (flock), so concurrent API calls and the CLI
-never start two engines or interleave a stop with a start.
+never start two engines or interleave a stop with a start. The last start or stop is
+remembered (`engine.wanted`): the service's supervisor starts the engine at boot only if it
+was not stopped, and starts it again if it dies while wanted.
+
+Installed, the engine must be the sendworx service's own child (in its cgroup, shown by
+`systemctl status sendworx`, stopped with it): the panel and the command line do not start
+or stop it themselves but ask the supervisor (`cli/supervisor.py`) on `run/service.sock`.
 """
 
 from __future__ import annotations
@@ -10,14 +16,14 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sendworx.backends import ServiceError
 from sendworx.backends.exit_watch import ExitWatch
-from sendworx.engine.control import query_engine
+from sendworx.engine.control import ask_socket, query_engine
+from sendworx.shared.durable import atomic_write
 from sendworx.shared.file_lock import FileLock
 from sendworx.shared.holds import Hold, HoldAction, change_hold_in_files
 from sendworx.shared.instance import Instance
@@ -34,8 +40,10 @@ LIVENESS_TTL_SECONDS = 1.0
 
 
 class BuiltinBackend:
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, *, supervisor: bool = False) -> None:
+        """`supervisor`: this is the service's supervisor, which starts the engine itself."""
         self.instance = instance
+        self._delegate = instance.system and not supervisor
         # Engines this process started; polled so that stopped ones leave no zombies.
         self._children: list[subprocess.Popen[bytes]] = []
         self._answered: tuple[int, float] | None = None  # (pid, monotonic time it answered)
@@ -93,17 +101,58 @@ class BuiltinBackend:
         return None
 
     def start(self) -> None:
+        if self._delegate:
+            self._ask_service("start")
+            return
         with self._exclusive():
+            self._remember(wanted=True)
             self._start_locked()
 
     def stop(self) -> None:
+        if self._delegate:
+            self._ask_service("stop")
+            return
         with self._exclusive():
+            self._remember(wanted=False)
             self._stop_locked()
 
     def restart(self) -> None:
+        if self._delegate:
+            self._ask_service("restart")
+            return
         with self._exclusive():
+            self._remember(wanted=True)
             self._stop_locked()
             self._start_locked()
+
+    def stop_for_shutdown(self) -> None:
+        """The service is stopping: the engine too, but the last word stays what it was (it
+        starts again with the service)."""
+        with self._exclusive():
+            self._stop_locked()
+
+    def wanted(self) -> bool:
+        """Whether the last word on the engine was start (or there was none)."""
+        try:
+            return self.instance.engine_wanted_file.read_text().strip() != "stopped"
+        except FileNotFoundError:
+            return True
+
+    def _remember(self, *, wanted: bool) -> None:
+        text = b"started\n" if wanted else b"stopped\n"
+        atomic_write(self.instance.engine_wanted_file, text, mode=0o600)
+
+    def _ask_service(self, command: str) -> None:
+        timeout = self.instance.config.delivery.shutdown_grace_seconds + 30
+        try:
+            answer = ask_socket(self.instance.service_socket, command, timeout=timeout)
+        except (OSError, ValueError) as error:
+            raise ServiceError(
+                "the sendworx service does not answer; start it with `systemctl start sendworx`"
+                f" ({error})"
+            ) from error
+        if answer.get("error"):
+            raise ServiceError(str(answer["error"]))
 
     def apply_settings(self) -> None:
         """SIGHUP to the engine and the submission listener, whichever run: both reread the
@@ -204,10 +253,14 @@ class BuiltinBackend:
             self._wait(lambda: self._answering_pid() is not None or not self._holds_lock())
             if self._answering_pid() is not None:
                 return
-        self.instance.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.instance.log_dir / "send.stderr").open("ab") as stderr:
+        log_dir = self.instance.log_dir
+        with contextlib.ExitStack() as closing:
+            stderr = None  # installed: the service's stderr, the journal
+            if log_dir is not None:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                stderr = closing.enter_context((log_dir / "send.stderr").open("ab"))
             process = subprocess.Popen(
-                [sys.executable, "-m", "sendworx", "--home", str(self.instance.home), "send"],
+                self.instance.command("send"),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -219,9 +272,9 @@ class BuiltinBackend:
         ):
             raise ServiceError("the Outbound Mail engine did not come up in time")
         if process.poll() is not None:
+            where = self.instance.log_file("send") or "journalctl -u sendworx"
             raise ServiceError(
-                f"the Outbound Mail engine exited with status {process.returncode}; "
-                f"see {self.instance.log_dir / 'send.log'}"
+                f"the Outbound Mail engine exited with status {process.returncode}; see {where}"
             )
 
     def _stop_locked(self) -> None:

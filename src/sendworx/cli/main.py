@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sendworx.cli import holds_command, queue_arguments
+from sendworx.cli.privileges import become
 from sendworx.shared.config import ConfigError
-from sendworx.shared.instance import Instance, default_home
+from sendworx.shared.instance import SYSTEM_USER, Instance, chosen_instance
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--home", type=Path, help="instance directory (default $SENDWORX_HOME or ./var)"
+    )
+    parser.add_argument(
+        "--system",
+        action="store_true",
+        help="the installed instance (/etc/sendworx, /var/lib/sendworx, ...); the default where"
+        " /etc/sendworx/sendworx.toml exists and neither --home nor $SENDWORX_HOME is given",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     init = commands.add_parser("init", help="create the instance, its master user and API key")
@@ -42,9 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     user_remove.add_argument("email")
     key = commands.add_parser("apikey", help="issue a new API key (the old one stops working)")
     key.add_argument("--user", help="whose key (default the master user)")
-    commands.add_parser("run", help="run the submission listener and the engine together")
+    commands.add_parser("run", help="run the whole service in the foreground (make run)")
+    commands.add_parser("serve", help="run the whole service under systemd (sendworx.service)")
     commands.add_parser("send", help="run the delivery engine in the foreground")
     commands.add_parser("smtpd", help="run the SMTP submission listener in the foreground")
+    commands.add_parser("submitd", help="run the local submission daemon (sendmail, mailq)")
+    commands.add_parser("mailq", help="list the mail queue (an account sees its own mail)")
+    commands.add_parser("newaliases", help="check the aliases file (root)")
     sendmail = commands.add_parser(
         "sendmail", help="sendmail-compatible injection", add_help=False, prefix_chars="+"
     )
@@ -89,9 +100,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands every account may run on an installed server: they go through the submission
+# socket as the caller, whose identity the daemon takes from the kernel.
+THROUGH_SUBMISSION = ("sendmail", "mailq", "newaliases")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    instance = Instance((arguments.home or default_home()).absolute())
+    instance = chosen_instance(arguments.home, arguments.system)
+    if instance.system and arguments.command in THROUGH_SUBMISSION:
+        return _submit(instance, arguments)
+    if instance.system and os.geteuid() == 0:
+        # Root acts as the service's account: the files it creates stay the service's.
+        try:
+            become(SYSTEM_USER)
+        except (KeyError, OSError) as error:
+            print(f"sendworx: cannot act as {SYSTEM_USER}: {error}", file=sys.stderr)
+            return 77  # EX_NOPERM
     try:
         instance.config  # noqa: B018 - load now so a broken config fails before any work
     except ConfigError as error:
@@ -123,10 +148,17 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         instance.ensure()
         run = {"panel": processes.run_panel, "send": processes.run_engine}
         return run.get(command, processes.run_smtpd)(instance)
-    if command == "run":
+    if command in ("run", "serve"):
         from sendworx.cli import supervisor
 
-        return supervisor.run(instance)
+        return supervisor.run(instance) if command == "run" else supervisor.serve(instance)
+    if command == "submitd":
+        from sendworx.cli import processes
+
+        instance.ensure()
+        return processes.run_submitd(instance)
+    if command in ("mailq", "newaliases"):
+        return _submit(instance, arguments)
     if command in ("init", "user", "apikey"):
         return _users(arguments, instance)
     if command == "queue":
@@ -140,7 +172,7 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
     if command == "nodeworx":
         from sendworx.cli import nodeworx_command
 
-        return nodeworx_command.run(arguments.arguments, "sendworx nodeworx", instance.home)
+        return nodeworx_command.run(arguments.arguments, "sendworx nodeworx", instance)
     return _operator(arguments, instance)
 
 
@@ -184,3 +216,13 @@ def _operator(arguments: argparse.Namespace, instance: Instance) -> int:
     if arguments.settings_command == "set":
         return operator_commands.settings_set(instance, arguments.assignments, arguments.json)
     return operator_commands.settings(instance, arguments.json)
+
+
+def _submit(instance: Instance, arguments: argparse.Namespace) -> int:
+    """Through the local submission daemon, as /usr/sbin/sendmail does."""
+    from sendworx.inject.submit_client import submit
+
+    argv = [arguments.command, *getattr(arguments, "arguments", [])]
+    return submit(
+        instance.submission_socket, argv, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer
+    )

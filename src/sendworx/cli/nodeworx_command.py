@@ -9,6 +9,7 @@ makes a list. Output is plain text; the exit status is 0 on success, 1 when the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 
 from sendworx.cli.api_access import AccessDenied, ApiAccess, LocalApi, RemoteApi
 from sendworx.cli.output import plain_lines, print_json
+from sendworx.cli.privileges import become
 from sendworx.client import ClientError, calls
 from sendworx.shared.config import ConfigError
-from sendworx.shared.instance import Instance, default_home
+from sendworx.shared.instance import SYSTEM_USER, Instance, chosen_instance
 
 
 def parser(prog: str = "nodeworx") -> argparse.ArgumentParser:
@@ -62,9 +64,13 @@ def parse_inputs(words: Sequence[str]) -> dict[str, Any]:
     return inputs
 
 
-def run(argv: Sequence[str], prog: str = "nodeworx", home: Path | None = None) -> int:
+def run(argv: Sequence[str], prog: str = "nodeworx", instance: Instance | None = None) -> int:
     arguments, rest = parser(prog).parse_known_args(argv)
-    arguments.home = arguments.home or home
+    arguments.instance = (
+        instance
+        if instance is not None and arguments.home is None
+        else chosen_instance(arguments.home, system=False)
+    )
     try:
         inputs = parse_inputs(rest)
     except ValueError as error:
@@ -94,7 +100,10 @@ def _access(arguments: argparse.Namespace) -> ApiAccess:
         if arguments.key_file is None:
             raise AccessDenied("--url needs --key-file")
         return RemoteApi(arguments.url, arguments.key_file, arguments.ca_file)
-    return LocalApi(Instance((arguments.home or default_home()).absolute()))
+    instance: Instance = arguments.instance
+    if instance.system and os.geteuid() == 0:
+        become(SYSTEM_USER)  # root acts as the service's account, as `sendworx` does
+    return LocalApi(instance)
 
 
 def main() -> int:

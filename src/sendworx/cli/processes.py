@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import Instance
@@ -22,13 +22,15 @@ from sendworx.shared.pidfile import AlreadyRunning, PidFile
 log = logging.getLogger("sendworx.smtpd")
 
 
-def run_loop(coroutine: Coroutine[Any, Any, None]) -> None:
+T = TypeVar("T")
+
+
+def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(coroutine)
-    else:
-        uvloop.run(coroutine)
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def _in_foreground(
@@ -42,7 +44,7 @@ def _in_foreground(
         print(f"sendworx {name}: already running (pid {running.pid})", file=sys.stderr)
         return 1
     try:
-        setup_logging(instance.log_dir / f"{name}.log")
+        setup_logging(instance.log_file(name))
         main(pid_file)
     finally:
         pid_file.release()
@@ -114,3 +116,41 @@ def run_smtpd(instance: Instance) -> int:
         log.info("stopped")
 
     return _in_foreground(instance, "smtpd", instance.smtpd_pid_file, main)
+
+
+def run_submitd(instance: Instance) -> int:
+    from sendworx.inject import submitd
+    from sendworx.shared import systemd
+    from sendworx.shared.policy import load_policy
+
+    def main(pid_file: PidFile) -> None:
+        config = instance.config
+        passed = systemd.listen_sockets()  # installed: systemd's socket, open to every account
+        listener = passed[0] if passed else submitd.bind_listener(instance.submission_socket)
+
+        def admission() -> Path | None:
+            try:
+                rejects = load_policy(instance.policy_path).rejects
+            except ConfigError as error:
+                log.error("sending policy unreadable, asking the engine: %s", error)
+                rejects = True
+            return instance.admission_socket if rejects else None
+
+        service = submitd.SubmissionService(
+            instance.queue(),
+            config.submission,
+            instance.mail_names(),
+            aliases=instance.aliases_path,
+            admission=admission(),
+            service_uid=os.getuid(),
+        )
+
+        def reload() -> None:
+            service.names, service.admission = instance.mail_names(), admission()
+
+        def ready() -> None:
+            systemd.notify(READY="1", STATUS="accepting local mail")
+
+        run_loop(submitd.serve(service, listener, reload, ready))
+
+    return _in_foreground(instance, "submitd", instance.submitd_pid_file, main)

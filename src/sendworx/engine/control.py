@@ -121,10 +121,18 @@ def query_engine(
     argument: object = None,
 ) -> dict[str, Any]:
     """Ask a running engine over its control socket; raises OSError when none answers."""
+    return ask_socket(instance.engine_control_socket, command, timeout, argument)
+
+
+def ask_socket(
+    path: Path, command: str, timeout: float = COMMAND_TIMEOUT_SECONDS, argument: object = None
+) -> dict[str, Any]:
+    """One command to a control socket served by `serve_control` (the engine's, the service
+    supervisor's); OSError when nobody answers."""
     line = command if argument is None else f"{command} {json.dumps(argument)}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
-        unix_sockets.connect(client, instance.engine_control_socket)
+        unix_sockets.connect(client, path)
         client.sendall(line.encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):

@@ -6,7 +6,6 @@ Reads a message on stdin, completes missing headers, queues it durably, exits wi
 from __future__ import annotations
 
 import email.utils
-import getpass
 import os
 import pwd
 import re
@@ -149,12 +148,72 @@ def complete_headers(
     return cleaned + "".join(f"{line}\n" for line in added).encode("utf-8")
 
 
-def _account_name(uid: int) -> str | None:
+def account_name(uid: int) -> str | None:
     """The account's name from the password database (never from $USER, which it sets)."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return None
+
+
+class Refused(Exception):
+    """The message is not queued: the sysexits status and why, for the caller's stderr."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def compose(
+    invocation: Invocation,
+    content: bytes,
+    *,
+    uid: int,
+    names: MailNames,
+    now: float,
+    message_id: str,
+) -> tuple[Envelope, bytes]:
+    """The envelope of what `uid` handed in, and the message as it is queued (headers
+    completed, Bcc dropped, our Received: on top). Bare user names get `@default_domain`;
+    added headers name `me`. The account comes from `uid`, the kernel's word for who called:
+    never from the caller's environment or arguments."""
+    host = names.default_domain
+    account = account_name(uid)
+    headers, body = split_message(content)
+    try:
+        sender = (
+            ""
+            if invocation.sender in ("", "<>")
+            else clean_address(invocation.sender or account or f"uid{uid}", host)
+        )
+        candidates = list(invocation.recipients)
+        if invocation.read_recipients:
+            candidates += header_recipients(headers)
+        recipients = list(dict.fromkeys(clean_address(r, host) for r in candidates))
+    except ValueError as error:
+        raise Refused(EX_DATAERR, str(error)) from error
+    if not recipients:
+        raise Refused(EX_USAGE, "no recipients")
+    if invocation.full_name is not None and has_control_characters(invocation.full_name):
+        # A newline in -F would start a header line of the caller's choosing.
+        raise Refused(EX_DATAERR, "-F name contains control characters")
+    final_headers = complete_headers(
+        headers,
+        sender=sender or names.bounce_sender,
+        full_name=invocation.full_name,
+        message_id=message_id,
+        host=names.me,
+        now=now,
+    )
+    # As Postfix's pickup: the uid that ran sendmail, which the account cannot forge.
+    received = (
+        f"Received: by {names.me} (sendworx, from userid {uid})\n"
+        f"\tid {message_id}; {email.utils.formatdate(now)}\n"
+    )
+    origin = Origin("sendmail", uid=uid, account=account)
+    envelope = Envelope(sender, tuple(recipients), now, origin=origin)
+    return envelope, received.encode() + final_headers + b"\n" + body
 
 
 def run(
@@ -164,61 +223,30 @@ def run(
     stdin: BinaryIO | None = None,
     admission: Path | None = None,
 ) -> int:
-    """Bare user names get `@default_domain`; added headers name `me`. `admission` is where
-    a running engine says whether the sender is over a `reject` limit."""
-    host = names.default_domain
+    """`sendworx sendmail` writing the queue itself (its owner, or root). `admission` is
+    where a running engine says whether the sender is over a `reject` limit."""
     try:
         invocation = parse_arguments(arguments)
     except UsageError as error:
         print(f"sendmail: {error}", file=sys.stderr)
         return EX_USAGE
     content = read_message(stdin or sys.stdin.buffer, invocation.dot_ends_input)
-    headers, body = split_message(content)
+    now, message_id = time.time(), new_message_id()
     try:
-        sender = (
-            ""
-            if invocation.sender in ("", "<>")
-            else clean_address(invocation.sender or getpass.getuser(), host)
+        envelope, message = compose(
+            invocation, content, uid=os.getuid(), names=names, now=now, message_id=message_id
         )
-        candidates = list(invocation.recipients)
-        if invocation.read_recipients:
-            candidates += header_recipients(headers)
-        recipients = list(dict.fromkeys(clean_address(r, host) for r in candidates))
-    except ValueError as error:
-        print(f"sendmail: {error}", file=sys.stderr)
-        return EX_DATAERR
-    if not recipients:
-        print("sendmail: no recipients", file=sys.stderr)
-        return EX_USAGE
-    if invocation.full_name is not None and has_control_characters(invocation.full_name):
-        # A newline in -F would start a header line of the caller's choosing.
-        print("sendmail: -F name contains control characters", file=sys.stderr)
-        return EX_DATAERR
-    now = time.time()
-    message_id = new_message_id()
-    final_headers = complete_headers(
-        headers,
-        sender=sender or names.bounce_sender,
-        full_name=invocation.full_name,
-        message_id=message_id,
-        host=names.me,
-        now=now,
-    )
-    uid = os.getuid()
-    # As Postfix's pickup: the uid that ran sendmail, which the account cannot forge.
-    received = (
-        f"Received: by {names.me} (sendworx, from userid {uid})\n"
-        f"\tid {message_id}; {email.utils.formatdate(now)}\n"
-    )
-    message = received.encode() + final_headers + b"\n" + body
-    origin = Origin("sendmail", uid=uid, account=_account_name(uid))
-    if admission is not None and sender:
-        refusal = ask(admission, sender, origin.account, len(recipients))
+    except Refused as refused:
+        print(f"sendmail: {refused.text}", file=sys.stderr)
+        return refused.status
+    if admission is not None and envelope.sender:
+        account = envelope.origin.account if envelope.origin is not None else None
+        refusal = ask(admission, envelope.sender, account, len(envelope.recipients))
         if refusal is not None:
             print(f"sendmail: {refusal.text()}; not queued", file=sys.stderr)
             return EX_TEMPFAIL if refusal.code == 451 else EX_NOPERM
     try:
-        queue.inject(Envelope(sender, tuple(recipients), now, origin=origin), message, message_id)
+        queue.inject(envelope, message, message_id)
     except QueueWriteError as error:
         print(f"sendmail: {error}", file=sys.stderr)
         return EX_TEMPFAIL

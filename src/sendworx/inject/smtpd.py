@@ -24,6 +24,8 @@ from typing import cast
 
 from sendworx.inject.committer import GroupCommitter
 from sendworx.inject.connection_limits import ConnectionLimits
+from sendworx.inject.peer_account import is_loopback, peer_uid
+from sendworx.inject.sendmail import account_name
 from sendworx.inject.smtp_session import Message, ServerSession, SessionSettings, Step
 from sendworx.shared.admission import ask_async
 from sendworx.shared.config import InstanceConfig
@@ -94,8 +96,11 @@ class Submission:
             address = address.ipv4_mapped
         return any(address in network for network in self._relay_networks)
 
-    async def queue(self, message: Message, peer: str) -> str:
-        """The reply to the message: 250 once it is on disk and fsynced."""
+    async def queue(
+        self, message: Message, peer: str, uid: int | None = None, account: str | None = None
+    ) -> str:
+        """The reply to the message: 250 once it is on disk and fsynced. `uid` and `account`:
+        the local account the kernel says owns the client's socket (loopback clients)."""
         message_id = new_message_id()
         now = time.time()
         header = received_header(
@@ -108,13 +113,13 @@ class Submission:
         )
         sender = message.sender
         if self.admission is not None and sender:
-            refusal = await ask_async(self.admission, sender, None, len(message.recipients))
+            refusal = await ask_async(self.admission, sender, account, len(message.recipients))
             if refusal is not None:
                 log.info(
                     "refused from=%s peer=%s: limit %s", json.dumps(sender), peer, refusal.rule
                 )
                 return refusal.smtp_reply()
-        origin = Origin("smtpd", peer=peer)
+        origin = Origin("smtpd", uid=uid, account=account, peer=peer)
         queued = Envelope(sender, message.recipients, now, origin=origin)
         try:
             await self._committer.inject(queued, header + message.content, message_id)
@@ -122,12 +127,13 @@ class Submission:
             log.error("message from %s not queued: %s", peer, error)
             return "452 4.3.1 Insufficient system storage; try again later"
         log.info(
-            "queued id=%s from=%s rcpts=%d size=%d peer=%s",
+            "queued id=%s from=%s rcpts=%d size=%d peer=%s%s",
             message_id,
             json.dumps(sender),  # a JSON string, as in send.log: nothing raw reaches a terminal
             len(message.recipients),
             len(message.content),
             peer,
+            "" if uid is None else f" uid={uid} account={json.dumps(account)}",
         )
         return f"250 2.0.0 Ok: queued as {message_id}"
 
@@ -149,6 +155,8 @@ class SubmissionProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
         self._admitted: bool | None = None  # counted by the limits (its exemption), or not
+        self._uid: int | None = None  # the local account of a loopback client, by the kernel
+        self._account: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A TCP transport (uvloop's are not asyncio.Transport subclasses, but have its API).
@@ -164,6 +172,9 @@ class SubmissionProtocol(asyncio.Protocol):
             transport.close()
             return
         self._admitted = may_relay
+        if isinstance(peer, tuple) and is_loopback(self._peer):
+            self._uid = _local_account(peer, transport.get_extra_info("sockname"))
+            self._account = account_name(self._uid) if self._uid is not None else None
         self._session = ServerSession(submission.settings, may_relay=may_relay)
         transport.write(self._session.greeting())
         loop = asyncio.get_running_loop()
@@ -218,7 +229,7 @@ class SubmissionProtocol(asyncio.Protocol):
 
     async def _queue(self, message: Message) -> None:
         try:
-            reply = await self._submission.queue(message, self._peer)
+            reply = await self._submission.queue(message, self._peer, self._uid, self._account)
         except Exception:  # a defect: the client keeps its message and tries later
             log.exception("message from %s not queued", self._peer)
             reply = "451 4.3.0 Error: internal error; try again later"
@@ -241,6 +252,18 @@ class SubmissionProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is not None and transport.get_write_buffer_size():
             transport.abort()  # replies it has not read: the close would wait on them for ever
+
+
+def _local_account(peer: tuple[object, ...], local: object) -> int | None:
+    """Who runs the loopback client: the kernel's word (`peer_account.py`); None if it
+    cannot say (the client already gone)."""
+    if not isinstance(local, tuple):
+        return None
+    try:
+        return peer_uid((str(peer[0]), int(str(peer[1]))), (str(local[0]), int(str(local[1]))))
+    except (OSError, ValueError) as error:
+        log.warning("cannot tell which account runs %s: %s", peer[0], error)
+        return None
 
 
 def bind_listeners(

@@ -116,6 +116,29 @@ class DeliveryConfig(_Section):
     )
 
 
+class SubmissionConfig(_Section):
+    """Local submission: /usr/sbin/sendmail (`sendworx submitd`), for every account."""
+
+    max_message_bytes: int = Field(
+        default=35 * 1024 * 1024, ge=1024, description="a larger message is refused (exit 65)"
+    )
+    max_connections_per_account: int = Field(
+        default=20, ge=1, le=10_000, description="sendmail calls of one account at once"
+    )
+    messages_per_hour_per_account: int = Field(
+        default=50_000, ge=0, le=100_000_000, description="0: no cap; over it, exit 75"
+    )
+    megabytes_per_hour_per_account: int = Field(
+        default=2048, ge=0, le=100_000_000, description="0: no cap; over it, exit 75"
+    )
+    min_free_megabytes: int = Field(
+        default=200, ge=0, description="below this much free in the queue, exit 75 for all"
+    )
+    idle_timeout_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="a sendmail that sends nothing this long"
+    )
+
+
 class PanelConfig(_Section):
     listen: str = Field(default="127.0.0.1", description="API listen address")
     https_port: Port = Field(default=2443, description="0 disables HTTPS")
@@ -183,6 +206,7 @@ class InstanceConfig(_Section):
     )
     resolver: ResolverConfig = Field(default_factory=ResolverConfig)
     smtpd: SmtpdConfig = Field(default_factory=SmtpdConfig)
+    submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)

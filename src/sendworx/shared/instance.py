@@ -1,11 +1,17 @@
-"""Where an instance keeps its files: one home directory, laid out like a small qmail tree.
+"""Where an instance keeps its files.
 
-`SENDWORX_HOME` (or `--home`) chooses it; `./var` is the default for `make run`.
+Two layouts of the same tree. The developer's instance is one home directory laid out like a
+small qmail tree (`SENDWORX_HOME` or `--home`; `./var` for `make run`). The installed one
+follows the FHS (`Instance.installed()`, chosen by `--system` or by /etc/sendworx/sendworx.toml
+existing): settings under /etc/sendworx, state under /var/lib/sendworx, the queue and local
+mailboxes under /var/spool/sendworx, sockets and locks under /run/sendworx, logs to the
+journal (stderr), the host's aliases in /etc/aliases.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,22 +21,67 @@ from sendworx.shared.durable import atomic_write
 from sendworx.shared.queue import Queue
 from sendworx.shared.settings import MailNames, read_settings
 
+SYSTEM_CONFIG_DIR = Path("/etc/sendworx")
+SYSTEM_STATE_DIR = Path("/var/lib/sendworx")
+SYSTEM_SPOOL_DIR = Path("/var/spool/sendworx")
+SYSTEM_RUNTIME_DIR = Path("/run/sendworx")
+SYSTEM_USER = "sendworx"
+
 
 def default_home() -> Path:
     return Path(os.environ.get("SENDWORX_HOME", "var")).absolute()
 
 
+def chosen_instance(home: Path | None, system: bool) -> Instance:
+    """`--system`; else `--home` or SENDWORX_HOME; else the installed instance where the
+    package put its configuration; else ./var."""
+    if system:
+        return Instance.installed()
+    undecided = home is None and "SENDWORX_HOME" not in os.environ
+    if undecided and (SYSTEM_CONFIG_DIR / "sendworx.toml").exists():
+        return Instance.installed()
+    return Instance((home or default_home()).absolute())
+
+
 @dataclass(frozen=True)
 class Instance:
-    home: Path
+    home: Path  # the state directory (users, keys, TLS, holds); the whole tree when not system
+    system: bool = False
+
+    @classmethod
+    def installed(cls) -> Instance:
+        return cls(SYSTEM_STATE_DIR, system=True)
+
+    def cli_arguments(self) -> list[str]:
+        """What names this instance to another `sendworx` process."""
+        return ["--system"] if self.system else ["--home", str(self.home)]
+
+    def command(self, *arguments: str) -> list[str]:
+        """A `sendworx` command on this instance, run by this interpreter. Isolated (-I): a
+        module in the caller's working directory or $PYTHONPATH never stands in for ours."""
+        return [sys.executable, "-I", "-m", "sendworx", *self.cli_arguments(), *arguments]
+
+    @property
+    def config_dir(self) -> Path:
+        """sendworx.toml, policy.toml and the control files."""
+        return SYSTEM_CONFIG_DIR if self.system else self.home
+
+    @property
+    def spool_dir(self) -> Path:
+        return SYSTEM_SPOOL_DIR if self.system else self.home
 
     @property
     def config_path(self) -> Path:
-        return self.home / "sendworx.toml"
+        return self.config_dir / "sendworx.toml"
 
     @property
     def policy_path(self) -> Path:
-        return self.home / "policy.toml"
+        return self.config_dir / "policy.toml"
+
+    @property
+    def aliases_path(self) -> Path:
+        """Where mail for this host's own names goes (`shared/aliases.py`)."""
+        return Path("/etc/aliases") if self.system else self.home / "aliases"
 
     @property
     def holds_path(self) -> Path:
@@ -40,23 +91,28 @@ class Instance:
     @property
     def mailboxes_dir(self) -> Path:
         """Local mail: a Maildir per local user (`shared/maildir.py`)."""
-        return self.home / "mailboxes"
+        return self.spool_dir / "mailboxes"
 
     @property
     def control_dir(self) -> Path:
-        return self.home / "control"
+        return self.config_dir / "control"
 
     @property
     def queue_dir(self) -> Path:
-        return self.home / "queue"
+        return self.spool_dir / "queue"
 
     @property
     def run_dir(self) -> Path:
-        return self.home / "run"
+        """Sockets, pid files and locks."""
+        return SYSTEM_RUNTIME_DIR if self.system else self.home / "run"
 
     @property
-    def log_dir(self) -> Path:
-        return self.home / "log"
+    def log_dir(self) -> Path | None:
+        """Where each process writes its log file; None: stderr only (the journal)."""
+        return None if self.system else self.home / "log"
+
+    def log_file(self, name: str) -> Path | None:
+        return None if self.log_dir is None else self.log_dir / f"{name}.log"
 
     @property
     def engine_pid_file(self) -> Path:
@@ -71,6 +127,21 @@ class Instance:
     def engine_control_socket(self) -> Path:
         """Where the engine answers `status`, `retry` and `reload` (`unix_sockets.py`)."""
         return self.run_dir / "control.sock"
+
+    @property
+    def service_socket(self) -> Path:
+        """Where the service's supervisor starts and stops the engine (`cli/supervisor.py`)."""
+        return self.run_dir / "service.sock"
+
+    @property
+    def submission_socket(self) -> Path:
+        """Where every local account hands in mail (`inject/submitd.py`): mode 0666."""
+        return self.run_dir / "submit.sock"
+
+    @property
+    def engine_wanted_file(self) -> Path:
+        """The API's last word on the engine, started or stopped (`backends/builtin.py`)."""
+        return self.home / "engine.wanted"
 
     @property
     def admission_socket(self) -> Path:
@@ -121,6 +192,10 @@ class Instance:
     def smtpd_pid_file(self) -> Path:
         return self.run_dir / "smtpd.pid"
 
+    @property
+    def submitd_pid_file(self) -> Path:
+        return self.run_dir / "submitd.pid"
+
     @cached_property
     def config(self) -> InstanceConfig:
         return load_config(self.config_path)
@@ -140,9 +215,13 @@ class Instance:
     def ensure(self) -> Instance:
         """Create the directory tree and a commented config file; safe to repeat."""
         for directory in (self.home, self.control_dir, self.run_dir, self.log_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        # The engine's sockets live here: only the instance's owner may reach or squat them.
-        self.run_dir.chmod(0o700)
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+        if not self.system:
+            # The engine's sockets live here: only the instance's owner may reach or squat
+            # them. (Installed, /run/sendworx is systemd's, mode 0755: the submission socket
+            # in it is for every account; the others are 0600 files.)
+            self.run_dir.chmod(0o700)
         if not self.config_path.exists():
             atomic_write(self.config_path, default_config_text().encode())
         return self

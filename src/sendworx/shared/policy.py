@@ -189,8 +189,10 @@ class Identity:
 
     @staticmethod
     def of(envelope: Envelope) -> Identity:
+        # The account is the kernel's word: the uid that ran sendmail, or that owns a
+        # loopback SMTP client's socket (recorded by the injector, never said by the client).
         origin = envelope.origin
-        account = origin.account if origin is not None and origin.via == "sendmail" else None
+        account = origin.account if origin is not None and origin.via != "engine" else None
         return _identity(envelope.sender, account)
 
     def value(self, scope: Scope) -> str | None:

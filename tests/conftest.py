@@ -91,3 +91,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The install test (a package built, a Debian booted twice) first: started late, it
+    would be the last thing a run waits for."""
+    items.sort(key=lambda item: item.path.name != "test_install.py")

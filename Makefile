@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 # PHP's SoapClient (php-cli, php-soap) and xmlrpc extension (php-xmlrpc) are the real clients
 # most integrations use; Debian's chromium is the browser Playwright drives in the page tests
 # (no browser download); Debian's redis-server is the shared store of the sending policy's
-# cluster tests.
+# cluster tests; mmdebstrap and systemd-nspawn boot the Debian 12 the package is installed on
+# in the install test (debhelper and lintian build and check that package).
 system-packages:
 	@export PATH="$$PATH:/usr/sbin"; \
 	if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then \

@@ -235,6 +235,7 @@ def phase_2() -> None:
     note("purge", run("apt-get purge -y sendworx < /dev/null", stdin="")["status"])
     note("left_after_purge", [path for path in data if os.path.exists(path)])
 
+
 if __name__ == "__main__":
     phase = sys.argv[1]
     os.chdir(CHECK)

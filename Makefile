@@ -127,6 +127,7 @@ bench: $(STAMP) system-packages
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/relay --postfix
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/injection
+	$(SUDO) PATH="$$PATH:/usr/sbin" $(BIN)/python bench/sendmail --postfix
 	$(BIN)/python bench/pacing
 	$(BIN)/python bench/queue_memory
 	$(BIN)/python bench/queue_api

@@ -1,7 +1,7 @@
 """The Debian package on a real Debian 12 booted with systemd as PID 1 (systemd-nspawn, no
 network): it replaces Postfix, its units are active and hardened, every account's mail goes
 out with the kernel's word for who sent it, nobody touches another's mail, nothing queued is
-lost to a restart or a reboot, and purge deletes the data. `checks.py` runs inside the
+lost to a restart, a reboot or an upgrade, and purge deletes the data. `checks.py` runs inside the
 container (one phase per boot) and records what it saw; this test judges the record.
 
 The package is built by `make deb` (SENDWORX_DEB: an already built one). The base root is
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -48,6 +49,21 @@ def _package() -> Path:
         return Path(given)
     subprocess.run(["make", "-s", "deb"], cwd=REPOSITORY, check=True, capture_output=True)
     [built] = sorted((REPOSITORY / "dist").glob("sendworx_*.deb"))
+    return built
+
+
+def _next_version(deb: Path, directory: Path) -> Path:
+    """The same package with a higher version, for an upgrade: unpacked, its version raised,
+    packed again (uncompressed: only dpkg reads it)."""
+    tree = directory / "next"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    control.write_text(re.sub(r"(?m)^Version: (\S+)$", r"Version: \1+next1", control.read_text()))
+    built = directory / "sendworx-next.deb"
+    subprocess.run(
+        ["dpkg-deb", "-Znone", "-b", str(tree), str(built)], check=True, capture_output=True
+    )
+    shutil.rmtree(tree)
     return built
 
 
@@ -117,6 +133,7 @@ def test_the_package_replaces_postfix_and_serves_every_account_across_reboots(
     for name in ("checks.py", "sink.py"):
         shutil.copy(HERE / name, check / name)
     shutil.copy(deb, check / "sendworx.deb")
+    _next_version(deb, check)
     unit = root / "etc/systemd/system/sendworx-check.service"
     unit.write_text(CHECK_UNIT)
     (root / "etc/systemd/system/multi-user.target.wants/sendworx-check.service").symlink_to(
@@ -194,6 +211,16 @@ def test_the_package_replaces_postfix_and_serves_every_account_across_reboots(
     assert second["active"] == {"sendworx.service": "active", "sendworx-submit.socket": "active"}
     assert second["status_after_reboot"].startswith("Outbound Mail is stopped")
     assert second["queued_after_reboot"] == first["queued_before_restart"]
+    # An upgrade keeps the queue, the settings, an edited conffile and the stopped engine.
+    assert second["upgrade_status"] == 0, second["upgrade_output"]
+    assert second["version_after_upgrade"].endswith("+next1")
+    assert second["status_after_upgrade"].startswith("Outbound Mail is stopped")
+    assert second["queued_after_upgrade"] == first["queued_before_restart"]
+    assert second["settings_after_upgrade"] == {
+        "concurrencyremote": "7\n",
+        "policy_edit_kept": True,
+        "master_key_kept": True,
+    }
     assert second["start"]["status"] == 0
     assert second["delivered_after_reboot"] == [
         f"after-reboot-{number}@example.test" for number in range(3)

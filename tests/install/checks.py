@@ -8,7 +8,8 @@ and powers the container off. The test on the host judges the records.
              an account may not do; mail with every service stopped; restart; reload; aliases;
              a bounce to a local sender; mail left queued with the engine stopped for phase 2.
     phase 2: after the reboot: the services up, the engine still stopped, the mail still
-             queued, delivered on start; then remove keeps the data, purge deletes it.
+             queued; an upgrade keeps it, the settings and the stopped engine; delivered
+             once each on start; then remove keeps the data, purge deletes it.
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ def phase_1() -> None:
     note("alice_mailbox", glob.glob("/var/spool/sendworx/mailboxes/alice/new/*"))
     wait(lambda: any("ops@example.test" in m["to"] for m in received()))
     note("cron_forwarded", [m["to"] for m in received() if "ops@example.test" in m["to"]])
+    # An operator's edit of a conffile, for the upgrade in phase 2 to keep.
+    with open("/etc/sendworx/policy.toml", "a") as policy:
+        policy.write("# edited by the operator\n")
     # Left for the reboot: mail queued with the engine stopped; a restart keeps it.
     run("sendworx stop")
     for number in range(3):
@@ -226,6 +230,24 @@ def phase_2() -> None:
     if SINK_OUT.exists():  # phase 1's deliveries, kept to read, not counted again
         SINK_OUT.rename(CHECK / "sink-phase1.jsonl")
     start_sink()
+    # An upgrade (the same package, a higher version) with that mail still queued.
+    upgrade = run("apt-get install -y ./sendworx-next.deb < /dev/null", stdin="")
+    note("upgrade_status", upgrade["status"])
+    note("upgrade_output", upgrade["stdout"][-3000:] + upgrade["stderr"][-2000:])
+    note("version_after_upgrade", run("dpkg-query -W -f '${Version}' sendworx")["stdout"])
+    wait(lambda: run("systemctl is-active sendworx")["stdout"].strip() == "active")
+    wait(lambda: "stopped" in status_line())
+    note("status_after_upgrade", status_line())
+    note("queued_after_upgrade", sorted(m["id"] for m in queued()))
+    note(
+        "settings_after_upgrade",
+        {
+            "concurrencyremote": Path("/etc/sendworx/control/concurrencyremote").read_text(),
+            "policy_edit_kept": "# edited by the operator"
+            in Path("/etc/sendworx/policy.toml").read_text(),
+            "master_key_kept": Path("/var/lib/sendworx/panel/master.key").exists(),
+        },
+    )
     note("start", run("sendworx start"))
     wait(lambda: not queued() and len(received()) >= 3, 60)
     note("delivered_after_reboot", sorted(to for m in received() for to in m["to"]))

@@ -116,11 +116,13 @@ test: $(STAMP) system-packages lint typecheck sendmail
 	PATH="$$PATH:/usr/sbin" SENDWORX_SENDMAIL_CLIENT=$(CURDIR)/$(BUILD_DIR)/sendmail \
 		$(BIN)/pytest -q --cov --cov-report=term
 
-# Coverage of every process the tests start (slower than `make test`, which measures only
-# the test process and holds that figure as its floor).
+# Coverage of every process the tests start, lines and branches (slower than `make test`,
+# which measures only the test process and holds that figure as its floor). The floor here:
+# 82% measured on 2026-12-04; a process a test kills with SIGKILL keeps nothing, so the
+# figure moves by a point between runs.
 coverage: $(STAMP) system-packages
 	PATH="$$PATH:/usr/sbin" $(BIN)/pytest -q --cov --cov-config=tools/coverage-processes.toml \
-		--cov-report=term --cov-report=html --cov-fail-under=0
+		--cov-report=term --cov-report=html --cov-fail-under=81
 
 bench: $(STAMP) system-packages
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -321,6 +321,18 @@ def test_smtpd_workers_die_with_their_parent_and_stop_with_it(home: SendworxHome
     assert not any(_alive(worker) for worker in workers)
 
 
+def test_smtpd_stopped_while_its_workers_start_stops_them_all(home: SendworxHome) -> None:
+    """A SIGTERM that reaches the listener while it forks its workers stops every one: a
+    worker that got it before its own handler was set once ran the parent's and served on."""
+    home.write_config(smtpd={"workers": 4})
+    for _ in range(8):
+        parent = home.spawn("smtpd")
+        wait_for(lambda: parent.poll() is not None or len(_workers(parent.pid)) >= 1, timeout=15)
+        workers = _workers(parent.pid) if parent.poll() is None else []
+        assert home.stop(parent) == 0
+        assert not any(_alive(worker) for worker in workers)
+
+
 def test_smtpd_restarted_at_once_waits_for_its_dead_workers_port(home: SendworxHome) -> None:
     """After a kill -9 of the listener its workers hold the port until they die, a moment
     after the pid lock is free: a listener started at once (systemd's restart, an operator)

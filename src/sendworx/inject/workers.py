@@ -27,38 +27,27 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-# Signals the parent handles in Python. A forked child inherits those handlers until it sets
-# its own: a SIGTERM landing in between ran the parent's `stop` in the worker, which then went
-# on serving and was never stopped (seen under coverage, whose after-fork hook widens the
-# window). So they are blocked across the fork; the child restores the defaults before it
-# lets them in, and the parent records the child before it does.
-_HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+# The parent takes its signals synchronously: they stay blocked, and it waits for them with
+# sigwaitinfo. A Python handler has two races a parent that forks cannot afford: a SIGTERM
+# arriving just before os.wait() blocked ran the handler only when a child next exited (the
+# parent slept on, its workers serving, until killed: seen 1 in ~40 stops under load), and a
+# worker forked with the parent's handler could run it instead of stopping. A worker restores
+# the defaults and unblocks them before it serves.
+_WATCHED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+_STOP = {signal.SIGTERM, signal.SIGINT}
 
 
-def _start(
-    serve: Callable[[], None], parent: int, children: set[int], stopping: Callable[[], bool]
-) -> None:
-    """Fork a worker unless the parent is stopping (asked with the signals blocked, so a
-    stop cannot fall between the question and the fork and leave a worker nobody stops)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
-    try:
-        if stopping():
-            return
-        pid = os.fork()
-        if pid:
-            children.add(pid)
-            return
-    finally:
-        if os.getpid() == parent:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+def _start(serve: Callable[[], None], parent: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
     status = 0
     try:
         _die_with_parent(parent)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in _STOP:
             signal.signal(signum, signal.SIG_DFL)
-        # Not the parent's forwarder; ignored until the worker's own loop takes it over.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's own loop takes it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
         serve()
     except BaseException:
         log.exception("worker %d failed", os.getpid())
@@ -68,35 +57,36 @@ def _start(
         os._exit(status)
 
 
+def _send(children: set[int], signum: int) -> None:
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
+            os.kill(child, signum)
+
+
 def supervise(count: int, serve: Callable[[], None]) -> None:
-    """Run `count` workers of `serve` until SIGTERM/SIGINT, restarting any that die."""
+    """Run `count` workers of `serve` until SIGTERM/SIGINT, restarting any that die; SIGHUP
+    is passed on (workers reread what they read at start)."""
     parent = os.getpid()
-    stopping = False
-    children: set[int] = set()
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        forward(signal.SIGTERM, frame)
-
-    def forward(signum: int, frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):  # reaped, not yet forgotten
-                os.kill(child, signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, forward)  # workers reread what they read at start
-    for _ in range(count):
-        _start(serve, parent, children, lambda: stopping)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+    children = {_start(serve, parent) for _ in range(count)}
     log.info("%d workers started", count)
+    stopping = False
     while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            return
-        children.discard(pid)
-        if not stopping:
-            log.error("worker %d exited (status %d); starting another", pid, status)
-            time.sleep(RESTART_DELAY_SECONDS)
-            _start(serve, parent, children, lambda: stopping)
+        received = signal.sigwaitinfo(_WATCHED).si_signo
+        if received in _STOP and not stopping:
+            stopping = True
+            _send(children, signal.SIGTERM)
+        elif received == signal.SIGHUP:
+            _send(children, signal.SIGHUP)
+        while children:  # reap every worker that ended (SIGCHLD merges several into one)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                break
+            children.discard(pid)
+            if not stopping:
+                log.error("worker %d exited (status %d); starting another", pid, status)
+                time.sleep(RESTART_DELAY_SECONDS)  # signals wait, blocked, meanwhile
+                children.add(_start(serve, parent))

@@ -55,9 +55,15 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mmdebstrap \
 			systemd-container debhelper dpkg-dev lintian >/dev/null; \
 	fi; \
+	if ! command -v opendkim >/dev/null; then \
+		echo "installing Debian's opendkim: the DKIM tests' second, independent verifier"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq opendkim >/dev/null; \
+	fi; \
 	command -v smtp-sink >/dev/null && php -m | grep -qx soap && php -m | grep -qx xmlrpc && \
 		command -v chromium >/dev/null && command -v redis-server >/dev/null && \
-		command -v mmdebstrap >/dev/null && command -v systemd-nspawn >/dev/null
+		command -v mmdebstrap >/dev/null && command -v systemd-nspawn >/dev/null && \
+		command -v opendkim >/dev/null
 
 # The compiled sendmail client (sendmail-client/): what every local account runs per message.
 # Built hardened, as Debian builds packages; `make fuzz` runs its reply parser under libFuzzer.

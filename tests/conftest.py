@@ -97,3 +97,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The install test (a package built, a Debian booted twice) first: started late, it
     would be the last thing a run waits for."""
     items.sort(key=lambda item: item.path.name != "test_install.py")
+
+
+@pytest.fixture
+def open_home(dns_server: DNSServer) -> Iterator[SendworxHome]:
+    """An instance whose run directory every account may cross, as /run/sendworx installed
+    (a test's own directories are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="sendworx-test-"))
+    root.chmod(0o711)
+    home = SendworxHome(root / "home", dns_port=dns_server.port)
+    try:
+        yield home
+    finally:
+        home.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -6,19 +6,17 @@ client a real binary, the daemon a real process; nothing here believes what a ca
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import smtplib
 import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.accounts import NOBODY, as_user
-from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import wait_for
 from support.sink import RecordingSink
@@ -28,20 +26,6 @@ from sendworx.shared import unix_sockets
 
 DAEMON = 1  # Debian's `daemon` account: a second customer
 PHP_MAIL = b"To: alice@far.test\nCc: carol@far.test\nBcc: secret@far.test\nSubject: order\n\nok\n"
-
-
-@pytest.fixture
-def open_home(dns_server: DNSServer) -> Iterator[SendworxHome]:
-    """An instance whose run directory every account may cross, as /run/sendworx installed
-    (a test's own directories are 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="sendworx-test-"))
-    root.chmod(0o711)
-    home = SendworxHome(root / "home", dns_port=dns_server.port)
-    try:
-        yield home
-    finally:
-        home.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import dns.rrset
 
 
 class DNSServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._records: dict[str, dict[str, list[str]]] = defaultdict(dict)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self.queries: list[tuple[str, str]] = []

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sendworx.cli import holds_command, queue_arguments
+from sendworx.cli import dkim_command, holds_command, queue_arguments
 from sendworx.cli.privileges import become
 from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import SYSTEM_USER, Instance, chosen_instance
@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     queue_arguments.add_arguments(commands.add_parser("queue", help="inspect and manage the queue"))
     holds_command.add_arguments(
         commands.add_parser("holds", help="senders the sending policy holds: list, release...")
+    )
+    dkim_command.add_arguments(
+        commands.add_parser("dkim", help="DKIM keys: list, add, show, rotate, check, delete")
     )
     mailbox = commands.add_parser("mailbox", help="read mail for this host itself")
     mailbox.add_argument("mailbox", nargs="?", help="a local user (root is postmaster)")
@@ -165,6 +168,8 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         return _queue(arguments, instance)
     if command == "holds":
         return holds_command.run(arguments, instance)
+    if command == "dkim":
+        return dkim_command.run(arguments, instance)
     if command == "mailbox":
         from sendworx.cli import mailbox_command
 

@@ -35,6 +35,7 @@ def init(instance: Instance, email: str | None) -> int:
         key = users.issue_key(address)
         atomic_write(instance.master_key_file, key.encode(), mode=0o600)
         print(f"master user {address} created")
+    _host_dkim_key(instance)
     print(f"instance ready in {instance.home}")
     print(f"master API key: {instance.master_key_file} (mode 0600)")
     print(f"master password: {instance.master_password_file} (mode 0600)")
@@ -89,3 +90,22 @@ def apikey(instance: Instance, email: str | None) -> int:
         atomic_write(instance.master_key_file, key.encode(), mode=0o600)
     sys.stdout.write(key)
     return 0
+
+
+def _host_dkim_key(instance: Instance) -> None:
+    """This host signs its own mail from the start: a key for the domain sendmail gives bare
+    names (`defaultdomain`), usable by the host itself (root, the service's account, the
+    engine's bounces) and by no customer's account until the operator says so."""
+    from sendworx.shared.dkim_keys import InputError
+
+    domain = instance.mail_names().default_domain
+    store = instance.dkim_keys()
+    try:
+        if store.of_domain(domain):
+            return
+        key = store.add(domain)
+    except InputError as error:  # a host name DKIM cannot sign for (localhost, a literal)
+        print(f"no DKIM key made for {domain}: {error}")
+        return
+    print(f"DKIM key for {key.domain} (selector {key.selector}); publish its record:")
+    print(f"  {key.zone_line}")

@@ -11,9 +11,9 @@ import queue as thread_queue
 import threading
 
 from sendworx.shared.queue import Queue, QueueWriteError
-from sendworx.shared.queue_format import Envelope, encode_message
+from sendworx.shared.queue_format import Envelope
 
-_Pending = tuple[str, bytes, asyncio.Future[None]]
+_Pending = tuple[str, tuple[Envelope, bytes], asyncio.Future[None]]
 
 
 class GroupCommitter:
@@ -27,7 +27,9 @@ class GroupCommitter:
     async def inject(self, envelope: Envelope, content: bytes, message_id: str) -> None:
         """Return once the message is durable; raise QueueWriteError if it could not be."""
         done: asyncio.Future[None] = self._loop.create_future()
-        self._inbox.put((message_id, encode_message(envelope, content), done))
+        # Encoded (and DKIM-signed) in the committer's thread: OpenSSL signs without the
+        # GIL, so the event loop keeps serving meanwhile.
+        self._inbox.put((message_id, (envelope, content), done))
         await done
 
     def close(self) -> None:
@@ -51,7 +53,7 @@ class GroupCommitter:
                     break
                 batch.append(item)
             outcomes = self._queue.inject_batch(
-                [(message_id, data) for message_id, data, _ in batch]
+                [(message_id, self._queue.encode(*message)) for message_id, message, _ in batch]
             )
             self._loop.call_soon_threadsafe(_settle, [future for _, _, future in batch], outcomes)
             if stop:

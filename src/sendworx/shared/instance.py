@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 
 from sendworx.shared.config import InstanceConfig, default_config_text, load_config
+from sendworx.shared.dkim_keys import KeyStore
+from sendworx.shared.dkim_signer import Signer
 from sendworx.shared.durable import atomic_write
 from sendworx.shared.queue import Queue
 from sendworx.shared.settings import MailNames, read_settings
@@ -155,7 +157,15 @@ class Instance:
 
     def queue(self) -> Queue:
         """The instance's queue, its directories created if missing."""
-        return Queue(self.queue_dir, self.queue_trigger_socket).ensure()
+        return Queue(self.queue_dir, self.queue_trigger_socket, Signer(self.dkim_keys())).ensure()
+
+    @property
+    def dkim_dir(self) -> Path:
+        """DKIM keys (`dkim_keys.py`): the service's account alone reads them."""
+        return self.home / "dkim"
+
+    def dkim_keys(self) -> KeyStore:
+        return KeyStore(self.dkim_dir)
 
     @property
     def panel_dir(self) -> Path:

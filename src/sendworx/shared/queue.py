@@ -74,10 +74,17 @@ def _check_id(message_id: str) -> None:
 class Queue:
     """The queue directory of one instance; every method is safe to call from any process."""
 
-    def __init__(self, path: Path, trigger: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        trigger: Path | None = None,
+        signer: Callable[[Envelope, bytes], bytes] | None = None,
+    ) -> None:
         """`trigger` is the socket a running engine listens on for wake-ups (None: the
-        queue wakes nobody, and the engine finds new mail at its periodic rescan)."""
+        queue wakes nobody, and the engine finds new mail at its periodic rescan).
+        `signer` turns what is injected into what is queued (DKIM: `dkim_signer.Signer`)."""
         self.path = path
+        self.signer = signer
         self.tmp_dir = path / "tmp"
         self.new_dir = path / "new"
         self.messages_dir = path / "mess"
@@ -111,10 +118,17 @@ class Queue:
         QueueWriteError is raised and nothing half-written stays behind.
         """
         message_id = message_id or new_message_id()
-        [outcome] = self.inject_batch([(message_id, encode_message(envelope, content))])
+        [outcome] = self.inject_batch([(message_id, self.encode(envelope, content))])
         if outcome is not None:
             raise outcome
         return message_id
+
+    def encode(self, envelope: Envelope, content: bytes) -> bytes:
+        """A message as its queue file holds it: signed (when a signer says so) once, here,
+        at the door; never again on a retry."""
+        if self.signer is not None:
+            content = self.signer(envelope, content)
+        return encode_message(envelope, content)
 
     def inject_batch(self, items: list[tuple[str, bytes]]) -> list[QueueWriteError | None]:
         """Store several encoded messages with one directory fsync (group commit).

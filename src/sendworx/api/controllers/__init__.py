@@ -10,6 +10,7 @@ from typing import Any
 
 from sendworx.api.auth import Authenticator, FailureTracker
 from sendworx.api.controllers.cluster_nodes import cluster_nodes_controller
+from sendworx.api.controllers.dkim import dkim_controller
 from sendworx.api.controllers.index import index_controller
 from sendworx.api.controllers.mailsend import mail_send_controller
 from sendworx.api.controllers.mta import mta_controller
@@ -60,6 +61,7 @@ def build_registry(
     registry.register(mta_controller(instance, backend, cluster))
     registry.register(queue_controller(instance, backend, cluster, queue_index))
     registry.register(policy_controller(instance, backend, cluster))
+    registry.register(dkim_controller(instance, cluster))
     registry.register(users_controller(authenticator.users))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry

@@ -205,7 +205,7 @@ def test_hostile_input_gets_status_11_and_changes_nothing(
     )
     assert done.returncode == 1
     assert f"{field}: " in done.stderr
-    assert KeyStore(panel_home.instance.dkim_dir).keys() == []
+    assert KeyStore(panel_home.instance.dkim_dir).all_keys() == []
 
 
 @pytest.fixture
@@ -214,7 +214,7 @@ def panel_home(home: SendworxHome) -> SendworxHome:
     the host key `init` makes, so each test starts from no key at all."""
     subprocess.run(home.command("init"), check=True, capture_output=True, timeout=60)
     store = KeyStore(home.instance.dkim_dir)
-    for key in store.keys():
+    for key in store.all_keys():
         store.delete(key.domain)
     assert os.path.isdir(home.instance.dkim_dir)
     return home

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import email
+import functools
 import os
 import smtplib
 import socket
@@ -325,9 +326,13 @@ def test_smtpd_stopped_while_its_workers_start_stops_them_all(home: SendworxHome
     """A SIGTERM that reaches the listener while it forks its workers stops every one: a
     worker that got it before its own handler was set once ran the parent's and served on."""
     home.write_config(smtpd={"workers": 4})
+
+    def forking(parent: subprocess.Popen[bytes]) -> bool:
+        return parent.poll() is not None or len(_workers(parent.pid)) >= 1
+
     for _ in range(8):
         parent = home.spawn("smtpd")
-        wait_for(lambda: parent.poll() is not None or len(_workers(parent.pid)) >= 1, timeout=15)
+        wait_for(functools.partial(forking, parent), timeout=15)
         workers = _workers(parent.pid) if parent.poll() is None else []
         assert home.stop(parent) == 0
         assert not any(_alive(worker) for worker in workers)

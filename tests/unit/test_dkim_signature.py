@@ -51,7 +51,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def _verify(wire: bytes, keys: dict[str, object], count: int) -> list[bool]:
     store: KeyStore = keys["store"]  # type: ignore[assignment]
-    records = {key.record_name + ".": key.record_text for key in store.keys()}
+    records = {key.record_name + ".": key.record_text for key in store.all_keys()}
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
         return records.get(name.decode(), "").encode()
@@ -143,7 +143,7 @@ def test_the_store_refuses_bad_input_and_changes_nothing(
         with pytest.raises(InputError) as refused:
             store.add(str(domain), **arguments)  # type: ignore[arg-type]
     assert refused.value.field == field
-    assert store.keys() == []
+    assert store.all_keys() == []
     assert not (tmp_path / "dkim").exists() or not any((tmp_path / "dkim").rglob("*.pem"))
 
 

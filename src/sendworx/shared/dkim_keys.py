@@ -249,7 +249,7 @@ class KeyStore:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def keys(self) -> list[DkimKey]:
+    def all_keys(self) -> list[DkimKey]:
         try:
             document = json.loads(self.index_path.read_bytes())
         except FileNotFoundError:
@@ -258,7 +258,7 @@ class KeyStore:
 
     def of_domain(self, domain: str) -> list[DkimKey]:
         wanted = normalize_domain(domain)
-        return [key for key in self.keys() if key.domain == wanted]
+        return [key for key in self.all_keys() if key.domain == wanted]
 
     def key_path(self, key: DkimKey) -> Path:
         return self.directory / key.domain / f"{key.selector}.pem"
@@ -304,7 +304,7 @@ class KeyStore:
         domain's first usable key, pending otherwise (unless `pending` says)."""
         moment = time.time() if now is None else now
         name = normalize_domain(domain)
-        keys = self.keys()
+        keys = self.all_keys()
         mine = [key for key in keys if key.domain == name]
         chosen = (
             check_selector(selector)
@@ -347,7 +347,7 @@ class KeyStore:
     ) -> list[DkimKey]:
         """Change the allowed origins or the testing flag of every key of `domain`."""
         name = normalize_domain(domain)
-        keys = self.keys()
+        keys = self.all_keys()
         if not any(key.domain == name for key in keys):
             raise InputError(f"no DKIM key for {name}")
         changed = [
@@ -370,7 +370,7 @@ class KeyStore:
         moment = time.time() if now is None else now
         name, chosen = normalize_domain(domain), check_selector(selector)
         keys, found = [], None
-        for key in self.keys():
+        for key in self.all_keys():
             if key.domain == name and key.selector == chosen:
                 if key.state not in ("pending", "active"):
                     raise InputError(f"{name} {chosen}: a {key.state} key cannot be made active")
@@ -386,7 +386,7 @@ class KeyStore:
     def abort(self, domain: str) -> list[DkimKey]:
         """Drop the domain's pending keys (a rotation given up); the active one stays."""
         name = normalize_domain(domain)
-        keys = self.keys()
+        keys = self.all_keys()
         dropped = [key for key in keys if key.domain == name and key.state == "pending"]
         if not dropped:
             raise InputError(f"{name} has no rotation in progress")
@@ -399,7 +399,7 @@ class KeyStore:
         """Retiring keys whose time has come become retired; those are returned."""
         moment = time.time() if now is None else now
         keys, done = [], []
-        for key in self.keys():
+        for key in self.all_keys():
             if key.state == "retiring" and (key.retire_after or 0) <= moment:
                 key = replace(key, state="retired")
                 done.append(key)
@@ -411,7 +411,7 @@ class KeyStore:
     def delete(self, domain: str) -> list[DkimKey]:
         """Every key of `domain`, and their files."""
         name = normalize_domain(domain)
-        keys = self.keys()
+        keys = self.all_keys()
         gone = [key for key in keys if key.domain == name]
         if not gone:
             raise InputError(f"no DKIM key for {name}")
@@ -451,7 +451,7 @@ class SignerCache:
         if seen == self._seen:
             return
         self._active = {}
-        for key in self.store.keys() if seen else []:
+        for key in self.store.all_keys() if seen else []:
             if key.state == "active":
                 try:
                     pair = (key, self.store.signing_key(key))

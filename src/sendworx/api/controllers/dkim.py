@@ -142,7 +142,7 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
             raise _refused(error) from error
 
     async def list_keys(caller: Caller, values: dict[str, Any]) -> list[dict[str, Any]]:
-        return [key_payload(key) for key in await in_thread(store.keys)]
+        return [key_payload(key) for key in await in_thread(store.all_keys)]
 
     async def query_records(caller: Caller, values: dict[str, Any]) -> list[dict[str, Any]]:
         keys = await in_thread(store.of_domain, values["domain"])
@@ -221,7 +221,7 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
     async def check(caller: Caller, values: dict[str, Any]) -> list[dict[str, str]]:
         def work() -> list[dict[str, str]]:
             domain = values.get("domain")
-            keys = store.of_domain(domain) if domain else store.keys()
+            keys = store.of_domain(domain) if domain else store.all_keys()
             live = [key for key in keys if key.state in ("pending", "active", "retiring")]
             return [check_record(key, instance.config.resolver).to_document() for key in live]
 
@@ -283,7 +283,7 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
         )
 
     async def query_update() -> dict[str, Any]:
-        keys = await in_thread(store.keys)
+        keys = await in_thread(store.all_keys)
         return {"domains": sorted({key.domain for key in keys})}
 
     add_common_actions(controller, query_update)

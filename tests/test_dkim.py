@@ -14,7 +14,7 @@ from pathlib import Path
 import dkim
 import dns.resolver
 import pytest
-from support.accounts import NOBODY, as_user
+from support.accounts import NOBODY, as_user, run_client
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.opendkim_check import opendkim_results
@@ -61,15 +61,7 @@ def _dkimpy(message: bytes, dns_port: int) -> list[bool]:
 
 
 def _client(home: SendworxHome, client: Path, uid: int, message: bytes) -> None:
-    done = subprocess.run(
-        ["sendmail", "-t", "-i"],
-        executable=client,
-        input=message,
-        capture_output=True,
-        env={"SENDWORX_SUBMIT_SOCKET": str(home.instance.submission_socket)},
-        user=uid,
-        timeout=30,
-    )
+    done = run_client(home, client, "-t", "-i", message=message, uid=uid)
     assert (done.returncode, done.stderr) == (0, b"")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.accounts import NOBODY, as_user
+from support.accounts import NOBODY, as_user, run_client
 from support.instance import SendworxHome
 from support.net import wait_for
 from support.sink import RecordingSink
@@ -36,32 +36,13 @@ def submission(open_home: SendworxHome) -> SendworxHome:
     return open_home
 
 
-def _client(
-    home: SendworxHome,
-    client: Path,
-    *arguments: str,
-    message: bytes = b"Subject: hi\n\nhello\n",
-    uid: int = 0,
-    program: str = "sendmail",
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [program, *arguments],
-        executable=client,
-        input=message,
-        capture_output=True,
-        env={"SENDWORX_SUBMIT_SOCKET": str(home.instance.submission_socket)},
-        user=uid,
-        timeout=30,
-    )
-
-
 def test_every_account_submits_and_the_kernel_names_it(
     submission: SendworxHome, sendmail_client: Path
 ) -> None:
     """root, daemon and nobody each run sendmail; the origin is each one's uid and account
     whatever it says: a forged -f and $USER change the sender, never the origin."""
     for uid in (0, DAEMON, NOBODY):
-        done = _client(submission, sendmail_client, "-i", "bob@far.test", uid=uid)
+        done = run_client(submission, sendmail_client, "-i", "bob@far.test", uid=uid)
         assert (done.returncode, done.stderr) == (0, b"")
     forged = subprocess.run(
         ["sendmail", "-f", "root@localhost", "-i", "bob@far.test"],
@@ -88,8 +69,8 @@ def test_every_account_submits_and_the_kernel_names_it(
 def test_the_flags_php_and_cron_send_work_as_sendworx_sendmail(
     submission: SendworxHome, sendmail_client: Path
 ) -> None:
-    php = _client(submission, sendmail_client, "-t", "-i", message=PHP_MAIL, uid=NOBODY)
-    cron = _client(
+    php = run_client(submission, sendmail_client, "-t", "-i", message=PHP_MAIL, uid=NOBODY)
+    cron = run_client(
         submission,
         sendmail_client,
         "-FCronDaemon",
@@ -99,7 +80,7 @@ def test_the_flags_php_and_cron_send_work_as_sendworx_sendmail(
         "root",
         message=b"Subject: Cron <root@host> run-parts\n\nreport\n",
     )
-    dotted = _client(
+    dotted = run_client(
         submission, sendmail_client, "x@far.test", message=b"Subject: d\r\n\r\nkept\r\n.\r\nnot\r\n"
     )
     assert [done.returncode for done in (php, cron, dotted)] == [0, 0, 0]
@@ -125,7 +106,7 @@ def test_the_compiled_client_says_what_the_python_one_says(
         (["-F", "Evil\nBcc: x@y", "ok@far.test"], b"Subject: x\n\ny\n"),
     ]
     for arguments, message in cases:
-        compiled = _client(submission, sendmail_client, *arguments, message=message)
+        compiled = run_client(submission, sendmail_client, *arguments, message=message)
         read, write = os.pipe()
         os.write(write, message)
         os.close(write)
@@ -138,15 +119,15 @@ def test_the_compiled_client_says_what_the_python_one_says(
             status = submit(path, ["sendmail", *arguments], stdin, out, err)
             err.seek(0)
             assert (compiled.returncode, compiled.stderr) == (status, err.read()), arguments
-    statuses = [_client(submission, sendmail_client, *a, message=m).returncode for a, m in cases]
+    statuses = [run_client(submission, sendmail_client, *a, message=m).returncode for a, m in cases]
     assert statuses == [0, 64, 65, 64, 65]
 
 
 def test_an_account_cannot_see_touch_or_forge_anothers_mail(
     submission: SendworxHome, sendmail_client: Path
 ) -> None:
-    assert _client(submission, sendmail_client, "-i", "a@far.test", uid=DAEMON).returncode == 0
-    assert _client(submission, sendmail_client, "-i", "b@far.test", uid=NOBODY).returncode == 0
+    assert run_client(submission, sendmail_client, "-i", "a@far.test", uid=DAEMON).returncode == 0
+    assert run_client(submission, sendmail_client, "-i", "b@far.test", uid=NOBODY).returncode == 0
     queue = submission.home / "queue"
     [first, _] = sorted(os.listdir(queue / "new"))
 
@@ -169,7 +150,7 @@ def test_an_account_cannot_see_touch_or_forge_anothers_mail(
     assert as_user(NOBODY, trespass) == "refused refused refused refused"
     assert len(submission.queued()) == 2
     mailq = {
-        uid: _client(submission, sendmail_client, uid=uid, program="mailq").stdout.decode()
+        uid: run_client(submission, sendmail_client, uid=uid, program="mailq").stdout.decode()
         for uid in (0, DAEMON, NOBODY)
     }
     assert "a@far.test" in mailq[DAEMON] and "b@far.test" not in mailq[DAEMON]
@@ -186,17 +167,19 @@ def test_a_flooding_account_meets_its_cap_and_the_others_keep_sending(
     for directory in (open_home.home, open_home.instance.run_dir):
         directory.chmod(0o711)
     flood = [
-        _client(open_home, sendmail_client, "-i", f"n{n}@far.test", uid=NOBODY) for n in range(8)
+        run_client(open_home, sendmail_client, "-i", f"n{n}@far.test", uid=NOBODY) for n in range(8)
     ]
     assert [done.returncode for done in flood] == [0] * 5 + [75] * 3
     assert flood[5].stderr == (
         b"sendmail: this account queued 5 messages in the last hour, its cap; try later;"
         b" not queued\n"
     )
-    others = [_client(open_home, sendmail_client, "-i", "d@far.test", uid=DAEMON) for _ in range(3)]
+    others = [
+        run_client(open_home, sendmail_client, "-i", "d@far.test", uid=DAEMON) for _ in range(3)
+    ]
     assert [done.returncode for done in others] == [0, 0, 0]
-    assert _client(open_home, sendmail_client, "-i", "r@far.test").returncode == 0  # root's
-    too_big = _client(
+    assert run_client(open_home, sendmail_client, "-i", "r@far.test").returncode == 0  # root's
+    too_big = run_client(
         open_home, sendmail_client, "-i", "x@far.test", message=b"x" * (36 * 1024 * 1024)
     )
     assert too_big.returncode == 65 and b"message too large" in too_big.stderr
@@ -208,7 +191,7 @@ def test_without_the_daemon_sendmail_exits_75_and_says_why(
 ) -> None:
     daemon = submission.processes[-1]
     submission.stop(daemon)
-    refused = _client(submission, sendmail_client, "-i", "x@far.test", uid=NOBODY)
+    refused = run_client(submission, sendmail_client, "-i", "x@far.test", uid=NOBODY)
     assert refused.returncode == 75
     assert refused.stderr.startswith(b"sendmail: the local mail submission service does not answer")
     assert refused.stderr.endswith(b"; nothing was queued\n")
@@ -220,7 +203,9 @@ def test_mail_handed_in_while_the_engine_is_stopped_goes_once_it_starts(
 ) -> None:
     with RecordingSink("127.0.0.95") as sink:
         submission.routes(f":[127.0.0.95]:{sink.port}")
-        assert _client(submission, sendmail_client, "-i", "x@far.test", uid=NOBODY).returncode == 0
+        assert (
+            run_client(submission, sendmail_client, "-i", "x@far.test", uid=NOBODY).returncode == 0
+        )
         submission.start_engine()
         [message] = sink.wait_for_messages(1)
     assert message.recipients == ("x@far.test",)
@@ -240,7 +225,7 @@ def test_a_killed_daemon_loses_nothing_it_acknowledged(
         while not stop.is_set():
             token = f"t{number}-{count}"
             count += 1
-            done = _client(
+            done = run_client(
                 submission,
                 sendmail_client,
                 "-i",
@@ -305,7 +290,7 @@ def test_smtp_on_loopback_is_the_account_that_connects(
         return " ".join(map(str, codes))
 
     assert as_user(NOBODY, over_smtp) == "250 451"  # the second is over nobody's limit
-    after = _client(home, sendmail_client, "-i", "x@far.test", uid=NOBODY)
+    after = run_client(home, sendmail_client, "-i", "x@far.test", uid=NOBODY)
     assert after.returncode == 75 and b"Sending limit one reached" in after.stderr
     with smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10) as smtp:  # root: no limit
         smtp.sendmail("r@shop.test", ["x@far.test"], b"Subject: root\r\n\r\nx\r\n")
@@ -320,12 +305,12 @@ def test_newaliases_is_roots_and_names_every_problem(
         "# the host's aliases\npostmaster: root\nroot: admin@example.test,\n  alice\n"
         "abuse: |/usr/bin/evil\nbad line\n"
     )
-    checked = _client(submission, sendmail_client, program="newaliases", message=b"")
+    checked = run_client(submission, sendmail_client, program="newaliases", message=b"")
     assert checked.returncode == 0
     assert checked.stdout.endswith(b"aliases: 3 aliases\n")
     assert b"'|/usr/bin/evil' is not supported" in checked.stderr
     assert b"line 6: not `name: target, ...`" in checked.stderr
-    refused = _client(submission, sendmail_client, program="newaliases", uid=NOBODY, message=b"")
+    refused = run_client(submission, sendmail_client, program="newaliases", uid=NOBODY, message=b"")
     assert (refused.returncode, refused.stderr) == (77, b"newaliases: only root may do that\n")
 
 
@@ -344,6 +329,6 @@ def test_garbage_on_the_socket_gets_an_answer_and_the_daemon_carries_on(
             connection.shutdown(socket.SHUT_WR)
             answer = connection.recv(4096)
         assert answer[:1] == bytes([64]), answer
-    assert _client(submission, sendmail_client, "-i", "x@far.test").returncode == 0
+    assert run_client(submission, sendmail_client, "-i", "x@far.test").returncode == 0
     os.kill(submission.processes[-1].pid, signal.SIGHUP)  # reread the names: still serving
-    assert _client(submission, sendmail_client, "-i", "y@far.test").returncode == 0
+    assert run_client(submission, sendmail_client, "-i", "y@far.test").returncode == 0

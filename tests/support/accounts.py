@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
+
+from support.instance import SendworxHome
 
 NOBODY = 65534
 
@@ -27,3 +31,24 @@ def as_user(uid: int, work: Callable[[], str]) -> str:
     answer = os.read(reader, 1000).decode()
     os.close(reader)
     return answer
+
+
+def run_client(
+    home: SendworxHome,
+    client: Path,
+    *arguments: str,
+    message: bytes = b"Subject: hi\n\nhello\n",
+    uid: int = 0,
+    program: str = "sendmail",
+) -> subprocess.CompletedProcess[bytes]:
+    """The compiled sendmail client (or mailq, newaliases) run as `uid` against `home`'s
+    submission daemon, as a site's PHP runs /usr/sbin/sendmail."""
+    return subprocess.run(
+        [program, *arguments],
+        executable=client,
+        input=message,
+        capture_output=True,
+        env={"SENDWORX_SUBMIT_SOCKET": str(home.instance.submission_socket)},
+        user=uid,
+        timeout=30,
+    )

@@ -84,3 +84,19 @@ class RemoteApi:
 
     def close(self) -> None:
         self._client.close()
+
+
+class Refused(Exception):
+    """A local call that failed; its message is what to print."""
+
+
+def call_locally(instance: Instance, call: Call[Any], label: str) -> Any:
+    """The payload of `call` run in this process as the local operator; Refused with the
+    line to print (`sendworx <label>: <why>`) if it fails."""
+    from sendworx.shared.errors import ApiError
+
+    try:
+        with LocalApi(instance) as api:
+            return api.reply(call).payload_for(call)
+    except (AccessDenied, ApiError, OSError) as error:
+        raise Refused(f"sendworx {label}: {error}") from error

@@ -110,9 +110,8 @@ ACTIONS = {
 
 
 def run(arguments: argparse.Namespace, instance: Instance) -> int:
-    from sendworx.cli.api_access import AccessDenied, LocalApi
+    from sendworx.cli.api_access import Refused, call_locally
     from sendworx.cli.output import plain_lines
-    from sendworx.shared.errors import ApiError
     from sendworx.shared.wire import Call
 
     command: str = arguments.dkim_command or "list"
@@ -123,10 +122,9 @@ def run(arguments: argparse.Namespace, instance: Instance) -> int:
         return 2
     try:
         call: Call[Any] = Call(DKIM, ACTIONS[command], _inputs(arguments, command))
-        with LocalApi(instance) as api:
-            payload = api.reply(call).payload_for(call)
-    except (AccessDenied, ApiError, OSError) as error:
-        print(f"sendworx dkim {command}: {error}", file=sys.stderr)
+        payload = call_locally(instance, call, f"dkim {command}")
+    except Refused as refused:
+        print(refused, file=sys.stderr)
         return 1
     if arguments.json:
         print(json.dumps(payload))

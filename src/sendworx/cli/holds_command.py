@@ -37,9 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(arguments: argparse.Namespace, instance: Instance) -> int:
     # Loaded here, not at import: main.py imports this module for its arguments only.
-    from sendworx.cli.api_access import AccessDenied, LocalApi
+    from sendworx.cli.api_access import Refused, call_locally
     from sendworx.cli.queue_command import when
-    from sendworx.shared.errors import ApiError
     from sendworx.shared.wire import Call
 
     command: str = arguments.holds_command or "list"
@@ -51,12 +50,10 @@ def run(arguments: argparse.Namespace, instance: Instance) -> int:
         inputs["hold"] = arguments.hold
     if command == "add" and arguments.reason:
         inputs["reason"] = arguments.reason
-    call: Call[Any] = Call(POLICY, ACTIONS[command], inputs)
     try:
-        with LocalApi(instance) as api:
-            payload = api.reply(call).payload_for(call)
-    except (AccessDenied, ApiError, OSError) as error:
-        print(f"sendworx holds {command}: {error}", file=sys.stderr)
+        payload = call_locally(instance, Call(POLICY, ACTIONS[command], inputs), f"holds {command}")
+    except Refused as refused:
+        print(refused, file=sys.stderr)
         return 1
     if arguments.json:
         print(json.dumps(payload))

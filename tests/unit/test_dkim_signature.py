@@ -35,6 +35,7 @@ MESSAGES = {
     "already signed": b"DKIM-Signature: v=1; a=rsa-sha256; d=other.test; s=x; h=from; bh=a; b=b\n"
     b"From: a@example.com\nSubject: x\n\nb\n",
     "dot lines": b"From: a@example.com\nSubject: x\n\n.\n..hidden\n",
+    "100 kB header": b"From: a@example.com\nSubject: " + b"x" * 100_000 + b"\n\nb\n",
 }
 
 
@@ -77,7 +78,8 @@ def test_every_shape_verifies_with_dkimpy(
     signing = [store.signing_key(keys[name]) for name in which]  # type: ignore[arg-type]
     signed = sign(MESSAGES[shape], signing, int(time.time()))
     assert _verify(transmitted(signed), keys, len(which)) == [True] * len(which)
-    assert max(len(line) for line in signed.splitlines()) <= 78 or shape == "folded and long"
+    ours = signed[: len(signed) - len(MESSAGES[shape])]  # what signing prepended
+    assert max(len(line) for line in ours.splitlines()) <= 78  # folded
 
 
 def test_a_change_on_the_way_breaks_the_signature(keys: dict[str, object]) -> None:

@@ -164,3 +164,13 @@ def test_records_fit_dns_strings_and_rotation_keeps_a_key_signing(tmp_path: Path
     assert [key.selector for key in store.retire_due(now=3_101)] == [first.selector]
     assert (tmp_path / "dkim" / "keys.json").stat().st_mode & 0o777 == 0o600
     assert store.key_path(second).stat().st_mode & 0o777 == 0o600
+
+
+def test_origins_compare_a_dual_stack_listeners_view_of_an_ipv4_client() -> None:
+    """A listener on :: sees an IPv4 client as ::ffff:a.b.c.d; its network still matches,
+    as for smtpd's relay_networks."""
+    origins = Origins.checked((), ("192.0.2.0/24",), anyone=False)
+    assert origins.allow(None, "192.0.2.7")
+    assert origins.allow(None, "::ffff:192.0.2.7")
+    assert not origins.allow(None, "198.51.100.1")
+    assert not origins.allow(None, "not an address")

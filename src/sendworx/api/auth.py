@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sendworx.api.registry import Caller
 from sendworx.api.users import User, UserStore, check_password
+from sendworx.shared.addresses import client_address
 from sendworx.shared.errors import AuthenticationFailed
 
 SWEEP_SECONDS = 60.0  # ended sessions and old failure counts are dropped this often
@@ -39,13 +40,10 @@ def _credentials(user: User) -> str:
 def address_key(peer: str) -> str:
     """Who a failure is counted against: the address, or its /64 for IPv6 (one subscriber
     usually holds a whole /64)."""
-    try:
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
+    address = client_address(peer)
+    if address is None:
         return peer
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 

@@ -7,6 +7,7 @@ loads only its own process's code.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -77,10 +78,22 @@ def run_panel(instance: Instance) -> int:
     )
 
 
+def _admission(instance: Instance) -> Path | None:
+    """Where injectors ask the engine about `reject` limits: only while the policy has some
+    (an unreadable policy: ask, the engine decides). Reread on every SIGHUP."""
+    from sendworx.shared.policy import load_policy
+
+    try:
+        rejects = load_policy(instance.policy_path).rejects
+    except ConfigError as error:
+        log.error("sending policy unreadable, asking the engine: %s", error)
+        rejects = True
+    return instance.admission_socket if rejects else None
+
+
 def run_smtpd(instance: Instance) -> int:
     from sendworx.inject import smtpd
     from sendworx.inject import workers as workers_module
-    from sendworx.shared.policy import load_policy
 
     def main(pid_file: PidFile) -> None:
         config = instance.config
@@ -95,15 +108,7 @@ def run_smtpd(instance: Instance) -> int:
         workers = config.smtpd.workers or os.cpu_count() or 1
         log.info("listening on %s port %d", ", ".join(config.smtpd.listen), config.smtpd.port)
 
-        def admission() -> Path | None:
-            """Ask the engine about limits only while the policy has `reject` ones (an
-            unreadable policy: ask, the engine decides)."""
-            try:
-                rejects = load_policy(instance.policy_path).rejects
-            except ConfigError as error:
-                log.error("sending policy unreadable, asking the engine: %s", error)
-                rejects = True
-            return instance.admission_socket if rejects else None
+        admission = functools.partial(_admission, instance)
 
         def serve() -> None:
             pid_file.forget()  # a worker must not keep the parent's lock alive
@@ -121,32 +126,23 @@ def run_smtpd(instance: Instance) -> int:
 def run_submitd(instance: Instance) -> int:
     from sendworx.inject import submitd
     from sendworx.shared import systemd
-    from sendworx.shared.policy import load_policy
 
     def main(pid_file: PidFile) -> None:
         config = instance.config
         passed = systemd.listen_sockets()  # installed: systemd's socket, open to every account
         listener = passed[0] if passed else submitd.bind_listener(instance.submission_socket)
 
-        def admission() -> Path | None:
-            try:
-                rejects = load_policy(instance.policy_path).rejects
-            except ConfigError as error:
-                log.error("sending policy unreadable, asking the engine: %s", error)
-                rejects = True
-            return instance.admission_socket if rejects else None
-
         service = submitd.SubmissionService(
             instance.queue(),
             config.submission,
             instance.mail_names(),
             aliases=instance.aliases_path,
-            admission=admission(),
+            admission=_admission(instance),
             service_uid=os.getuid(),
         )
 
         def reload() -> None:
-            service.names, service.admission = instance.mail_names(), admission()
+            service.names, service.admission = instance.mail_names(), _admission(instance)
 
         def ready() -> None:
             systemd.notify(READY="1", STATUS="accepting local mail")

@@ -9,9 +9,10 @@ from its side): no scan of every socket on the host.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
+
+from sendworx.shared.addresses import client_address
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -28,13 +29,8 @@ _sequence = 0
 
 
 def is_loopback(address: str) -> bool:
-    try:
-        parsed = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
-        parsed = parsed.ipv4_mapped
-    return parsed.is_loopback
+    parsed = client_address(address)
+    return parsed is not None and parsed.is_loopback
 
 
 def peer_uid(client: tuple[str, int], server: tuple[str, int]) -> int | None:

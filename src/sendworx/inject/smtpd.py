@@ -27,6 +27,7 @@ from sendworx.inject.connection_limits import ConnectionLimits
 from sendworx.inject.peer_account import is_loopback, peer_uid
 from sendworx.inject.sendmail import account_name
 from sendworx.inject.smtp_session import Message, ServerSession, SessionSettings, Step
+from sendworx.shared.addresses import client_address
 from sendworx.shared.admission import ask_async
 from sendworx.shared.config import InstanceConfig
 from sendworx.shared.queue import Queue, QueueWriteError
@@ -88,13 +89,8 @@ class Submission:
         self.settings = self._settings()
 
     def may_relay(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._relay_networks)
+        address = client_address(peer)
+        return address is not None and any(address in net for net in self._relay_networks)
 
     async def queue(
         self, message: Message, peer: str, uid: int | None = None, account: str | None = None

@@ -26,6 +26,19 @@ def has_control_characters(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
+def client_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address as rules compare it: an IPv6 zone (`%eth0`) dropped, an
+    IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, a dual-stack listener's view of an IPv4
+    client) as the IPv4 address; None for what is not an address."""
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def domain_of(address: str) -> str:
     """The part after the last `@` ("" when there is none)."""
     _, at, domain = address.rpartition("@")

@@ -38,7 +38,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from sendworx.shared.addresses import AddressError, check_domain, has_control_characters
+from sendworx.shared.addresses import (
+    AddressError,
+    check_domain,
+    client_address,
+    has_control_characters,
+)
 from sendworx.shared.dkim_signature import SigningKey
 from sendworx.shared.durable import atomic_write
 
@@ -99,13 +104,10 @@ class Origins:
             return True
         if account is not None and account in self.accounts:
             return True
-        if peer is not None and self.networks:
-            try:
-                address = ipaddress.ip_address(peer)
-            except ValueError:
-                return False
-            return any(address in ipaddress.ip_network(network) for network in self.networks)
-        return False
+        address = client_address(peer) if peer is not None and self.networks else None
+        if address is None:
+            return False
+        return any(address in ipaddress.ip_network(network) for network in self.networks)
 
 
 @dataclass(frozen=True)

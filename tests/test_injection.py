@@ -7,6 +7,7 @@ import contextlib
 import email
 import functools
 import os
+import signal
 import smtplib
 import socket
 import subprocess
@@ -288,6 +289,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _forking(parent: subprocess.Popen[bytes]) -> bool:
+    return parent.poll() is not None or len(_workers(parent.pid)) >= 1
+
+
 def _submit(home: SendworxHome) -> None:
     with _client(home) as client:
         client.sendmail("a@origin.test", ["b@far.test"], b"Subject: w\r\n\r\nw\r\n")
@@ -326,16 +331,40 @@ def test_smtpd_stopped_while_its_workers_start_stops_them_all(home: SendworxHome
     """A SIGTERM that reaches the listener while it forks its workers stops every one: a
     worker that got it before its own handler was set once ran the parent's and served on."""
     home.write_config(smtpd={"workers": 4})
-
-    def forking(parent: subprocess.Popen[bytes]) -> bool:
-        return parent.poll() is not None or len(_workers(parent.pid)) >= 1
-
     for _ in range(8):
         parent = home.spawn("smtpd")
-        wait_for(functools.partial(forking, parent), timeout=15)
+        wait_for(functools.partial(_forking, parent), timeout=15)
         workers = _workers(parent.pid) if parent.poll() is None else []
         assert home.stop(parent) == 0
         assert not any(_alive(worker) for worker in workers)
+
+
+def test_a_reload_while_workers_start_reaches_every_worker(home: SendworxHome) -> None:
+    """SIGHUP (systemctl reload, an API update) that reaches a worker before its event loop
+    takes the signal is kept for it, not dropped: every worker greets with the new name."""
+    home.write_config(smtpd={"workers": 4})
+
+    def greeting() -> bytes:
+        with smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10) as client:
+            return bytes(client.ehlo("client.test")[1].split(b"\n")[0])
+
+    def all_greet_as(wanted: set[bytes]) -> bool:
+        return {greeting() for _ in range(24)} == wanted
+
+    def all_started(parent: subprocess.Popen[bytes]) -> bool:
+        return len(_workers(parent.pid)) == 4 and port_open("127.0.0.1", home.smtpd_port)
+
+    for number in range(5):
+        home.set_control("me", f"before{number}.test\n")
+        parent = home.spawn("smtpd")
+        wait_for(functools.partial(_forking, parent), timeout=15)
+        home.set_control("me", f"after{number}.test\n")
+        parent.send_signal(signal.SIGHUP)
+        wait_for(functools.partial(all_started, parent))
+        # A worker may greet once or twice before its loop takes the signal; then never again.
+        wanted = {f"after{number}.test".encode()}
+        wait_for(functools.partial(all_greet_as, wanted), timeout=10)
+        assert home.stop(parent) == 0
 
 
 def test_smtpd_restarted_at_once_waits_for_its_dead_workers_port(home: SendworxHome) -> None:

@@ -32,7 +32,7 @@ def _die_with_parent(parent: int) -> None:
 # arriving just before os.wait() blocked ran the handler only when a child next exited (the
 # parent slept on, its workers serving, until killed: seen 1 in ~40 stops under load), and a
 # worker forked with the parent's handler could run it instead of stopping. A worker restores
-# the defaults and unblocks them before it serves.
+# the defaults and unblocks them before it serves (SIGHUP once its loop takes it).
 _WATCHED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 _STOP = {signal.SIGTERM, signal.SIGINT}
 
@@ -46,8 +46,9 @@ def _start(serve: Callable[[], None], parent: int) -> int:
         _die_with_parent(parent)
         for signum in _STOP:
             signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's own loop takes it
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
+        # SIGHUP stays blocked, not ignored: `serve` unblocks it once its loop handles it,
+        # so a reload sent while the worker starts reaches it then instead of being lost.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED - {signal.SIGHUP})
         serve()
     except BaseException:
         log.exception("worker %d failed", os.getpid())

@@ -15,7 +15,6 @@ import email.utils
 import logging
 import os
 import time
-from dataclasses import dataclass
 
 from sendworx.shared.addresses import domain_of
 from sendworx.shared.dkim_keys import InputError, KeyStore, SignerCache, normalize_domain
@@ -46,41 +45,30 @@ def from_domain(content: bytes) -> str | None:
         return None
 
 
-@dataclass
-class Verdict:
-    domain: str | None
-    signed_with: tuple[str, ...] = ()  # selectors
-    refused: str | None = None  # why an existing key was not used
-
-
 class Signer:
     """`signer(envelope, content)` is the content to queue: signed, or as it was."""
 
     def __init__(self, store: KeyStore, service_uid: int | None = None) -> None:
         self._cache = SignerCache(store)
         self._service_uid = os.getuid() if service_uid is None else service_uid
-        self.last: Verdict | None = None  # what the last call decided (tests, logs)
 
     def __call__(self, envelope: Envelope, content: bytes) -> bytes:
         try:
-            verdict, keys = self._decide(envelope, content)
-            self.last = verdict
-            if verdict.refused is not None:
-                log.warning("not signed: %s", verdict.refused)
+            keys = self._keys(envelope, content)
             return sign(content, keys, int(time.time())) if keys else content
         except Exception:  # a signature is never worth a message: it goes unsigned
             log.exception("not signed: signing failed")
             return content
 
-    def _decide(self, envelope: Envelope, content: bytes) -> tuple[Verdict, list[SigningKey]]:
+    def _keys(self, envelope: Envelope, content: bytes) -> list[SigningKey]:
+        """The keys that sign this message: none without a From domain with active keys;
+        none, and a log line, when its origin may not use them."""
         if not self._cache.any():
-            return Verdict(None), []
+            return []
         domain = from_domain(content)
-        if domain is None:
-            return Verdict(None), []
-        active = self._cache.active(domain)
+        active = self._cache.active(domain) if domain is not None else []
         if not active:
-            return Verdict(domain), []
+            return []
         origin = envelope.origin
         trusted = origin is not None and (
             origin.via == "engine" or origin.uid in (0, self._service_uid)
@@ -92,5 +80,5 @@ class Signer:
         ]
         if not allowed:
             who = f"account {account}" if account else f"client {peer}"
-            return Verdict(domain, refused=f"{who} may not sign as {domain}"), []
-        return Verdict(domain, tuple(key.selector for key in allowed)), allowed
+            log.warning("not signed: %s may not sign as %s", who, domain)
+        return allowed

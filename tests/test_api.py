@@ -359,7 +359,7 @@ def test_fifty_concurrent_updates_and_restarts_leave_one_engine_and_whole_files(
 
     with ThreadPoolExecutor(50) as pool:
         replies = list(pool.map(request, range(50)))
-    assert all(reply["status"] == 0 for reply in replies)
+    assert [reply for reply in replies if reply["status"] != 0] == []
     concurrency = int(control_file(panel.home, "concurrencyremote") or "")
     assert control_file(panel.home, "timeoutremote") == f"{concurrency + 100}\n"
     engines = subprocess.run(

@@ -79,6 +79,23 @@ def test_sighup_applies_new_routes_to_queued_mail_without_losing_it(home: Sendwo
     assert home.status()["settings"]["smtp_routes"] == [f":[127.0.0.84]:{new.port}"]
 
 
+def test_a_reload_sent_while_the_engine_starts_reaches_it_and_does_not_kill_it(
+    home: SendworxHome,
+) -> None:
+    """The panel signals whoever holds the engine's pid lock as soon as a setting changes; the
+    engine holds it while it loads the queue, before its loop takes SIGHUP. (Seen in CI: a
+    restart among concurrent updates failed, the new engine killed by the update's SIGHUP.)"""
+    home.set_control("concurrencyremote", "0\n")
+    home.enqueue("u@loading.test", copies=200)
+    process = home.spawn("send")
+    wait_for(lambda: running_pid(home.instance.engine_pid_file) is not None, interval=0.001)
+    home.set_control("concurrencyremote", "7\n")
+    process.send_signal(signal.SIGHUP)
+    wait_for(lambda: home.engine_answers(process), timeout=15)
+    wait_for(lambda: home.status()["concurrency_remote"] == 7)
+    assert process.poll() is None
+
+
 def test_sigterm_lets_the_delivery_in_flight_finish_and_records_it(home: SendworxHome) -> None:
     with RecordingSink("127.0.0.85", behaviour=Behaviour(data_delay=1.0)) as sink:
         home.routes(f":[127.0.0.85]:{sink.port}")

@@ -81,7 +81,7 @@ class SendworxHome:
 
     def start_engine(self) -> subprocess.Popen[bytes]:
         process = self.spawn("send")
-        wait_for(lambda: self._engine_answers(process), timeout=15)
+        wait_for(lambda: self.engine_answers(process), timeout=15)
         return process
 
     def start_smtpd(self) -> subprocess.Popen[bytes]:
@@ -129,7 +129,7 @@ class SendworxHome:
         self.processes.append(process)
         return process
 
-    def _engine_answers(self, process: subprocess.Popen[bytes]) -> bool:
+    def engine_answers(self, process: subprocess.Popen[bytes]) -> bool:
         if process.poll() is not None:
             raise AssertionError(f"engine exited with {process.returncode}: {self.stderr('send')}")
         try:

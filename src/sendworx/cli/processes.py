@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -37,7 +38,13 @@ def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
 def _in_foreground(
     instance: Instance, name: str, pid_path: Path, main: Callable[[PidFile], None]
 ) -> int:
-    """Hold `name`'s pid lock, log to log/<name>.log, run `main`, release; 1 if already running."""
+    """Hold `name`'s pid lock, log to log/<name>.log, run `main`, release; 1 if already running.
+
+    SIGHUP is blocked from before the lock is taken (from then on the panel and the service
+    find this process and may ask it to reread its settings) until `main` has its handler in
+    place and unblocks it: a reload sent while it starts is handled then, rather than killing
+    it (SIGHUP's default)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     pid_file = PidFile(pid_path)
     try:
         pid_file.acquire()

@@ -192,6 +192,9 @@ class QueueManager:
             (signal.SIGALRM, self.retry_now),
         ):
             loop.add_signal_handler(signum, handler)
+        # Blocked since before the pid lock was taken (cli/processes.py): a reload asked for
+        # while we started is handled now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         self.metrics.serve(self.config.metrics.listen, self.config.metrics.port)
         log.info(
             "started: %d queued, concurrency_remote=%d, helo=%s",

@@ -325,8 +325,8 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    # A pre-forked worker starts with SIGHUP blocked (workers.py): one sent meanwhile is
-    # delivered now, to the handler.
+    # Blocked since before the pid lock was taken (cli/processes.py), and in a pre-forked
+    # worker since its fork (workers.py): one sent meanwhile is delivered now, to the handler.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     await stopped.wait()
     for server in servers:

@@ -97,6 +97,10 @@ async def serve_panel(instance: Instance) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
+    # Blocked until now (cli/processes.py). The panel has nothing a SIGHUP rereads: one is
+    # noted, not fatal, and the processes it starts (an engine) do not inherit the block.
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: nothing to reread"))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     log.info(
         "panel listening on %s: https %s, http %s",
         panel.listen,

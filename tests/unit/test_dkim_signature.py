@@ -174,3 +174,21 @@ def test_origins_compare_a_dual_stack_listeners_view_of_an_ipv4_client() -> None
     assert origins.allow(None, "::ffff:192.0.2.7")
     assert not origins.allow(None, "198.51.100.1")
     assert not origins.allow(None, "not an address")
+
+
+def test_concurrent_changes_from_many_writers_lose_nothing(tmp_path: Path) -> None:
+    """Each writer has a store of its own, as the panel, the CLI and the engine do: only the
+    store's file lock keeps their read-modify-writes of keys.json apart."""
+    import threading
+
+    def writer(number: int) -> None:
+        store = KeyStore(tmp_path)
+        for index in range(6):
+            store.add(f"d{index}.w{number}.example", algorithm="ed25519")
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(KeyStore(tmp_path).all_keys()) == 48

@@ -23,16 +23,19 @@ key goes out unsigned: a hacked site on account A gets no valid signature for B'
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
+import functools
 import ipaddress
 import json
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -46,12 +49,15 @@ from sendworx.shared.addresses import (
 )
 from sendworx.shared.dkim_signature import SigningKey
 from sendworx.shared.durable import atomic_write
+from sendworx.shared.file_lock import FileLock
 
 RSA_BITS = (1024, 4096)  # accepted sizes; 2048 by default
 DEFAULT_BITS = 2048
 ALGORITHMS = ("rsa", "ed25519")
 STATES = ("pending", "active", "retiring", "retired")
 DNS_STRING_BYTES = 255
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class InputError(ValueError):
@@ -242,12 +248,46 @@ def load_private_key(pem: bytes) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKe
     raise InputError("only RSA and Ed25519 keys sign DKIM", "key")
 
 
+def _serialized(change: Callable[P, R]) -> Callable[P, R]:
+    """A KeyStore change, read-modify-write under the store's lock."""
+
+    @functools.wraps(change)
+    def locked(*arguments: P.args, **keywords: P.kwargs) -> R:
+        store = arguments[0]
+        assert isinstance(store, KeyStore)
+        with store.changing():
+            return change(*arguments, **keywords)
+
+    return locked
+
+
 class KeyStore:
-    """The keys of one instance, on disk. Every change is written before it is answered."""
+    """The keys of one instance, on disk. Every change is written before it is answered, and
+    changes take turns (`changing`): the panel's threads, the CLI and the engine's retiring
+    of keys each read keys.json, change it and write it whole, so one at a time."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.index_path = directory / "keys.json"
+        self._thread_lock = threading.RLock()
+        self._file_lock = FileLock(directory / ".lock")
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Held around a change, or a check and the change it allows (a domain without keys
+        gets its first): other threads and processes wait. Reentrant within a thread."""
+        with self._thread_lock:
+            if self._depth == 0:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._file_lock.acquire()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._file_lock.release()
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -289,6 +329,7 @@ class KeyStore:
         )
         atomic_write(self.key_path(key), pem, 0o600)
 
+    @_serialized
     def add(
         self,
         domain: str,
@@ -344,6 +385,7 @@ class KeyStore:
         self._write([*keys, key])
         return key
 
+    @_serialized
     def update(
         self, domain: str, *, origins: Origins | None = None, testing: bool | None = None
     ) -> list[DkimKey]:
@@ -365,6 +407,7 @@ class KeyStore:
         self._write(changed)
         return [key for key in changed if key.domain == name]
 
+    @_serialized
     def activate(
         self, domain: str, selector: str, retire_after_seconds: float, now: float | None = None
     ) -> DkimKey:
@@ -385,6 +428,7 @@ class KeyStore:
         self._write(keys)
         return found
 
+    @_serialized
     def abort(self, domain: str) -> list[DkimKey]:
         """Drop the domain's pending keys (a rotation given up); the active one stays."""
         name = normalize_domain(domain)
@@ -397,6 +441,7 @@ class KeyStore:
             self.key_path(key).unlink(missing_ok=True)
         return dropped
 
+    @_serialized
     def retire_due(self, now: float | None = None) -> list[DkimKey]:
         """Retiring keys whose time has come become retired; those are returned."""
         moment = time.time() if now is None else now
@@ -410,6 +455,7 @@ class KeyStore:
             self._write(keys)
         return done
 
+    @_serialized
     def delete(self, domain: str) -> list[DkimKey]:
         """Every key of `domain`, and their files."""
         name = normalize_domain(domain)

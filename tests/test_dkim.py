@@ -20,22 +20,13 @@ from support.instance import SendworxHome
 from support.opendkim_check import opendkim_results
 from support.sink import Received, RecordingSink
 
-from sendworx.shared.dkim_keys import DkimKey, KeyStore, Origins
+from sendworx.shared.dkim_keys import KeyStore, Origins
 
 DAEMON = 1  # Debian's `daemon` account: the customer who owns shop.example
 
 
 # Domains under .example: OpenDKIM resolves through libunbound, which answers every name
 # under .test itself (NXDOMAIN, RFC 6761's special-use names) and never asks our server.
-
-
-def _publish(dns_server: DNSServer, *keys: DkimKey) -> dict[str, str]:
-    records = {}
-    for key in keys:
-        quoted = " ".join(f'"{piece}"' for piece in key.record_strings)
-        dns_server.add(key.record_name, "TXT", quoted)
-        records[key.record_name] = key.record_text
-    return records
 
 
 def _dkimpy(message: bytes, dns_port: int) -> list[bool]:
@@ -84,7 +75,7 @@ def test_every_door_signs_for_the_accounts_a_key_allows_and_both_verifiers_agree
     ed = store.add(
         "shop.example", selector="ed", algorithm="ed25519", origins=owners, pending=False
     )
-    records = _publish(dns_server, rsa, ed)
+    records = dns_server.publish_dkim(rsa, ed)
     home.write_config(smtpd={"workers": 1})
     home.start_submitd()
     home.start_smtpd()
@@ -149,7 +140,7 @@ def test_a_pending_key_signs_nothing_until_dns_shows_it_and_mail_verifies_at_eve
     assert run("add", "shop.example", "--selector", "old", "--any").returncode == 0
     store = KeyStore(home.instance.dkim_dir)
     [old] = store.of_domain("shop.example")
-    published |= _publish(dns_server, old)
+    published |= dns_server.publish_dkim(old)
     with RecordingSink("127.0.0.78") as sink:
         home.routes(f"shop.example:[127.0.0.78]:{sink.port}", f"far.test:[127.0.0.78]:{sink.port}")
         home.start_engine()
@@ -161,7 +152,7 @@ def test_a_pending_key_signs_nothing_until_dns_shows_it_and_mail_verifies_at_eve
         assert early.returncode == 1 and "missing in DNS" in early.stderr
         assert [key.state for key in store.of_domain("shop.example")] == ["active", "pending"]
         [_, new] = store.of_domain("shop.example")
-        published |= _publish(dns_server, new)
+        published |= dns_server.publish_dkim(new)
         assert run("check", "shop.example").returncode == 0
         assert run("rotate", "shop.example", "finish").returncode == 0
         home.inject("x@far.test", sender="a@shop.example", body="after")

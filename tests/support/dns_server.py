@@ -9,6 +9,7 @@ import contextlib
 import socket
 import threading
 from collections import defaultdict
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -30,6 +31,15 @@ class DNSServer:
     def add(self, name: str, record_type: str, *values: str) -> None:
         key = name.lower().rstrip(".") + "."
         self._records[key].setdefault(record_type, []).extend(values)
+
+    def publish_dkim(self, *keys: Any) -> dict[str, str]:
+        """Each DKIM key's TXT record as its owner would publish it (255-byte strings); the
+        record texts by name."""
+        records = {}
+        for key in keys:
+            self.add(key.record_name, "TXT", " ".join(f'"{s}"' for s in key.record_strings))
+            records[key.record_name] = key.record_text
+        return records
 
     def mx(self, domain: str, *exchanges: tuple[int, str, str]) -> None:
         """MX records for `domain`, each (preference, host name, IPv4 address) with its A record."""

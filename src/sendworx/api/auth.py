@@ -1,7 +1,8 @@
 """Turns the `auth` argument of `iworx.route` into a Caller, or refuses with status 401.
 
-Forms: the armored key string, {apikey}, {sessionid}, {email, password}. SiteWorx forms
-(with `domain`) are refused here: server-wide mail settings need a NodeWorx user.
+Forms: the armored key string, {apikey}, {sessionid}, {email, password}; and SiteWorx's,
+the same with `domain` ({domain, apikey}, {domain, email, password}): a NodeWorx user acting
+for that one domain, on SiteWorx controllers only (the registry checks which panel).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from sendworx.api.registry import Caller
 from sendworx.api.users import User, UserStore, check_password
 from sendworx.shared.addresses import client_address
+from sendworx.shared.dkim_keys import InputError, normalize_domain
 from sendworx.shared.errors import AuthenticationFailed
 
 SWEEP_SECONDS = 60.0  # ended sessions and old failure counts are dropped this often
@@ -169,7 +171,8 @@ class Authenticator:
             self._failures.failed(keys, now)
             raise AuthenticationFailed("authentication failed")
         self._failures.forgive(keys, now)
-        return Caller(user.email, frozenset(user.permissions), user.master, peer)
+        domain = _siteworx_domain(auth)
+        return Caller(user.email, frozenset(user.permissions), user.master, peer, domain)
 
     def _sweep(self, now: float) -> None:
         """Drop expired sessions and old failure counts, now and then (not a task of its own:
@@ -186,10 +189,8 @@ class Authenticator:
             return self.users.user_for_key(auth)
         if not isinstance(auth, Mapping):
             return None
-        if "domain" in auth:
-            raise AuthenticationFailed(
-                "SiteWorx credentials cannot control server-wide mail settings; use a NodeWorx user"
-            )
+        if "domain" in auth and _siteworx_domain(auth) is None:
+            return None
         if isinstance(auth.get("apikey"), str):
             return self.users.user_for_key(auth["apikey"])
         if isinstance(auth.get("sessionid"), str):
@@ -216,9 +217,19 @@ class Authenticator:
         return user
 
 
+def _siteworx_domain(auth: object) -> str | None:
+    """The domain a SiteWorx-style login acts for, as DKIM keys file it, or None."""
+    if not isinstance(auth, Mapping) or not isinstance(auth.get("domain"), str):
+        return None
+    try:
+        return normalize_domain(auth["domain"][:300])
+    except InputError:
+        return None
+
+
 def _password_account(auth: object) -> str | None:
     """The account a password attempt is for (counted per account as well as per address)."""
-    if isinstance(auth, Mapping) and "domain" not in auth and "apikey" not in auth:
+    if isinstance(auth, Mapping) and "apikey" not in auth:
         email, password = auth.get("email"), auth.get("password")
         if isinstance(email, str) and isinstance(password, str) and "sessionid" not in auth:
             return email.strip().lower()[:320]

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sendworx.shared.errors import ApiError, PermissionDenied, UnknownAction, ValidationFailed
+from sendworx.shared.errors import (
+    ApiError,
+    AuthenticationFailed,
+    PermissionDenied,
+    UnknownAction,
+    ValidationFailed,
+)
 from sendworx.shared.wire import NO_INPUT, Call, Reply
 
 log = logging.getLogger("sendworx.api")
@@ -42,12 +48,15 @@ class Input:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: the authenticated NodeWorx user and where the request came from."""
+    """Who is asking: the authenticated NodeWorx user and where the request came from.
+    `domain`: a SiteWorx-style login (`{domain, apikey}`, `{domain, email, password}`),
+    which acts for that domain alone, and only on SiteWorx controllers."""
 
     email: str
     permissions: frozenset[str]
     master: bool
     peer: str
+    domain: str | None = None
 
     def may(self, permissions: tuple[str, ...]) -> bool:
         return self.master or set(permissions) <= self.permissions
@@ -73,6 +82,7 @@ class Controller:
     path: str  # "/nodeworx/mail/send"
     cli_name: str  # "MailSend"
     permissions: tuple[str, ...]
+    siteworx: bool = False  # served to SiteWorx-style logins only, never to NodeWorx ones
     actions: dict[str, Action] = field(default_factory=dict)
 
     def add(self, action: Action) -> None:
@@ -115,6 +125,20 @@ async def validated(action: Action, raw: object) -> dict[str, Any]:
     return validate(action, inputs)
 
 
+def _check_panel(caller: Caller, controller: Controller) -> None:
+    """NodeWorx controllers answer NodeWorx logins, SiteWorx ones SiteWorx logins (401 as
+    InterWorx answers a login for the wrong panel)."""
+    if caller.domain is not None and not controller.siteworx:
+        raise AuthenticationFailed(
+            "SiteWorx credentials cannot control server-wide mail settings; use a NodeWorx user"
+        )
+    if caller.domain is None and controller.siteworx:
+        raise AuthenticationFailed(
+            f"{controller.path} acts for one domain: authenticate with {{domain, apikey}} or"
+            " {domain, email, password}"
+        )
+
+
 class Registry:
     def __init__(self) -> None:
         self._controllers: dict[str, Controller] = {}
@@ -145,6 +169,7 @@ class Registry:
             action = controller.actions.get(action_name)
             if action is None:
                 raise UnknownAction(f"unknown action {action_name[:200]!r} on {controller.path}")
+            _check_panel(caller, controller)
             if not caller.may(controller.permissions):
                 needed = ", ".join(controller.permissions)
                 raise PermissionDenied(f"permission denied: {controller.path} requires {needed}")

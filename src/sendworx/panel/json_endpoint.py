@@ -30,7 +30,9 @@ def json_endpoints(dispatcher: Dispatcher) -> tuple[Endpoint, Endpoint]:
         controller, _, action_name = request.path_params["target"].rpartition("/")
         try:
             auth = jsonapi.auth_from_header(
-                request.headers.get("authorization", ""), dispatcher.authenticator.has_session
+                request.headers.get("authorization", ""),
+                dispatcher.authenticator.has_session,
+                request.headers.get("x-siteworx-domain", ""),
             )
             try:
                 body = await read_capped(request, limit)

@@ -19,11 +19,22 @@ PREFIX = "/api/v1"
 HTTP_STATUS = {0: 200, 11: 400, 401: 401, 403: 403, 404: 404, 1: 409, 207: 502}
 
 
-def auth_from_header(header: str, is_session: Any) -> object:
-    """`Bearer <API key or session id>` or `Basic <email:password>`, as `iworx.route`'s auth.
+def auth_from_header(header: str, is_session: Any, siteworx_domain: str = "") -> object:
+    """`Bearer <API key or session id>` or `Basic <email:password>`, as `iworx.route`'s auth;
+    with `siteworx_domain` (the `X-SiteWorx-Domain` header), SiteWorx's form of it.
 
     A bearer key may be the armored key on one line or only its base64 body.
     """
+    auth = _nodeworx_auth(header, is_session)
+    if not siteworx_domain.strip():
+        return auth
+    if isinstance(auth, str):
+        return {"domain": siteworx_domain, "apikey": auth}
+    assert isinstance(auth, dict)
+    return {**auth, "domain": siteworx_domain}
+
+
+def _nodeworx_auth(header: str, is_session: Any) -> object:
     scheme, _, credentials = header.strip().partition(" ")
     credentials = credentials.strip()
     if scheme.lower() == "bearer" and credentials:

@@ -82,9 +82,12 @@ def node_action(
 
 
 def add_common_actions(
-    controller: Controller, query_update: Callable[[], Awaitable[dict[str, Any]]]
+    controller: Controller, query_update: Callable[[], Awaitable[dict[str, Any]]] | None
 ) -> None:
+    """`fail` and `reroute`, and `queryUpdate` for a controller with an `update` to query."""
+
     async def query(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        assert query_update is not None
         return await query_update()
 
     async def fail(caller: Caller, values: dict[str, Any]) -> Any:
@@ -96,9 +99,12 @@ def add_common_actions(
             raise ValidationFailed({"action": f"no action {values['action']!r} to reroute to"})
         return await target.handler(caller, await validated(target, values["input"]))
 
-    controller.add(
-        Action("queryUpdate", "Current values of every input of update.", query, returns=ANY_STRUCT)
-    )
+    if query_update is not None:
+        controller.add(
+            Action(
+                "queryUpdate", "Current values of every input of update.", query, returns=ANY_STRUCT
+            )
+        )
     controller.add(Action("fail", "Always fails (for testing error handling).", fail))
     controller.add(
         Action(

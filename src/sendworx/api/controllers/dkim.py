@@ -77,7 +77,7 @@ def record_payload(key: DkimKey) -> dict[str, Any]:
     }
 
 
-def _domain(value: object) -> str:
+def parse_domain(value: object) -> str:
     try:
         return normalize_domain(parse_string(value, max_length=253))
     except InputError as error:
@@ -181,42 +181,46 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
         domain, step = values["domain"], values["step"]
 
         def work() -> dict[str, Any]:
-            keys = store.of_domain(domain)
-            if not keys:
-                raise InputError(f"no DKIM key for {domain}")
-            pending = [key for key in keys if key.state == "pending"]
-            if step == "abort":
-                return {"aborted": [key_payload(key) for key in store.abort(domain)]}
-            if step == "start":
-                if pending:
-                    raise InputError(f"{domain} is already rotating to {pending[0].selector}")
-                current = next((key for key in keys if key.state == "active"), keys[-1])
-                size = current.bits if current.algorithm == "rsa" else 2048
-                key = store.add(
-                    domain,
-                    selector=values.get("selector") or None,
-                    algorithm=values.get("algorithm") or current.algorithm,
-                    bits=values.get("bits") or size,
-                    origins=current.origins,
-                    testing=current.testing,
-                    pending=True,
-                )
-                return {"pending": key_payload(key), "record": record_payload(key)}
-            if not pending:
-                raise InputError(f"{domain} has no rotation in progress", "step")
-            found = check_record(pending[0], instance.config.resolver)
-            if found.status != "ok":
-                raise InputError(
-                    f"the record of {pending[0].selector} is {found.status} in DNS"
-                    f"{': ' + found.detail if found.detail else ''}; publish it first",
-                    "step",
-                )
-            lifetime = read_settings(instance.control_dir).queue_lifetime
-            active = store.activate(domain, pending[0].selector, float(lifetime))
-            return {"active": key_payload(active)}
+            with store.changing():  # no second rotation starts between the check and the add
+                return rotation(domain, step, values)
 
         result: dict[str, Any] = await in_thread(work)
         return result
+
+    def rotation(domain: str, step: str, values: dict[str, Any]) -> dict[str, Any]:
+        keys = store.of_domain(domain)
+        if not keys:
+            raise InputError(f"no DKIM key for {domain}")
+        pending = [key for key in keys if key.state == "pending"]
+        if step == "abort":
+            return {"aborted": [key_payload(key) for key in store.abort(domain)]}
+        if step == "start":
+            if pending:
+                raise InputError(f"{domain} is already rotating to {pending[0].selector}")
+            current = next((key for key in keys if key.state == "active"), keys[-1])
+            size = current.bits if current.algorithm == "rsa" else 2048
+            key = store.add(
+                domain,
+                selector=values.get("selector") or None,
+                algorithm=values.get("algorithm") or current.algorithm,
+                bits=values.get("bits") or size,
+                origins=current.origins,
+                testing=current.testing,
+                pending=True,
+            )
+            return {"pending": key_payload(key), "record": record_payload(key)}
+        if not pending:
+            raise InputError(f"{domain} has no rotation in progress", "step")
+        found = check_record(pending[0], instance.config.resolver)
+        if found.status != "ok":
+            raise InputError(
+                f"the record of {pending[0].selector} is {found.status} in DNS"
+                f"{': ' + found.detail if found.detail else ''}; publish it first",
+                "step",
+            )
+        lifetime = read_settings(instance.control_dir).queue_lifetime
+        active = store.activate(domain, pending[0].selector, float(lifetime))
+        return {"active": key_payload(active)}
 
     async def check(caller: Caller, values: dict[str, Any]) -> list[dict[str, str]]:
         def work() -> list[dict[str, str]]:
@@ -232,8 +236,8 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
         gone = await in_thread(store.delete, values["domain"])
         return f"{len(gone)} DKIM key(s) of {values['domain']} deleted"
 
-    domain = Input("domain", InputKind.STRING, _domain, "the From domain", required=True)
-    some_domain = Input("domain", InputKind.STRING, _domain, "one domain (default: every one)")
+    domain = Input("domain", InputKind.STRING, parse_domain, "the From domain", required=True)
+    some_domain = Input("domain", InputKind.STRING, parse_domain, "one domain (default: every one)")
     selector = Input("selector", InputKind.STRING, _selector, "the selector (default: swYYYYMM)")
     algorithm = Input(
         "algorithm", InputKind.STRING, _choice(ALGORITHMS), "rsa (default) or ed25519"

@@ -13,10 +13,12 @@ def test_attempts_are_counted_in_the_minute_they_ended_in() -> None:
     log.attempt(T0 + 59, "deferred", {"id": "b"})
     log.attempt(T0 + 60, "failed", {"id": "c"})
     log.bounce(T0 + 61)
-    minutes = log.report(T0 + 61, 2)["minutes"]
+    log.unsigned(T0 + 62, {"id": "d", "reply": "account x may not sign as y.example"})
+    minutes = log.report(T0 + 62, 2)["minutes"]
+    zero = {"delivered": 0, "deferred": 0, "failed": 0, "bounced": 0, "unsigned": 0, "queued": 0}
     assert minutes == [
-        {"at": T0, "delivered": 1, "deferred": 1, "failed": 0, "bounced": 0, "queued": 0},
-        {"at": T0 + 60, "delivered": 0, "deferred": 0, "failed": 1, "bounced": 1, "queued": 0},
+        {**zero, "at": T0, "delivered": 1, "deferred": 1},
+        {**zero, "at": T0 + 60, "failed": 1, "bounced": 1, "unsigned": 1},
     ]
 
 

@@ -308,4 +308,4 @@ class ActiveSet:
             action = QueueAction.HOLD  # its sender went on hold while it was being delivered
         if action is not None and not record.finished:
             await self._outcomes.apply([message_id], action, held_by=hold_id or "")
-        self._outcomes.announce_attempt(message_id, record, now)
+        self._outcomes.announce_attempt(message_id, envelope, record, now)

@@ -21,6 +21,7 @@ class Minute:
     deferred: int = 0
     failed: int = 0
     bounced: int = 0
+    unsigned: int = 0  # messages refused a DKIM signature (dkim_signer.py)
     queued: int = 0  # the queue's size when the minute was last written to
 
     def as_dict(self) -> dict[str, int]:
@@ -30,6 +31,7 @@ class Minute:
             "deferred": self.deferred,
             "failed": self.failed,
             "bounced": self.bounced,
+            "unsigned": self.unsigned,
             "queued": self.queued,
         }
 
@@ -54,6 +56,13 @@ class ActivityLog:
 
     def bounce(self, now: float) -> None:
         self._minute(now).bounced += 1
+
+    def unsigned(self, now: float, details: dict[str, object]) -> None:
+        """A message refused a DKIM signature: counted, and listed with the attempts."""
+        self._minute(now).unsigned += 1
+        self.latest.append(
+            {"at": now, "result": "unsigned", "recipient": "(the message)", **details}
+        )
 
     def queue_size(self, now: float, queued: int) -> None:
         self._minute(now).queued = queued

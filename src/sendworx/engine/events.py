@@ -30,6 +30,9 @@ class Fate(StrEnum):
     EXPIRED = "expired"  # by an operator: what is left is bounced at its next run
     RETRIED = "retried"
     DELETED = "deleted"
+    # Announced with its first attempt: it went unsigned, its origin may not use its From
+    # domain's DKIM key (`detail`: who, and the domain).
+    UNSIGNED = "unsigned"
 
 
 RECIPIENT_FATES = frozenset({Fate.DELIVERED, Fate.DEFERRED, Fate.FAILED})

@@ -44,6 +44,17 @@ class EngineMetrics:
         self.bounces = Counter(
             "sendworx_bounces", "Bounces generated, by kind", ["kind"], registry=self.registry
         )
+        self.dkim_refused = Counter(
+            "sendworx_dkim_refused_messages",
+            "Messages sent unsigned: their origin may not use their From domain's DKIM key",
+            registry=self.registry,
+        )
+        self.dkim_record_ok = Gauge(
+            "sendworx_dkim_record_ok",
+            "1 while DNS shows a DKIM key's record as it should be, 0 otherwise (hourly check)",
+            ["domain", "selector", "state"],
+            registry=self.registry,
+        )
         self.limited = Counter(
             "sendworx_limited_messages",
             "Times a message waited for a sending limit, by rule",

@@ -101,8 +101,14 @@ class Outcomes:
             return None
         return record
 
-    def announce_attempt(self, message_id: str, record: AttemptRecord, now: float) -> None:
-        """Each recipient's result, once recorded."""
+    def announce_attempt(
+        self, message_id: str, envelope: Envelope, record: AttemptRecord, now: float
+    ) -> None:
+        """Each recipient's result, once recorded; with the first, whether it went unsigned
+        though its From domain signs (once: the attempt's number is on disk)."""
+        if record.attempt == 1 and envelope.dkim_refused is not None:
+            refused = f"{envelope.origin_name} may not sign as {envelope.dkim_refused}"
+            announce(self.listeners, [FateEvent(Fate.UNSIGNED, now, message_id, detail=refused)])
         announce(
             self.listeners,
             (
@@ -214,6 +220,8 @@ def activity_listener(activity: ActivityLog) -> FateListener:
     def listen(event: FateEvent) -> None:
         if event.fate is Fate.BOUNCED:
             activity.bounce(event.at)
+        elif event.fate is Fate.UNSIGNED:
+            activity.unsigned(event.at, {"id": event.message_id, "reply": event.detail})
         elif event.recipient is not None:
             details: dict[str, object] = {
                 "id": event.message_id,
@@ -233,6 +241,8 @@ def metrics_listener(metrics: EngineMetrics) -> FateListener:
     def listen(event: FateEvent) -> None:
         if event.fate is Fate.BOUNCED:
             metrics.bounces.labels(kind=event.detail).inc()
+        elif event.fate is Fate.UNSIGNED:
+            metrics.dkim_refused.inc()
         elif event.recipient is not None:
             metrics.attempts.labels(result=event.fate.value).inc()
 

@@ -53,6 +53,7 @@ from sendworx.engine.activity import ActivityLog
 from sendworx.engine.control import serve_admission, serve_control
 from sendworx.engine.control_commands import ControlCommands
 from sendworx.engine.delivery import DeliveryPool
+from sendworx.engine.dkim_upkeep import DkimUpkeep
 from sendworx.engine.due_index import DueIndex
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.outcomes import (
@@ -208,8 +209,12 @@ class QueueManager:
             async with asyncio.TaskGroup() as recorders:
                 self._recorders = recorders
                 self._share(self.policy.rules.redis_url)
-                async with self.pool.running():
-                    await self._schedule_loop()
+                upkeep = asyncio.create_task(self._look_after_dkim())
+                try:
+                    async with self.pool.running():
+                        await self._schedule_loop()
+                finally:
+                    upkeep.cancel()
             if self.pool.cut:
                 grace = self.config.delivery.shutdown_grace_seconds
                 log.warning(
@@ -225,6 +230,26 @@ class QueueManager:
             admission.close()
             self._queue_lock.release()
         log.info("stopped: %d messages remain queued", self.state.queued())
+
+    async def _look_after_dkim(self) -> None:
+        """The DKIM keys' upkeep (engine/dkim_upkeep.py): a minute after the start (sooner
+        when `dkim.check_seconds` is shorter), then every `dkim.check_seconds`."""
+        every = self.config.dkim.check_seconds
+        upkeep = DkimUpkeep(
+            self.instance.dkim_keys(),
+            self.config.resolver,
+            self.metrics,
+            queue_lifetime=lambda: float(self.settings.queue_lifetime),
+            rotate_days=self.config.dkim.rotate_days,
+            stopping=lambda: self._stopping,
+        )
+        await asyncio.sleep(min(every, 60.0))
+        while not self._stopping:
+            try:
+                await asyncio.to_thread(upkeep.run, time.time())
+            except Exception:
+                log.exception("DKIM upkeep failed; it runs again in %.0fs", every)
+            await asyncio.sleep(every)
 
     def stop(self) -> None:
         if not self._stopping:

@@ -196,6 +196,22 @@ class MetricsConfig(_Section):
     port: Port = Field(default=9465, description="0 disables the metrics endpoint")
 
 
+class DkimConfig(_Section):
+    check_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86400,
+        description="how often the engine looks up every DKIM record, retires keys and"
+        " switches to a pending key once DNS shows it",
+    )
+    rotate_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="start a rotation for an active key this old (0: only by hand)",
+    )
+
+
 class InstanceConfig(_Section):
     helo_name: str = Field(
         default_factory=socket.getfqdn,
@@ -211,6 +227,7 @@ class InstanceConfig(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     panel: PanelConfig = Field(default_factory=PanelConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    dkim: DkimConfig = Field(default_factory=DkimConfig)
 
     @field_validator("helo_name")
     @classmethod

@@ -411,21 +411,25 @@ class KeyStore:
     def activate(
         self, domain: str, selector: str, retire_after_seconds: float, now: float | None = None
     ) -> DkimKey:
-        """Sign with this key from now on; the domain's active key starts retiring."""
+        """Sign with this key from now on; the domain's active key of the same algorithm
+        starts retiring (a domain signing with RSA and Ed25519 rotates each on its own)."""
         moment = time.time() if now is None else now
         name, chosen = normalize_domain(domain), check_selector(selector)
-        keys, found = [], None
-        for key in self.all_keys():
-            if key.domain == name and key.selector == chosen:
-                if key.state not in ("pending", "active"):
-                    raise InputError(f"{name} {chosen}: a {key.state} key cannot be made active")
-                key = found = replace(key, state="active", activated=key.activated or moment)
-            elif key.domain == name and key.state == "active":
-                key = replace(key, state="retiring", retire_after=moment + retire_after_seconds)
-            keys.append(key)
-        if found is None:
+        keys = self.all_keys()
+        target = next((k for k in keys if k.domain == name and k.selector == chosen), None)
+        if target is None:
             raise InputError(f"{name} has no key with selector {chosen!r}")
-        self._write(keys)
+        if target.state not in ("pending", "active"):
+            raise InputError(f"{name} {chosen}: a {target.state} key cannot be made active")
+        found = replace(target, state="active", activated=target.activated or moment)
+        changed = []
+        for key in keys:
+            if key is target:
+                key = found
+            elif key.domain == name and key.state == "active" and key.algorithm == found.algorithm:
+                key = replace(key, state="retiring", retire_after=moment + retire_after_seconds)
+            changed.append(key)
+        self._write(changed)
         return found
 
     @_serialized

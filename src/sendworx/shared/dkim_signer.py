@@ -15,6 +15,7 @@ import email.utils
 import logging
 import os
 import time
+from dataclasses import replace
 
 from sendworx.shared.addresses import domain_of
 from sendworx.shared.dkim_keys import InputError, KeyStore, SignerCache, normalize_domain
@@ -46,29 +47,33 @@ def from_domain(content: bytes) -> str | None:
 
 
 class Signer:
-    """`signer(envelope, content)` is the content to queue: signed, or as it was."""
+    """`signer(envelope, content)` is what to queue: the content signed, or as it was; the
+    envelope notes a refused signature (`dkim_refused`), which the engine counts."""
 
     def __init__(self, store: KeyStore, service_uid: int | None = None) -> None:
         self._cache = SignerCache(store)
         self._service_uid = os.getuid() if service_uid is None else service_uid
 
-    def __call__(self, envelope: Envelope, content: bytes) -> bytes:
+    def __call__(self, envelope: Envelope, content: bytes) -> tuple[Envelope, bytes]:
         try:
-            keys = self._keys(envelope, content)
-            return sign(content, keys, int(time.time())) if keys else content
+            domain, keys = self._keys(envelope, content)
+            if keys:
+                return envelope, sign(content, keys, int(time.time()))
+            if domain is not None:
+                return replace(envelope, dkim_refused=domain), content
         except Exception:  # a signature is never worth a message: it goes unsigned
             log.exception("not signed: signing failed")
-            return content
+        return envelope, content
 
-    def _keys(self, envelope: Envelope, content: bytes) -> list[SigningKey]:
+    def _keys(self, envelope: Envelope, content: bytes) -> tuple[str | None, list[SigningKey]]:
         """The keys that sign this message: none without a From domain with active keys;
-        none, and a log line, when its origin may not use them."""
+        none, a log line and the domain refused, when its origin may not use them."""
         if not self._cache.any():
-            return []
+            return None, []
         domain = from_domain(content)
         active = self._cache.active(domain) if domain is not None else []
         if not active:
-            return []
+            return None, []
         origin = envelope.origin
         trusted = origin is not None and (
             origin.via == "engine" or origin.uid in (0, self._service_uid)
@@ -79,6 +84,6 @@ class Signer:
             signing for key, signing in active if trusted or key.origins.allow(account, peer)
         ]
         if not allowed:
-            who = f"account {account}" if account else f"client {peer}"
-            log.warning("not signed: %s may not sign as %s", who, domain)
-        return allowed
+            log.warning("not signed: %s may not sign as %s", envelope.origin_name, domain)
+            return domain, []
+        return None, allowed

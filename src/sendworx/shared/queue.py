@@ -78,7 +78,7 @@ class Queue:
         self,
         path: Path,
         trigger: Path | None = None,
-        signer: Callable[[Envelope, bytes], bytes] | None = None,
+        signer: Callable[[Envelope, bytes], tuple[Envelope, bytes]] | None = None,
     ) -> None:
         """`trigger` is the socket a running engine listens on for wake-ups (None: the
         queue wakes nobody, and the engine finds new mail at its periodic rescan).
@@ -127,7 +127,7 @@ class Queue:
         """A message as its queue file holds it: signed (when a signer says so) once, here,
         at the door; never again on a retry."""
         if self.signer is not None:
-            content = self.signer(envelope, content)
+            envelope, content = self.signer(envelope, content)
         return encode_message(envelope, content)
 
     def inject_batch(self, items: list[tuple[str, bytes]]) -> list[QueueWriteError | None]:

@@ -67,6 +67,21 @@ class Envelope:
     birth: float
     kind: MessageKind = MessageKind.NORMAL
     origin: Origin | None = None  # None in files written before it was recorded
+    # The From domain whose DKIM key this message's origin may not use: it went unsigned
+    # (dkim_signer.py); the engine counts it once, with its first attempt.
+    dkim_refused: str | None = None
+
+    @property
+    def origin_name(self) -> str:
+        """Who handed it in, for people: `account alice`, `client 192.0.2.7`."""
+        origin = self.origin
+        if origin is None:
+            return "an unknown origin"
+        if origin.account:
+            return f"account {origin.account}"
+        if origin.peer:
+            return f"client {origin.peer}"
+        return f"uid {origin.uid}" if origin.uid is not None else origin.via
 
     def to_json(self) -> bytes:
         document: dict[str, object] = {
@@ -77,6 +92,8 @@ class Envelope:
         }
         if self.origin is not None:
             document["origin"] = self.origin.to_document()
+        if self.dkim_refused is not None:
+            document["dkim_refused"] = self.dkim_refused
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -88,7 +105,12 @@ class Envelope:
             birth=float(document["birth"]),
             kind=MessageKind(document.get("kind", MessageKind.NORMAL)),
             origin=Origin.from_document(document.get("origin")),
+            dkim_refused=_text_or_none(document.get("dkim_refused")),
         )
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)

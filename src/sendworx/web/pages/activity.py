@@ -12,6 +12,8 @@ from sendworx.web.page import Page, WebApp, view
 QUEUE = "/nodeworx/mail/queue"
 PAGE = "/nodeworx/mail/activity"
 SPANS = {"1": "1 hour", "3": "3 hours", "6": "6 hours"}
+# Totals shown: delivery results, and messages refused a DKIM signature (`unsigned`).
+RESULTS = ("delivered", "deferred", "failed", "bounced", "unsigned")
 
 
 def activity_routes(web: WebApp) -> list[BaseRoute]:
@@ -22,13 +24,13 @@ def activity_routes(web: WebApp) -> list[BaseRoute]:
         activity = await page.payload(QUEUE, "queryActivity", {"minutes": int(hours) * 60})
         minutes = activity["minutes"]
         totals = {
-            result: sum(int(minute[result]) for minute in minutes)
-            for result in ("delivered", "deferred", "failed", "bounced")
+            result: sum(int(minute.get(result, 0)) for minute in minutes) for result in RESULTS
         }
         return page.render(
             "activity.html",
             activity=activity,
             totals=totals,
+            results=RESULTS,
             hours=hours,
             spans=SPANS,
         )

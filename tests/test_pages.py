@@ -29,12 +29,14 @@ from support.net import free_port, wait_for
 from support.panel import Panel, control_file
 from support.sink import Behaviour, RecordingSink
 
+from sendworx.shared.dkim_keys import KeyStore
 from sendworx.shared.pidfile import running_pid
 
 GREYLISTED = "451 4.7.1 greylisted, try again later"
 MTA = "/nodeworx/mail/mta"
 QUEUE = "/nodeworx/mail/queue"
 POLICY = "/nodeworx/mail/policy"
+DKIM = "/nodeworx/mail/dkim"
 SECURITY_HEADERS = (
     "content-security-policy",
     "x-content-type-options",
@@ -452,6 +454,66 @@ def test_holds_are_seen_released_and_purged_and_the_policy_file_edited(
     expect(page.get_by_role("region", name="In force")).to_contain_text("partner.test")
     screenshot(page, "policy")
     assert serious_violations(page) == []
+
+
+def test_dkim_keys_are_added_published_checked_rotated_and_deleted(
+    panel: Panel, page: Page, dns_server: DNSServer
+) -> None:
+    store = KeyStore(panel.home.instance.dkim_dir)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    log_in(page, panel, path=DKIM)
+    page.get_by_label("Domain", exact=True).fill("shop.example")
+    page.get_by_label("Unix accounts that may sign").fill("alice")
+    page.get_by_role("button", name="Add the key").click()
+    [first] = store.of_domain("shop.example")
+    expect(page.get_by_role("status")).to_have_text(
+        f"Key {first.selector} added for shop.example: publish its record."
+    )
+    shop = page.get_by_role("region", name="shop.example", exact=True)
+    value = shop.get_by_label("Value")
+    expect(value).to_have_value(first.record_text)
+    shop.get_by_role("button", name="Copy the value").click()
+    expect(shop.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == first.record_text
+    # What DNS shows, on request: missing, then published.
+    shop.get_by_role("link", name=f"Check {first.selector} of shop.example in DNS").click()
+    expect(shop.locator(".badge-dns-missing")).to_have_text("missing")
+    dns_server.publish_dkim(first)
+    page.reload()
+    expect(shop.locator(".badge-dns-ok")).to_have_text("ok")
+    # A rotation: the new key waits for its record; switching before it is published fails.
+    shop.get_by_role("button", name="Start a rotation for shop.example").click()
+    expect(page.get_by_role("status")).to_contain_text("a new key waits for its record")
+    [pending] = [key for key in store.of_domain("shop.example") if key.state == "pending"]
+    expect(shop).to_contain_text("signs once DNS shows its record")
+    shop.get_by_role("button", name="Switch to the new key for shop.example").click()
+    expect(page.get_by_role("alert")).to_contain_text("missing in DNS")
+    assert [key.state for key in store.of_domain("shop.example")] == ["active", "pending"]
+    dns_server.publish_dkim(pending)
+    shop.get_by_role("button", name="Switch to the new key for shop.example").click()
+    expect(page.get_by_role("status")).to_contain_text("signs with its new key")
+    assert [key.state for key in store.of_domain("shop.example")] == ["retiring", "active"]
+    expect(shop).to_contain_text("its record may be removed after")
+    # Who may sign; a bad network is named and nothing changes.
+    shop.get_by_label("Client networks").fill("192.0.2.0/24")
+    shop.get_by_role("button", name="Save who may sign as shop.example").click()
+    expect(page.get_by_role("status")).to_have_text("Who may sign as shop.example saved.")
+    assert store.of_domain("shop.example")[0].origins.networks == ("192.0.2.0/24",)
+    shop.get_by_label("Client networks").fill("not a network")
+    shop.get_by_role("button", name="Save who may sign as shop.example").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not saved")
+    assert store.of_domain("shop.example")[0].origins.networks == ("192.0.2.0/24",)
+    screenshot(page, "dkim")
+    assert serious_violations(page) == []
+    # Deleting asks first.
+    shop.get_by_role("button", name="Delete the keys of shop.example").click()
+    expect(
+        page.get_by_role("heading", name="Delete every DKIM key of shop.example?")
+    ).to_be_visible()
+    assert serious_violations(page) == []
+    page.get_by_role("button", name="Delete the keys of shop.example").click()
+    expect(page.get_by_role("status")).to_have_text("The DKIM keys of shop.example deleted.")
+    assert store.of_domain("shop.example") == []
 
 
 def _session_cookie(panel: Panel, page: Page) -> str:

@@ -14,6 +14,7 @@ from sendworx.api.dispatcher import Dispatcher
 from sendworx.web.page import WebApp
 from sendworx.web.pages.activity import activity_routes
 from sendworx.web.pages.cluster import cluster_routes
+from sendworx.web.pages.dkim import dkim_routes
 from sendworx.web.pages.live import live_routes
 from sendworx.web.pages.login import login_routes
 from sendworx.web.pages.mta import mta_routes
@@ -41,6 +42,7 @@ def web_app(dispatcher: Dispatcher, node_id: str) -> ASGIApp:
             *queue_routes(web),
             *activity_routes(web),
             *policy_routes(web),
+            *dkim_routes(web),
             *cluster_routes(web),
             *live_routes(web),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

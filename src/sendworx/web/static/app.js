@@ -249,7 +249,25 @@
     if (!document.hidden && timer === null) poll();
   });
 
+  // A record's Copy button (DKIM): shown only where a script can copy; the text stays
+  // selectable without one.
+  function copyButtons() {
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      if (!navigator.clipboard) return;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var source = document.getElementById(button.getAttribute("data-copy"));
+        navigator.clipboard.writeText(source.value).then(function () {
+          button.textContent = "Copied";
+        }, function () {
+          source.select();  // refused (no permission): selected, for Ctrl+C
+        });
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    copyButtons();
     var embedded = document.getElementById("activity-data");
     if (embedded) drawCharts(JSON.parse(embedded.textContent));
     selectedCount();

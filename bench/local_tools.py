@@ -29,11 +29,15 @@ def wait_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None
     raise SystemExit(f"nothing listens on {host}:{port}")
 
 
-def smtp_sink(address: str, port: int, backlog: int = 2000) -> subprocess.Popen[bytes]:
-    """Postfix's smtp-sink on `address:port`, accepting everything, as nobody when root."""
+def smtp_sink(
+    address: str, port: int, backlog: int = 2000, dump: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Postfix's smtp-sink on `address:port`, accepting everything, as nobody when root;
+    with `dump` (a directory nobody may write), each message is kept in a file there."""
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    keep = ["-d", f"{dump}/m"] if dump else []
     return subprocess.Popen(
-        [tool("smtp-sink"), *user, f"{address}:{port}", str(backlog)],
+        [tool("smtp-sink"), *user, *keep, f"{address}:{port}", str(backlog)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -6,6 +6,9 @@
 # INJECT_ONLY=1: no queue manager, so mail stays in incoming/ as Postfix's smtpd and cleanup
 # left it; the last line is then: postfix N= inject_s= cpu_ms_per_msg= user_ms_per_msg=
 # (CPU of the master and every process under it, reaped ones included, during the injection)
+# MILTER=inet:127.0.0.1:PORT: Postfix's smtpd passes every message through that milter (OpenDKIM
+# for bench/relay --dkim); FROM: the envelope and header sender; SINK_DUMP=DIR: smtp-sink keeps
+# each message there (DIR writable by nobody), to check what was received.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin"
 N=${1:-10000}; S=${2:-20}; D=${D:-/tmp/sendworx-bench-postfix}; SINK=${SINK:-2626}; PORT=${PORT:-10026}
@@ -18,6 +21,8 @@ sed -i "s/^smtp inet /127.0.0.1:$PORT inet /" $D/etc/master.cf
 # No queue manager also means no flow-control tokens: without in_flow_delay=0 every message
 # would wait a second for one.
 [ "${INJECT_ONLY:-}" = 1 ] && sed -i 's/^qmgr /#qmgr /' $D/etc/master.cf && postconf -c $D/etc -e in_flow_delay=0
+[ -n "${MILTER:-}" ] && postconf -c $D/etc -e "smtpd_milters=$MILTER" milter_default_action=tempfail
+FROM=${FROM:-b@localhost}
 postconf -c $D/etc -X default_destination_concurrency_limit smtp_destination_concurrency_limit default_process_limit 2>/dev/null || true
 postconf -c $D/etc -e "queue_directory=$D/spool" "data_directory=$D/data" "relayhost=[127.0.0.1]:$SINK" \
   inet_interfaces=127.0.0.1 inet_protocols=ipv4 mydestination= myhostname=bench.localdomain mynetworks=127.0.0.0/8 \
@@ -29,11 +34,11 @@ postfix -c $D/etc start >/dev/null 2>&1
 # Without a queue manager, cleanup's wake-up would fail and wait each time; a fifo nobody reads
 # takes the wake-ups (one byte per message, well inside a pipe's buffer).
 [ "${INJECT_ONLY:-}" = 1 ] && mkfifo -m 622 $D/spool/public/qmgr && chown postfix $D/spool/public/qmgr
-(smtp-sink -u nobody -c 127.0.0.1:$SINK 2000 >$D/sink.out 2>&1 & echo $! >$D/sink.pid); sleep 1
+(smtp-sink -u nobody ${SINK_DUMP:+-d $SINK_DUMP/m} -c 127.0.0.1:$SINK 2000 >$D/sink.out 2>&1 & echo $! >$D/sink.pid); sleep 1
 # user and system clock ticks of the master and every process under it, reaped ones included
 tree_cpu() { python3 "$(dirname "$0")/proc_cpu.py" "$(head -1 $D/spool/pid/master.pid | tr -d ' ')"; }
 read u0 s0 < <(tree_cpu)
-t0=$(date +%s.%N); smtp-source -s $S -l 2048 -m $N -f b@localhost -t a@example.com 127.0.0.1:$PORT; t1=$(date +%s.%N)
+t0=$(date +%s.%N); smtp-source -s $S -l 2048 -m $N -f $FROM -t a@example.com 127.0.0.1:$PORT; t1=$(date +%s.%N)
 if [ "${INJECT_ONLY:-}" = 1 ]; then
   sleep 0.5; read u1 s1 < <(tree_cpu)  # cleanup has finished the last file by now
   postfix -c $D/etc stop >/dev/null 2>&1 || true; kill "$(cat $D/sink.pid)" 2>/dev/null || true

@@ -24,7 +24,10 @@ from support.net import wait_for
 from support.panel import SEND, Panel, control_file
 from support.php import php_route
 
+from sendworx.shared.dkim_keys import KeyStore
 from sendworx.shared.pidfile import running_pid
+
+DKIM = "/nodeworx/mail/dkim"
 
 
 @pytest.fixture
@@ -174,6 +177,43 @@ def test_cascaded_update_changes_every_node_and_is_not_cascaded_again(
         assert control_file(panel.home, "concurrencyremote") == "42\n"
     # first received cascade_to_nodes=0: its own node is untouched.
     assert control_file(second.home, "concurrencyremote") is None
+
+
+def test_nodes_sign_with_the_managers_keys_pushed_by_cascade(registered: Cluster) -> None:
+    manager, nodes = registered.manager, registered.nodes
+    stores = [KeyStore(panel.home.instance.dkim_dir) for panel in registered.panels]
+
+    def same_everywhere() -> list[tuple[str, str, str]]:
+        seen = {
+            tuple((k.selector, k.state, k.public_key) for k in store.of_domain("shop.example"))
+            for store in stores
+        }
+        assert len(seen) == 1, seen
+        pems = {
+            tuple(store.key_path(key).read_bytes() for key in store.of_domain("shop.example"))
+            for store in stores
+        }
+        assert len(pems) == 1
+        return [(selector, state, key[:8]) for selector, state, key in seen.pop()]
+
+    added = manager.call("add", {"domain": "shop.example", "cascade_to_nodes": 1}, controller=DKIM)
+    assert added["status"] == 0, added
+    assert set(added["payload"]) == {"sendworx.test", *map(Cluster.node_id, nodes)}
+    assert [state for _, state, _ in same_everywhere()] == ["active"]
+    inputs = {"domain": "shop.example", "step": "start", "cascade_to_nodes": 1}
+    assert manager.call("rotate", inputs, controller=DKIM)["status"] == 0
+    assert [state for _, state, _ in same_everywhere()] == ["active", "pending"]
+    # What the manager sends is checked whole: a key that is not the domain's changes nothing.
+    [exported] = stores[0].export("shop.example")[:1]
+    forged = {"domain": "shop.example", "keys": [{**exported, "domain": "other.example"}]}
+    refused = nodes[0].call("syncKeys", forged, controller=DKIM)
+    assert refused["status"] == 11 and "keys: " in refused["payload"]
+    same_everywhere()
+    gone = manager.call(
+        "delete", {"domain": "shop.example", "cascade_to_nodes": 1}, controller=DKIM
+    )
+    assert gone["status"] == 0, gone
+    assert all(store.of_domain("shop.example") == [] for store in stores)
 
 
 def test_on_node_actions_reach_exactly_that_node(registered: Cluster) -> None:

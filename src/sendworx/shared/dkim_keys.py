@@ -459,6 +459,46 @@ class KeyStore:
             self._write(keys)
         return done
 
+    def export(self, domain: str) -> list[dict[str, Any]]:
+        """The domain's keys with their private keys (`pem`): what a cluster's manager pushes
+        to its nodes over the pinned API, so that they sign with the same keys. Never an
+        API answer, never logged."""
+        return [
+            {**key.to_document(), "pem": self.key_path(key).read_text()}
+            for key in self.of_domain(domain)
+        ]
+
+    @_serialized
+    def replace_domain(self, domain: str, documents: list[dict[str, Any]]) -> list[DkimKey]:
+        """The domain's keys become exactly these (`export`'s, from the manager), checked
+        whole before anything is written: InputError and no change if any is wrong."""
+        name = normalize_domain(domain)
+        incoming = []
+        for document in documents:
+            try:
+                key = DkimKey.from_document(document)
+                private = load_private_key(str(document["pem"]).encode())
+            except (KeyError, TypeError, ValueError) as error:
+                if isinstance(error, InputError):
+                    raise
+                raise InputError(f"not a key as a manager sends it: {error}", "keys") from None
+            check_selector(key.selector)
+            if key.domain != name or key.state not in STATES or key.algorithm not in ALGORITHMS:
+                raise InputError(f"key {key.selector!r} is not one of {name}'s", "keys")
+            if _public_value(private) != key.public_key:
+                raise InputError(f"key {key.selector!r}: its private key is another", "keys")
+            incoming.append((key, private))
+        keys = self.all_keys()
+        for key, private in incoming:
+            self._store_private(key, private)
+        kept = [key for key, _ in incoming]
+        self._write([key for key in keys if key.domain != name] + kept)
+        selectors = {key.selector for key in kept}
+        for key in keys:
+            if key.domain == name and key.selector not in selectors:
+                self.key_path(key).unlink(missing_ok=True)
+        return kept
+
     @_serialized
     def delete(self, domain: str) -> list[DkimKey]:
         """Every key of `domain`, and their files."""

@@ -28,7 +28,7 @@ from sendworx.api.controllers.common import (
     parse_flag,
     parse_string,
 )
-from sendworx.api.controllers.service_actions import node_input
+from sendworx.api.controllers.service_actions import cascade_input, node_input
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.dkim_dns import check_record
@@ -40,9 +40,10 @@ from sendworx.shared.dkim_keys import (
     check_selector,
     normalize_domain,
 )
-from sendworx.shared.errors import ValidationFailed
+from sendworx.shared.errors import PartialFailure, ValidationFailed
 from sendworx.shared.instance import Instance
 from sendworx.shared.settings import read_settings
+from sendworx.shared.wire import Call
 
 DKIM = "/nodeworx/mail/dkim"
 MAX_PEM_BYTES = 16 * 1024
@@ -122,6 +123,20 @@ def _pem(value: object) -> str:
     return value
 
 
+PUSHED = ("add", "allow", "rotate", "delete")  # changes cascade_to_nodes sends on
+MAX_PUSHED_KEYS = 20
+
+
+def _pushed_keys(value: object) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or len(value) > MAX_PUSHED_KEYS:
+        raise ValueError(f"a list of at most {MAX_PUSHED_KEYS} keys")
+    if not all(isinstance(item, dict) for item in value):
+        raise ValueError("each key a struct, as the manager exports it")
+    if any(len(str(item.get("pem", ""))) > MAX_PEM_BYTES for item in value):
+        raise ValueError(f"a private key of at most {MAX_PEM_BYTES} bytes")
+    return value
+
+
 def _refused(error: InputError) -> ValidationFailed:
     return ValidationFailed({error.field: str(error)})
 
@@ -140,6 +155,24 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
             return await asyncio.to_thread(work, *arguments, **keywords)
         except InputError as error:
             raise _refused(error) from error
+
+    def pushing(handler: Handler) -> Handler:
+        """The change here; with cascade_to_nodes=1, then the domain's keys as they now are,
+        private keys included, to every node (`syncKeys`): nodes sign with the manager's
+        keys, never with keys of their own making. Status 207 unless every node took them."""
+
+        async def run(caller: Caller, values: dict[str, Any]) -> Any:
+            result = await handler(caller, values)
+            if not values.get("cascade_to_nodes") or not cluster.store.nodes():
+                return result
+            keys = await in_thread(store.export, values["domain"])
+            call: Call[Any] = Call(DKIM, "syncKeys", {"domain": values["domain"], "keys": keys})
+            results = await cluster.cascade(result, call)
+            if any(outcome["status"] != 0 for outcome in results.values()):
+                raise PartialFailure(results)
+            return results
+
+        return run
 
     async def list_keys(caller: Caller, values: dict[str, Any]) -> list[dict[str, Any]]:
         return [key_payload(key) for key in await in_thread(store.all_keys)]
@@ -275,7 +308,16 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
     ]  # fmt: skip
     node = node_input(cluster.local_node)
     for name, description, handler, inputs, returns in actions:
-        controller.add(Action(name, description, handler, inputs, returns))
+        pushes = name in PUSHED
+        controller.add(
+            Action(
+                name,
+                description,
+                pushing(handler) if pushes else handler,
+                (*inputs, cascade_input()) if pushes else inputs,
+                returns,
+            )
+        )
         controller.add(
             Action(
                 f"{name}OnNode",
@@ -285,6 +327,29 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
                 returns,
             )
         )
+
+    async def sync_keys(caller: Caller, values: dict[str, Any]) -> str:
+        kept = await in_thread(store.replace_domain, values["domain"], values["keys"])
+        return f"{len(kept)} DKIM key(s) of {values['domain']} as the manager has them"
+
+    controller.add(
+        Action(
+            "syncKeys",
+            "A domain's keys made exactly the manager's (what cascade_to_nodes sends).",
+            sync_keys,
+            (
+                domain,
+                Input(
+                    "keys",
+                    InputKind.STRUCT,
+                    _pushed_keys,
+                    "the domain's keys as the manager exports them, private keys included",
+                    default=list,
+                ),
+            ),
+            {"type": "string"},
+        )
+    )
 
     async def query_update() -> dict[str, Any]:
         keys = await in_thread(store.all_keys)

@@ -1,0 +1,79 @@
+"""What bench/relay --dkim needs besides the relays: the signing key (sendworx's own store, an
+RSA-2048 key both relays sign with), Debian's OpenDKIM as Postfix's milter with that key, and
+a check of what smtp-sink received: every message signed once, and a sample verified by dkimpy
+against the key's record."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from local_tools import tool, wait_port
+
+from sendworx.shared.dkim_keys import DkimKey, KeyStore, Origins
+
+DOMAIN = "bench.example"
+SENDER = f"b@{DOMAIN}"
+
+
+def make_key(home: Path) -> DkimKey:
+    """The instance's key for DOMAIN, which any sender may use (smtp-source is root anyway)."""
+    return KeyStore(home / "dkim").add(DOMAIN, origins=Origins(any=True))
+
+
+def dump_dir() -> str:
+    """A directory smtp-sink (running as nobody) may write each received message into."""
+    path = tempfile.mkdtemp(prefix="sendworx-bench-sink-")
+    os.chmod(path, 0o777)
+    return path
+
+
+def check_received(dump: str, count: int, key: DkimKey, sample: int = 20) -> None:
+    """Every message received carries exactly one DKIM-Signature; `sample` of them verify."""
+    import dkim
+
+    files = sorted(Path(dump).iterdir())
+    signed = [path for path in files if path.read_bytes().count(b"DKIM-Signature:") == 1]
+    if len(files) != count or len(signed) != count:
+        raise SystemExit(f"{len(signed)} of {len(files)} received messages signed once ({count})")
+    record = key.record_text.encode()
+    for path in random.sample(files, min(sample, len(files))):
+        content = path.read_bytes()
+        message = content[content.index(b"\n", content.index(b"X-Rcpt-Args")) + 1 :]
+        if not dkim.verify(message, dnsfunc=lambda name, timeout=5: record):
+            raise SystemExit(f"{path} does not verify")
+    shutil.rmtree(dump, ignore_errors=True)
+
+
+class OpenDkim:
+    """Debian's opendkim in the foreground, signing DOMAIN's mail as a milter on loopback."""
+
+    def __init__(self, home: Path, key: DkimKey, port: int) -> None:
+        self.port = port
+        pem = home / "dkim" / key.domain / f"{key.selector}.pem"
+        self.config = home / "opendkim.conf"
+        self.config.write_text(
+            f"Domain {key.domain}\nSelector {key.selector}\nKeyFile {pem}\n"
+            f"Socket inet:{port}@127.0.0.1\nCanonicalization relaxed/relaxed\n"
+            "SignatureAlgorithm rsa-sha256\nMode s\nBackground no\nRequireSafeKeys no\n"
+            "Syslog no\nOversignHeaders From\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> OpenDkim:
+        self.process = subprocess.Popen(
+            [tool("opendkim"), "-f", "-x", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(30)

@@ -150,6 +150,7 @@ def test_each_panel_refuses_the_other_panels_logins(panel: Panel, site_key: str)
         ({"domain": "shop.example/../x"}, "domain"),
         ({"domain": "shop\t.example"}, "domain"),
         ({"domain": "x" * 300 + ".example"}, "domain"),
+        ({"domain": "x" * 100_000}, "domain"),  # a 100 kB value
         ({"domain": "shop.example", "testing_mode": 7}, "testing_mode"),
         ({"domain": "shop.example", "signing_policy": "most_mail"}, "signing_policy"),
     ],

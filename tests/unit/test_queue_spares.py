@@ -4,6 +4,7 @@ is read back is always exactly what was injected, and the spares stay few and sm
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ from sendworx.shared.queue_actions import QueueAction, apply_to_files
 from sendworx.shared.queue_format import DeliveryState, Envelope
 
 ENVELOPE = Envelope("a@o.test", ("u@x.test",), 1.0)
+
+
+def _as_queued(content: bytes) -> tuple[Envelope, bytes]:
+    """What reading back gives: the envelope as injected, with the size the queue notes."""
+    return replace(ENVELOPE, size=len(content)), content
 
 
 def _content(size: int, fill: bytes) -> bytes:
@@ -57,7 +63,7 @@ def test_what_is_read_back_is_what_was_injected_whatever_it_was_written_over(
         assert all(spare.stat().st_size <= SPARE_MAX_BYTES for spare in spares)
         assert not list(queue.tmp_dir.iterdir())
     for message_id, content in queued.items():
-        assert queue.read(message_id) == (ENVELOPE, content)
+        assert queue.read(message_id) == _as_queued(content)
 
 
 def test_an_injection_takes_a_spare_and_a_retired_message_leaves_no_state(tmp_path: Path) -> None:
@@ -73,7 +79,7 @@ def test_an_injection_takes_a_spare_and_a_retired_message_leaves_no_state(tmp_pa
     second = queue.inject(ENVELOPE, _content(10, b"y"))  # shorter: nothing of the old is left
     assert not list(queue.spare_dir.iterdir())
     assert os.stat(queue.new_dir / second).st_ino == inode
-    assert queue.read(second) == (ENVELOPE, _content(10, b"y"))
+    assert queue.read(second) == _as_queued(_content(10, b"y"))
 
 
 def test_an_operator_delete_keeps_nothing(tmp_path: Path) -> None:
@@ -121,7 +127,7 @@ def test_a_message_claimed_while_it_is_read_is_still_read(
     early = queue.open_message(message_id)  # in new/ ...
     queue.claim_new()  # ... now in mess/: the same file
     monkeypatch.setattr(queue, "open_message", lambda message_id: early)
-    assert queue.read(message_id) == (ENVELOPE, _content(10, b"c"))
+    assert queue.read(message_id) == _as_queued(_content(10, b"c"))
 
 
 def test_a_spare_that_cannot_be_written_is_dropped_and_a_file_created(tmp_path: Path) -> None:
@@ -130,6 +136,6 @@ def test_a_spare_that_cannot_be_written_is_dropped_and_a_file_created(tmp_path: 
     elsewhere.mkdir()
     (queue.spare_dir / ("0" * 24)).symlink_to(elsewhere)  # opening it for writing fails
     message_id = queue.inject(ENVELOPE, _content(10, b"d"))
-    assert queue.read(message_id) == (ENVELOPE, _content(10, b"d"))
+    assert queue.read(message_id) == _as_queued(_content(10, b"d"))
     assert not list(queue.spare_dir.iterdir()) and not list(queue.tmp_dir.iterdir())
     assert elsewhere.is_dir() and not list(elsewhere.iterdir())

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sendworx.cli import dkim_command, holds_command, queue_arguments
+from sendworx.cli import dkim_command, history_command, holds_command, queue_arguments
 from sendworx.cli.privileges import become
 from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import SYSTEM_USER, Instance, chosen_instance
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     dkim_command.add_arguments(
         commands.add_parser("dkim", help="DKIM keys: list, add, show, rotate, check, delete")
+    )
+    history_command.add_arguments(
+        commands.add_parser("history", help="what happened to the mail: search, one message")
     )
     mailbox = commands.add_parser("mailbox", help="read mail for this host itself")
     mailbox.add_argument("mailbox", nargs="?", help="a local user (root is postmaster)")
@@ -170,6 +173,8 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         return holds_command.run(arguments, instance)
     if command == "dkim":
         return dkim_command.run(arguments, instance)
+    if command == "history":
+        return history_command.run(arguments, instance)
     if command == "mailbox":
         from sendworx.cli import mailbox_command
 

@@ -15,10 +15,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sendworx.shared.queue_format import Envelope
+
 log = logging.getLogger("sendworx.engine")
 
 
 class Fate(StrEnum):
+    # Announced with its first attempt, dated when it was queued (`envelope` says from whom).
+    ACCEPTED = "accepted"
     # A recipient's, by a delivery attempt (the values are send.log's `result=` words).
     DELIVERED = "delivered"
     DEFERRED = "deferred"
@@ -49,6 +53,8 @@ class FateEvent:
     relay: str = ""  # the host that answered ("local" for this host's mailboxes)
     attempt: int = 0  # the message's attempt this came from (recipient fates)
     detail: str = ""
+    envelope: Envelope | None = None  # when the announcer has it: the delivery history's
+    related: str = ""  # BOUNCED: the queue id of the DSN sent
 
 
 FateListener = Callable[[FateEvent], None]

@@ -55,6 +55,11 @@ class EngineMetrics:
             ["domain", "selector", "state"],
             registry=self.registry,
         )
+        self.history_dropped = Counter(
+            "sendworx_history_dropped_events",
+            "Delivery history events not written (the store unwritable, or too many waiting)",
+            registry=self.registry,
+        )
         self.limited = Counter(
             "sendworx_limited_messages",
             "Times a message waited for a sending limit, by rule",

@@ -106,9 +106,14 @@ class Outcomes:
     ) -> None:
         """Each recipient's result, once recorded; with the first, whether it went unsigned
         though its From domain signs (once: the attempt's number is on disk)."""
-        if record.attempt == 1 and envelope.dkim_refused is not None:
-            refused = f"{envelope.origin_name} may not sign as {envelope.dkim_refused}"
-            announce(self.listeners, [FateEvent(Fate.UNSIGNED, now, message_id, detail=refused)])
+        if record.attempt == 1:
+            first = [FateEvent(Fate.ACCEPTED, envelope.birth, message_id, envelope=envelope)]
+            if envelope.dkim_refused is not None:
+                refused = f"{envelope.origin_name} may not sign as {envelope.dkim_refused}"
+                first.append(
+                    FateEvent(Fate.UNSIGNED, now, message_id, detail=refused, envelope=envelope)
+                )
+            announce(self.listeners, first)
         announce(
             self.listeners,
             (
@@ -121,6 +126,7 @@ class Outcomes:
                     reply=result.reply,
                     relay=result.remote or "",
                     attempt=record.attempt,
+                    envelope=envelope,
                 )
                 for result in record.results
             ),
@@ -164,7 +170,9 @@ class Outcomes:
         bounce = Envelope("", (notify,), now, kind, Origin("engine"))
         bounce_id = self._queue.inject(bounce, report)
         log.info("bounce %s (%s) for %s sent to %s", bounce_id, kind.value, message_id, notify)
-        return FateEvent(Fate.BOUNCED, now, message_id, detail=kind.value)
+        return FateEvent(
+            Fate.BOUNCED, now, message_id, detail=kind.value, envelope=envelope, related=bounce_id
+        )
 
     # -- an action on messages not being delivered ---------------------------------------
 

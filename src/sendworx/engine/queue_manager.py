@@ -55,6 +55,7 @@ from sendworx.engine.control_commands import ControlCommands
 from sendworx.engine.delivery import DeliveryPool
 from sendworx.engine.dkim_upkeep import DkimUpkeep
 from sendworx.engine.due_index import DueIndex
+from sendworx.engine.history_recorder import HistoryRecorder
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.outcomes import (
     Outcomes,
@@ -128,6 +129,16 @@ class QueueManager:
             delivery_log_listener(),
             self.policy.on_fate,
         ]
+        history = self.config.history
+        self.history: HistoryRecorder | None = None
+        if history.enabled:
+            self.history = HistoryRecorder(
+                instance.history_path,
+                retention_seconds=history.retention_days * 86400.0,
+                flush_seconds=history.flush_seconds,
+                dropped=self.metrics.history_dropped,
+            )
+            self.outcomes.listeners.append(self.history.listen)
         self.actions = QueueActions(
             self.queue,
             self.state,
@@ -176,6 +187,8 @@ class QueueManager:
         # Offline queue tools finish what they are doing first, and start none while we run.
         await asyncio.to_thread(self._queue_lock.acquire)
         self._load_queue()
+        if self.history is not None:
+            self.history.start()
         trigger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         unix_sockets.bind(trigger, self.instance.queue_trigger_socket)
         trigger.setblocking(False)
@@ -222,6 +235,8 @@ class QueueManager:
                 )
         finally:
             self._recorders = None
+            if self.history is not None:
+                await asyncio.to_thread(self.history.close)  # what is pending is written
             if self.policy.shared is not None:
                 await self.policy.shared.close()
             loop.remove_reader(trigger.fileno())

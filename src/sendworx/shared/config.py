@@ -212,6 +212,20 @@ class DkimConfig(_Section):
     )
 
 
+class HistoryConfig(_Section):
+    enabled: bool = Field(default=True, description="record every message's events")
+    retention_days: int = Field(
+        default=30, ge=1, le=3650, description="events older than this are pruned"
+    )
+    flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often recorded events are written: at most this much is lost to a"
+        " kill -9 or a power loss",
+    )
+
+
 class InstanceConfig(_Section):
     helo_name: str = Field(
         default_factory=socket.getfqdn,
@@ -228,6 +242,7 @@ class InstanceConfig(_Section):
     panel: PanelConfig = Field(default_factory=PanelConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     dkim: DkimConfig = Field(default_factory=DkimConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
 
     @field_validator("helo_name")
     @classmethod

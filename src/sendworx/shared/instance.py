@@ -168,6 +168,11 @@ class Instance:
         return KeyStore(self.dkim_dir)
 
     @property
+    def history_path(self) -> Path:
+        """The delivery history (`history.py`): written by the engine, read by the API."""
+        return self.home / "history" / "history.sqlite3"
+
+    @property
     def panel_dir(self) -> Path:
         """Users, keys and TLS material: readable by the instance owner only."""
         return self.home / "panel"

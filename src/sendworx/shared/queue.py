@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +37,7 @@ from sendworx.shared.queue_format import (
     Envelope,
     decode_message,
     encode_message,
+    header_message_id,
     is_message_id,
     message_content,
     new_message_id,
@@ -128,6 +130,8 @@ class Queue:
         at the door; never again on a retry."""
         if self.signer is not None:
             envelope, content = self.signer(envelope, content)
+        noted = header_message_id(content)
+        envelope = replace(envelope, size=len(content), message_id_header=noted)
         return encode_message(envelope, content)
 
     def inject_batch(self, items: list[tuple[str, bytes]]) -> list[QueueWriteError | None]:

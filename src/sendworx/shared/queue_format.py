@@ -7,6 +7,7 @@ A queue file is a `sendworx-queue 1` line, the envelope as one JSON line, then t
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -70,6 +71,10 @@ class Envelope:
     # The From domain whose DKIM key this message's origin may not use: it went unsigned
     # (dkim_signer.py); the engine counts it once, with its first attempt.
     dkim_refused: str | None = None
+    # Known from the injector on: the content's size and its Message-ID header (without
+    # the angle brackets), for the delivery history. 0 and "" in older files.
+    size: int = 0
+    message_id_header: str = ""
 
     @property
     def origin_name(self) -> str:
@@ -94,6 +99,10 @@ class Envelope:
             document["origin"] = self.origin.to_document()
         if self.dkim_refused is not None:
             document["dkim_refused"] = self.dkim_refused
+        if self.size:
+            document["size"] = self.size
+        if self.message_id_header:
+            document["mid"] = self.message_id_header
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -106,11 +115,34 @@ class Envelope:
             kind=MessageKind(document.get("kind", MessageKind.NORMAL)),
             origin=Origin.from_document(document.get("origin")),
             dkim_refused=_text_or_none(document.get("dkim_refused")),
+            size=_count(document.get("size")),
+            message_id_header=_text_or_none(document.get("mid")) or "",
         )
 
 
 def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*<?([^\r\n<>]{1,250})>?[ \t]*\r?$", re.I | re.M)
+HEAD_SCAN_BYTES = 65536
+
+
+def header_message_id(content: bytes) -> str:
+    """The Message-ID header's value without its brackets, or "": looked for in the head only
+    (up to the first blank line, within the first 64 KB)."""
+    head = content[:HEAD_SCAN_BYTES]
+    for blank in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(blank)
+        if end >= 0:
+            head = head[:end]
+            break
+    found = _MESSAGE_ID.search(b"\n" + head if not head.startswith(b"\n") else head)
+    return found.group(1).strip().decode("utf-8", "replace") if found else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from sendworx.api.auth import Authenticator, FailureTracker
 from sendworx.api.controllers.cluster_nodes import cluster_nodes_controller
 from sendworx.api.controllers.dkim import dkim_controller
 from sendworx.api.controllers.domainkeys import domainkeys_controller
+from sendworx.api.controllers.history import history_controller
 from sendworx.api.controllers.index import index_controller
 from sendworx.api.controllers.mailsend import mail_send_controller
 from sendworx.api.controllers.mta import mta_controller
@@ -64,6 +65,7 @@ def build_registry(
     registry.register(policy_controller(instance, backend, cluster))
     registry.register(dkim_controller(instance, cluster))
     registry.register(domainkeys_controller(instance))
+    registry.register(history_controller(instance, cluster))
     registry.register(users_controller(authenticator.users))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry

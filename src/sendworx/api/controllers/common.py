@@ -48,6 +48,35 @@ def parse_string(value: object, *, max_length: int = 255) -> str:
     return text
 
 
+def text_parser(limit: int) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ValueError("must be a string")
+        text = str(value).strip()
+        if len(text) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        if not text.isprintable():
+            raise ValueError("must not contain control characters")
+        return text
+
+    return parse
+
+
+def bounded_parser(low: int, high: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        try:
+            number = int(str(value).strip())
+        except ValueError as error:
+            raise ValueError("must be an integer") from error
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
 def parse_node_id(value: object) -> str:
     """A node as its number (an int or a numeric string, as InterWorx clients send it) or
     its registered name."""

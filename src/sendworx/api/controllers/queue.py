@@ -24,8 +24,10 @@ from typing import Any
 from sendworx.api.controllers.common import (
     ANY_STRUCT,
     add_common_actions,
+    bounded_parser,
     node_action,
     parse_flag,
+    text_parser,
 )
 from sendworx.api.controllers.service_actions import cascade_input, cascading, node_input
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
@@ -57,23 +59,9 @@ FILTER_HELP = {
 }
 
 
-def _text(limit: int) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        if not isinstance(value, str | int) or isinstance(value, bool):
-            raise ValueError("must be a string")
-        text = str(value).strip()
-        if len(text) > limit:
-            raise ValueError(f"must be at most {limit} characters")
-        if not text.isprintable():
-            raise ValueError("must not contain control characters")
-        return text
-
-    return parse
-
-
 def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
     def parse(value: object) -> str:
-        text = _text(40)(value)
+        text = text_parser(40)(value)
         if text and text not in options:
             raise ValueError(f"must be one of {', '.join(options)}")
         return text
@@ -94,21 +82,6 @@ def _seconds(value: object) -> int | None:
     if not 0 <= number <= 10 * 365 * 86400:
         raise ValueError("must be between 0 and 315360000 seconds")
     return number
-
-
-def _bounded(low: int, high: int) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if isinstance(value, bool):
-            raise ValueError("must be an integer")
-        try:
-            number = int(str(value).strip())
-        except ValueError as error:
-            raise ValueError("must be an integer") from error
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return number
-
-    return parse
 
 
 def parse_ids(value: object) -> list[str]:
@@ -133,9 +106,9 @@ def parse_ids(value: object) -> list[str]:
 
 
 FILTER_INPUTS = (
-    Input("sender", InputKind.STRING, _text(320), FILTER_HELP["sender"]),
-    Input("recipient", InputKind.STRING, _text(320), FILTER_HELP["recipient"]),
-    Input("destination", InputKind.STRING, _text(300), FILTER_HELP["destination"]),
+    Input("sender", InputKind.STRING, text_parser(320), FILTER_HELP["sender"]),
+    Input("recipient", InputKind.STRING, text_parser(320), FILTER_HELP["recipient"]),
+    Input("destination", InputKind.STRING, text_parser(300), FILTER_HELP["destination"]),
     Input(
         "state",
         InputKind.STRING,
@@ -145,7 +118,7 @@ FILTER_INPUTS = (
     ),
     Input("older_than", InputKind.INTEGER, _seconds, FILTER_HELP["older_than"]),
     Input("younger_than", InputKind.INTEGER, _seconds, FILTER_HELP["younger_than"]),
-    Input("reply", InputKind.STRING, _text(200), FILTER_HELP["reply"]),
+    Input("reply", InputKind.STRING, text_parser(200), FILTER_HELP["reply"]),
     Input(
         "kind", InputKind.STRING, _choice(KINDS), FILTER_HELP["kind"], schema={"enum": ["", *KINDS]}
     ),
@@ -287,11 +260,11 @@ def queue_controller(
         Input(
             "page_size",
             InputKind.INTEGER,
-            _bounded(1, MAX_PAGE),
+            bounded_parser(1, MAX_PAGE),
             f"messages per page (default {DEFAULT_PAGE}, at most {MAX_PAGE})",
             default=lambda: DEFAULT_PAGE,
         ),
-        Input("cursor", InputKind.STRING, _text(200), "next_cursor of the page before"),
+        Input("cursor", InputKind.STRING, text_parser(200), "next_cursor of the page before"),
     )
     id_input = Input(
         "id",
@@ -310,7 +283,7 @@ def queue_controller(
     limit = Input(
         "limit",
         InputKind.INTEGER,
-        _bounded(1, 500),
+        bounded_parser(1, 500),
         "rows per table (default 50)",
         default=lambda: 50,
     )
@@ -330,7 +303,7 @@ def queue_controller(
                 Input(
                     "max_age",
                     InputKind.INTEGER,
-                    _bounded(0, 60),
+                    bounded_parser(0, 60),
                     "seconds: an answer this old will do (default 0: the queue as it is now)",
                     default=lambda: 0,
                 ),
@@ -358,7 +331,7 @@ def queue_controller(
                 Input(
                     "minutes",
                     InputKind.INTEGER,
-                    _bounded(1, 360),
+                    bounded_parser(1, 360),
                     "how many of the last minutes (default 60, at most 360)",
                     default=lambda: 60,
                 ),

@@ -1,0 +1,141 @@
+"""/nodeworx/mail/history: what happened to the mail (shared/history.py), in InterWorx's
+conventions; every action exists `OnNode`.
+
+    listEvents(filters, page, per_page)   events newest first: sender or recipient (an
+                                          address, or a domain), account, queue_id,
+                                          message_id (the header), event, since, until
+    queryMessage(queue_id)                one message's whole story, oldest first
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sendworx.api.controllers.common import (
+    ANY_STRUCT,
+    add_common_actions,
+    bounded_parser,
+    node_action,
+    text_parser,
+)
+from sendworx.api.controllers.service_actions import node_input
+from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
+from sendworx.cluster.manager import ClusterManager
+from sendworx.shared.errors import ActionFailed, ValidationFailed
+from sendworx.shared.history import (
+    EVENTS,
+    MAX_PER_PAGE,
+    HistoryError,
+    HistoryFilter,
+    HistoryReader,
+)
+from sendworx.shared.instance import Instance
+from sendworx.shared.queue_format import is_message_id
+
+HISTORY = "/nodeworx/mail/history"
+DEFAULT_PER_PAGE = 50
+LATEST_TIME = 32503680000  # the year 3000: any later `since`/`until` is a mistake
+
+
+def _choice(value: object) -> str:
+    text = text_parser(20)(value).lower()
+    if text and text not in EVENTS:
+        raise ValueError(f"one of {', '.join(EVENTS)}")
+    return text
+
+
+def _queue_id(value: object) -> str:
+    text = text_parser(64)(value)
+    if not is_message_id(text):
+        raise ValueError("is not a queue id")
+    return text
+
+
+def _time(value: object) -> float:
+    return float(bounded_parser(0, LATEST_TIME)(value))
+
+
+def history_controller(instance: Instance, cluster: ClusterManager) -> Controller:
+    controller = Controller(HISTORY, "MailHistory", ("EMAIL",))
+    reader = HistoryReader(instance.history_path)
+
+    async def read(work: Any, *arguments: Any) -> Any:
+        try:
+            return await asyncio.to_thread(work, *arguments)
+        except HistoryError as error:
+            raise ActionFailed(str(error)) from error
+
+    async def list_events(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        selection = HistoryFilter(
+            sender=values.get("sender", ""),
+            recipient=values.get("recipient", ""),
+            account=values.get("account", ""),
+            queue_id=values.get("queue_id", ""),
+            message_id=values.get("message_id", ""),
+            event=values.get("event", ""),
+            since=values.get("since"),
+            until=values.get("until"),
+        )
+        page, per_page = values["page"], values["per_page"]
+        events, more = await read(reader.search, selection, page, per_page)
+        return {
+            "events": [event.to_document() for event in events],
+            "page": page,
+            "more": int(more),
+        }
+
+    async def query_message(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        events = await read(reader.timeline, values["queue_id"])
+        if not events:
+            raise ValidationFailed({"queue_id": "no event of this message in the history"})
+        return {"queue_id": values["queue_id"], "events": [e.to_document() for e in events]}
+
+    text = text_parser(320)
+    inputs = (
+        Input("sender", InputKind.STRING, text, "an address, or a domain"),
+        Input("recipient", InputKind.STRING, text, "an address, or a domain"),
+        Input("account", InputKind.STRING, text_parser(64), "the Unix account that sent it"),
+        Input("queue_id", InputKind.STRING, _queue_id, "the message's id in the queue"),
+        Input("message_id", InputKind.STRING, text_parser(250), "its Message-ID header"),
+        Input(
+            "event",
+            InputKind.STRING,
+            _choice,
+            ", ".join(EVENTS),
+            schema={"enum": ["", *EVENTS]},
+        ),
+        Input("since", InputKind.INTEGER, _time, "from this time (seconds since 1970)"),
+        Input("until", InputKind.INTEGER, _time, "before this time (seconds since 1970)"),
+        Input(
+            "page", InputKind.INTEGER, bounded_parser(1, 100_000), "default 1", default=lambda: 1
+        ),
+        Input(
+            "per_page",
+            InputKind.INTEGER,
+            bounded_parser(1, MAX_PER_PAGE),
+            f"events per page (default {DEFAULT_PER_PAGE}, at most {MAX_PER_PAGE})",
+            default=lambda: DEFAULT_PER_PAGE,
+        ),
+    )
+    queue_id = Input(
+        "queue_id", InputKind.STRING, _queue_id, "the message's id in the queue", required=True
+    )
+    actions: list[tuple[str, str, Handler, tuple[Input, ...]]] = [
+        ("listEvents", "Events newest first, matching the filters.", list_events, inputs),
+        ("queryMessage", "One message's events, oldest first.", query_message, (queue_id,)),
+    ]
+    node = node_input(cluster.local_node)
+    for name, description, handler, action_inputs in actions:
+        controller.add(Action(name, description, handler, action_inputs, ANY_STRUCT))
+        controller.add(
+            Action(
+                f"{name}OnNode",
+                f"{description} On one node of the cluster.",
+                node_action(cluster, HISTORY, name, handler),
+                (*action_inputs, node),
+                ANY_STRUCT,
+            )
+        )
+    add_common_actions(controller, None)
+    return controller

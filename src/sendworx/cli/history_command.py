@@ -1,0 +1,79 @@
+"""`sendworx history`: what happened to the mail, for the shell, panel up or down. It runs
+through `/nodeworx/mail/history` in this process (as the local operator), like the API.
+
+    history [--sender S] [--recipient R] [--account A] [--message-id M] [--event E]
+            [--since SECONDS-AGO] [--page N] [--per-page N] [--json]
+    history QUEUE-ID [--json]       one message's whole story, oldest first
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from sendworx.shared.history import EVENTS
+from sendworx.shared.instance import Instance
+
+HISTORY = "/nodeworx/mail/history"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("queue_id", nargs="?", help="one message's story (its queue id)")
+    parser.add_argument("--sender", help="an address, or a domain")
+    parser.add_argument("--recipient", help="an address, or a domain")
+    parser.add_argument("--account", help="the Unix account that sent it")
+    parser.add_argument("--message-id", help="its Message-ID header")
+    parser.add_argument("--event", choices=EVENTS)
+    parser.add_argument("--since", type=float, metavar="SECONDS", help="this long ago at most")
+    parser.add_argument("--page", type=int, default=1)
+    parser.add_argument("--per-page", type=int, default=50)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _filters(arguments: argparse.Namespace) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"page": arguments.page, "per_page": arguments.per_page}
+    for name in ("sender", "recipient", "account", "message_id", "event"):
+        value = getattr(arguments, name)
+        if value:
+            inputs[name] = value
+    if arguments.since is not None:
+        inputs["since"] = int(time.time() - arguments.since)
+    return inputs
+
+
+def _line(event: dict[str, Any]) -> str:
+    from sendworx.cli.output import printable
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+    who = event["recipient"] or event["sender"] or "-"
+    said = " ".join(part for part in (event["status"], event["reply"], event["detail"]) if part)
+    relay = f" via {event['relay']}" if event["relay"] else ""
+    return printable(f"{when} {event['queue_id']} {event['event']:<9} {who}{relay} {said}")
+
+
+def run(arguments: argparse.Namespace, instance: Instance) -> int:
+    from sendworx.cli.api_access import Refused, call_locally
+    from sendworx.shared.wire import Call
+
+    if arguments.queue_id:
+        call: Call[Any] = Call(HISTORY, "queryMessage", {"queue_id": arguments.queue_id})
+    else:
+        call = Call(HISTORY, "listEvents", _filters(arguments))
+    try:
+        payload = call_locally(instance, call, "history")
+    except Refused as refused:
+        print(refused, file=sys.stderr)
+        return 1
+    if arguments.json:
+        print(json.dumps(payload))
+        return 0
+    for event in payload["events"]:
+        print(_line(event))
+    if not payload["events"]:
+        print("no event matches", file=sys.stderr)
+    elif payload.get("more"):
+        print(f"more: --page {arguments.page + 1}", file=sys.stderr)
+    return 0

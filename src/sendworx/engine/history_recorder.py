@@ -1,0 +1,152 @@
+"""Writes the delivery history (shared/history.py) from the engine's announcements, never in
+the way of delivery: the listener only appends a row to memory; a thread of its own writes
+what gathered, one transaction a batch, every `history.flush_seconds` (sooner past a
+thousand rows), and prunes what is older than `history.retention_days` a slice at a time.
+
+When the store cannot be written (read-only, full disk, damaged, locked), mail flows on: the
+batch is dropped and counted (`sendworx_history_dropped_events_total`), one log line a
+minute says so, and the store is opened again at the next batch, so it recovers by itself.
+At most MAX_PENDING rows wait in memory; beyond, new ones are dropped and counted.
+
+Durability: a batch is in SQLite's WAL once committed; what was announced in the last
+`flush_seconds` before a kill -9 or a power loss is lost (a stop writes it first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import Counter
+
+from sendworx.engine.events import Fate, FateEvent
+from sendworx.shared.history import HistoryEvent, HistoryWriter
+
+log = logging.getLogger("sendworx.history")
+MAX_PENDING = 100_000
+BATCH_SOON = 1000  # rows that wake the writer before its interval
+PRUNE_EVERY_SECONDS = 60.0
+COMPLAIN_EVERY_SECONDS = 60.0
+
+
+def history_event(event: FateEvent) -> HistoryEvent:
+    """The row of one announcement."""
+    envelope = event.envelope
+    origin = envelope.origin if envelope is not None else None
+    detail = event.detail
+    if event.fate is Fate.BOUNCED and event.related:
+        detail = f"{event.detail} report {event.related}"
+    return HistoryEvent(
+        at=event.at,
+        event=event.fate.value,
+        queue_id=event.message_id,
+        message_id_header=envelope.message_id_header if envelope else "",
+        sender=envelope.sender.lower() if envelope else "",
+        recipient=(event.recipient or "").lower(),
+        account=(origin.account or "") if origin else "",
+        origin=(origin.peer or origin.via) if origin else "",
+        relay=event.relay,
+        status=event.status,
+        reply=event.reply,
+        attempt=event.attempt,
+        size=envelope.size if envelope else 0,
+        queued_seconds=max(0.0, event.at - envelope.birth) if envelope else 0.0,
+        detail=detail,
+    )
+
+
+class HistoryRecorder:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_seconds: float,
+        flush_seconds: float,
+        dropped: Counter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._retention = retention_seconds
+        self._flush_seconds = flush_seconds
+        self._dropped = dropped
+        self._clock = clock
+        self._pending: list[HistoryEvent] = []
+        self._lock = threading.Lock()  # the loop appends, the writer's thread takes
+        self._wake = threading.Event()
+        self._stopping = False
+        self._writer: HistoryWriter | None = None
+        self._next_prune = 0.0
+        self._next_complaint = 0.0
+        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def listen(self, event: FateEvent) -> None:
+        """An announcement (on the event loop): a row in memory, nothing more."""
+        row = history_event(event)
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING:
+                self._dropped.inc()
+                return
+            self._pending.append(row)
+            soon = len(self._pending) >= BATCH_SOON
+        if soon:
+            self._wake.set()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is pending, then stop (the engine stops)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping
+            self._flush()
+            if stopping:
+                break
+        if self._writer is not None:
+            self._writer.close()
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        try:
+            writer = self._open()
+            if batch:
+                writer.append(batch)
+            now = self._clock()
+            if now >= self._next_prune:
+                self._next_prune = now + PRUNE_EVERY_SECONDS
+                writer.prune(now - self._retention)
+        except (sqlite3.Error, OSError) as error:
+            self._dropped.inc(len(batch))
+            self._forget_writer()
+            now = self._clock()
+            if now >= self._next_complaint:
+                self._next_complaint = now + COMPLAIN_EVERY_SECONDS
+                log.error(
+                    "delivery history not written (%d events dropped; mail goes on): %s",
+                    len(batch),
+                    error,
+                )
+
+    def _open(self) -> HistoryWriter:
+        if self._writer is None:
+            self._writer = HistoryWriter(self.path)
+        return self._writer
+
+    def _forget_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+            self._writer = None

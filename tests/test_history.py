@@ -1,0 +1,153 @@
+"""The delivery history against a real engine and SMTP server: every event recorded and
+searchable; a kill -9 loses nothing older than the flush interval; a store that cannot be
+written never stops mail, and recovers by itself; hostile searches get clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from typing import Any
+
+from support.instance import SendworxHome
+from support.net import free_port, wait_for
+from support.sink import Behaviour, RecordingSink
+
+
+def _history(home: SendworxHome, *arguments: str) -> Any:
+    done = subprocess.run(
+        home.command("history", "--json", *arguments), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _events(home: SendworxHome, *arguments: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = _history(home, *arguments)["events"]
+    return events
+
+
+def _answer(recipient: str) -> str | None:
+    if recipient.startswith("gone@"):
+        return "550 5.1.1 <gone@far.example>: user unknown"
+    if recipient.startswith("busy@"):
+        return "451 4.2.1 mailbox busy, try later"
+    return None
+
+
+def test_every_event_is_recorded_and_found_by_each_filter(home: SendworxHome) -> None:
+    home.write_config(history={"flush_seconds": 0.1})
+    with RecordingSink("127.0.0.90", behaviour=Behaviour(rcpt_reply=_answer)) as sink:
+        home.routes(f":[127.0.0.90]:{sink.port}")
+        home.start_engine()
+        home.inject("ok@far.example", "gone@far.example", sender="a@shop.example")
+        home.inject("busy@far.example", sender="b@shop.example")
+        home.wait_for_delivery_lines(3)
+        wait_for(lambda: len(_events(home, "--sender", "shop.example")) == 6)
+    [queue_id] = {event["queue_id"] for event in _events(home, "--sender", "a@shop.example")}
+    story = _history(home, queue_id)["events"]
+    kinds = [(event["event"], event["recipient"]) for event in story]
+    assert kinds[0] == ("accepted", "")
+    assert sorted(kinds[1:]) == [
+        ("bounced", ""),
+        ("delivered", "ok@far.example"),
+        ("failed", "gone@far.example"),
+    ]
+    deferred = _events(home, "--sender", "b@shop.example")
+    assert [event["event"] for event in deferred] == ["deferred", "accepted"]  # newest first
+    assert deferred[0]["status"] == "4.2.1" and deferred[0]["queued_seconds"] >= 0
+    accepted = story[0]
+    assert accepted["sender"] == "a@shop.example" and accepted["origin"] == "sendmail"
+    assert accepted["size"] > 0 and accepted["message_id_header"].endswith("@t")
+    failed = next(event for event in story if event["event"] == "failed")
+    assert failed["status"] == "5.1.1" and "user unknown" in failed["reply"]
+    assert failed["relay"].startswith("127.0.0.90") and failed["attempt"] == 1
+    bounced = next(event for event in story if event["event"] == "bounced")
+    assert bounced["detail"].startswith("bounce report ")  # names the DSN's queue id
+    # Each filter finds it; others do not.
+    for arguments in (
+        ("--recipient", "gone@far.example"),
+        ("--recipient", "far.example"),
+        ("--message-id", f"<{accepted['message_id_header']}>"),
+        ("--event", "failed"),
+        ("--sender", "@shop.example"),
+    ):
+        assert queue_id in {event["queue_id"] for event in _events(home, *arguments)}, arguments
+    assert _events(home, "--recipient", "nobody@far.example") == []
+    assert [event["event"] for event in _events(home, "--recipient", "ok@far.example")] == [
+        "delivered"
+    ]
+
+
+def test_a_kill_9_loses_nothing_older_than_the_flush_interval(home: SendworxHome) -> None:
+    home.write_config(history={"flush_seconds": 0.2})
+    with RecordingSink("127.0.0.91") as sink:
+        home.routes(f":[127.0.0.91]:{sink.port}")
+        engine = home.start_engine()
+        home.enqueue("u@far.example", copies=40)
+        sink.wait_for_messages(40, timeout=30)
+        home.wait_for_delivery_lines(40)
+        time.sleep(0.6)  # three flush intervals
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.wait(10)
+    delivered = _events(home, "--event", "delivered", "--per-page", "500")
+    assert len(delivered) == len(sink.received()) == 40
+
+
+def test_a_store_that_cannot_be_written_never_stops_mail_and_recovers(
+    home: SendworxHome,
+) -> None:
+    port = free_port()
+    home.write_config(history={"flush_seconds": 0.1}, metrics={"port": port})
+    store = home.instance.history_path
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"this is not a database\n" * 100)
+    with RecordingSink("127.0.0.92") as sink:
+        home.routes(f":[127.0.0.92]:{sink.port}")
+        home.start_engine()
+        home.inject("a@far.example", sender="early@shop.example")
+        home.inject("b@far.example", sender="early@shop.example")
+        sink.wait_for_messages(2)
+
+        def dropped() -> float:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as page:
+                for line in page.read().decode().splitlines():
+                    if line.startswith("sendworx_history_dropped_events_total "):
+                        return float(line.split()[1])
+            return 0.0
+
+        wait_for(lambda: dropped() >= 4)  # accepted and delivered, twice
+        assert "delivery history not written" in home.log_text()
+        store.unlink()  # the operator moves the damaged file away: recorded again
+        home.inject("c@far.example", sender="late@shop.example")
+        sink.wait_for_messages(3)
+        wait_for(lambda: len(_events(home, "--sender", "late@shop.example")) == 2)
+    assert _events(home, "--sender", "early@shop.example") == []
+
+
+def test_hostile_searches_get_clear_errors_and_match_nothing(home: SendworxHome) -> None:
+    home.write_config(history={"flush_seconds": 0.1})
+    with RecordingSink("127.0.0.93") as sink:
+        home.routes(f":[127.0.0.93]:{sink.port}")
+        home.start_engine()
+        home.inject("a@far.example")
+        sink.wait_for_messages(1)
+        wait_for(lambda: len(_events(home)) == 2)
+    for value in ("%", "*", "a@far.example' OR '1'='1", '"; DROP TABLE events; --'):
+        assert _events(home, "--recipient", value) == [], value
+    assert len(_events(home)) == 2
+    for arguments, field in (
+        (("--recipient", "x" * 100_000), "recipient"),
+        (("--sender", "a\x01b"), "sender"),
+        (("--per-page", "100000"), "per_page"),
+        (("not-a-queue-id!",), "queue_id"),
+    ):
+        done = subprocess.run(
+            home.command("history", *arguments), capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1, arguments
+        assert f"{field}: " in done.stderr, done.stderr

@@ -516,6 +516,45 @@ def test_dkim_keys_are_added_published_checked_rotated_and_deleted(
     assert store.of_domain("shop.example") == []
 
 
+def test_the_delivery_history_finds_a_message_and_tells_its_story(panel: Panel, page: Page) -> None:
+    home = panel.home
+    home.write_config(history={"flush_seconds": 0.1})
+    refuse = Behaviour(rcpt_reply=lambda r: "550 5.1.1 no such user" if "gone" in r else None)
+    with RecordingSink("127.0.4.60", behaviour=refuse) as sink:
+        home.routes(f":[127.0.4.60]:{sink.port}")
+        assert panel.call("start")["status"] == 0
+        home.inject("ok@far.test", "gone@far.test", sender="site@shop.test")
+        sink.wait_for_messages(1)
+        home.wait_for_delivery_lines(2)
+        log_in(page, panel, path="/nodeworx/mail/history")
+        # The events are written within a flush interval: search until they show.
+        page.get_by_label("Recipient").fill("gone@far.test")
+        page.get_by_role("button", name="Search").click()
+        rows = page.locator("table.events tbody tr")
+        for _ in range(50):
+            if "failed" in rows.first.inner_text():
+                break
+            page.reload()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("550 5.1.1 no such user")
+        screenshot(page, "history")
+        assert serious_violations(page) == []
+        rows.first.get_by_role("link").click()
+        expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
+        timeline = page.locator("ol.timeline li")
+        expect(timeline.first).to_contain_text("accepted")
+        expect(page.locator("ol.timeline")).to_contain_text("gone@far.test")
+        expect(page.locator("ol.timeline")).to_contain_text("bounced")
+        screenshot(page, "history-message")
+        assert serious_violations(page) == []
+    # A search that finds nothing says so; a bad one is named at its field.
+    page.goto(panel_url(panel) + "/nodeworx/mail/history?recipient=nobody%40far.test")
+    expect(page.locator("table.events")).to_contain_text("No event matches this search.")
+    page.goto(panel_url(panel) + "/nodeworx/mail/history?sender=" + "x" * 400)
+    expect(page.locator("#e-sender")).to_contain_text("at most 320 characters")
+    assert serious_violations(page) == []
+
+
 def _session_cookie(panel: Panel, page: Page) -> str:
     log_in(page, panel, path=MTA)
     [cookie] = [c for c in page.context.cookies() if c["name"] == "sendworx_session"]

@@ -15,6 +15,7 @@ from sendworx.web.page import WebApp
 from sendworx.web.pages.activity import activity_routes
 from sendworx.web.pages.cluster import cluster_routes
 from sendworx.web.pages.dkim import dkim_routes
+from sendworx.web.pages.history import history_routes
 from sendworx.web.pages.live import live_routes
 from sendworx.web.pages.login import login_routes
 from sendworx.web.pages.mta import mta_routes
@@ -43,6 +44,7 @@ def web_app(dispatcher: Dispatcher, node_id: str) -> ASGIApp:
             *activity_routes(web),
             *policy_routes(web),
             *dkim_routes(web),
+            *history_routes(web),
             *cluster_routes(web),
             *live_routes(web),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -128,6 +128,7 @@ def queue_routes(web: WebApp) -> list[BaseRoute]:
                 title="No such message",
                 text=f"No message {message_id[:60]} is queued: it may have been delivered, "
                 "bounced or deleted.",
+                link=(f"/nodeworx/mail/history/{quote(message_id[:60])}", "What happened to it"),
             )
         if reply.status != 0:
             return page.render("problem.html", 500, title="Cannot read it", text=reply.payload)

@@ -34,7 +34,7 @@ def _answer(recipient: str) -> str | None:
     if recipient.startswith("gone@"):
         return "550 5.1.1 <gone@far.example>: user unknown"
     if recipient.startswith("busy@"):
-        return "451 4.2.1 mailbox busy, try later"
+        return "451 4.7.28 rate limit exceeded, try later"
     return None
 
 
@@ -58,12 +58,14 @@ def test_every_event_is_recorded_and_found_by_each_filter(home: SendworxHome) ->
     ]
     deferred = _events(home, "--sender", "b@shop.example")
     assert [event["event"] for event in deferred] == ["deferred", "accepted"]  # newest first
-    assert deferred[0]["status"] == "4.2.1" and deferred[0]["queued_seconds"] >= 0
+    assert deferred[0]["status"] == "4.7.28" and deferred[0]["queued_seconds"] >= 0
+    assert deferred[0]["bounce_class"] == "rate_limited"
     accepted = story[0]
     assert accepted["sender"] == "a@shop.example" and accepted["origin"] == "sendmail"
     assert accepted["size"] > 0 and accepted["message_id_header"].endswith("@t")
     failed = next(event for event in story if event["event"] == "failed")
     assert failed["status"] == "5.1.1" and "user unknown" in failed["reply"]
+    assert failed["bounce_class"] == "invalid_recipient"
     assert failed["relay"].startswith("127.0.0.90") and failed["attempt"] == 1
     bounced = next(event for event in story if event["event"] == "bounced")
     assert bounced["detail"].startswith("bounce report ")  # names the DSN's queue id
@@ -73,6 +75,7 @@ def test_every_event_is_recorded_and_found_by_each_filter(home: SendworxHome) ->
         ("--recipient", "far.example"),
         ("--message-id", f"<{accepted['message_id_header']}>"),
         ("--event", "failed"),
+        ("--class", "invalid_recipient"),
         ("--sender", "@shop.example"),
     ):
         assert queue_id in {event["queue_id"] for event in _events(home, *arguments)}, arguments

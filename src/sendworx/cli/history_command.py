@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from sendworx.shared.bounce_classes import CLASSES
 from sendworx.shared.history import EVENTS
 from sendworx.shared.instance import Instance
 
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--account", help="the Unix account that sent it")
     parser.add_argument("--message-id", help="its Message-ID header")
     parser.add_argument("--event", choices=EVENTS)
+    parser.add_argument("--class", dest="bounce_class", choices=CLASSES, help="why it failed")
     parser.add_argument("--since", type=float, metavar="SECONDS", help="this long ago at most")
     parser.add_argument("--page", type=int, default=1)
     parser.add_argument("--per-page", type=int, default=50)
@@ -39,6 +41,8 @@ def _filters(arguments: argparse.Namespace) -> dict[str, Any]:
         value = getattr(arguments, name)
         if value:
             inputs[name] = value
+    if arguments.bounce_class:
+        inputs["class"] = arguments.bounce_class
     if arguments.since is not None:
         inputs["since"] = int(time.time() - arguments.since)
     return inputs
@@ -49,7 +53,8 @@ def _line(event: dict[str, Any]) -> str:
 
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
     who = event["recipient"] or event["sender"] or "-"
-    said = " ".join(part for part in (event["status"], event["reply"], event["detail"]) if part)
+    parts = (event["bounce_class"], event["status"], event["reply"], event["detail"])
+    said = " ".join(part for part in parts if part)
     relay = f" via {event['relay']}" if event["relay"] else ""
     return printable(f"{when} {event['queue_id']} {event['event']:<9} {who}{relay} {said}")
 

@@ -61,14 +61,16 @@ def _in_foreground(
 
 def run_engine(instance: Instance) -> int:
     from sendworx.engine.queue_manager import QueueManager
+    from sendworx.shared.bounce_classes import Classifier
     from sendworx.shared.holds import read_holds
     from sendworx.shared.policy import load_policy
 
     try:
-        # A bad policy.toml or holds.json names its problems, then exit: a hold is never
-        # dropped by starting without it.
+        # A bad policy.toml, holds.json or bounce_rules.toml names its problems, then exit:
+        # a hold is never dropped by starting without it.
         load_policy(instance.policy_path)
         read_holds(instance.holds_path)
+        Classifier.load(instance.bounce_rules_path)
     except ConfigError as error:
         print(f"sendworx send: {error}", file=sys.stderr)
         return 78  # EX_CONFIG

@@ -20,11 +20,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import Counter
 
 from sendworx.engine.events import Fate, FateEvent
+from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.history import HistoryEvent, HistoryWriter
 
 log = logging.getLogger("sendworx.history")
@@ -32,6 +34,7 @@ MAX_PENDING = 100_000
 BATCH_SOON = 1000  # rows that wake the writer before its interval
 PRUNE_EVERY_SECONDS = 60.0
 COMPLAIN_EVERY_SECONDS = 60.0
+CLASSIFIED = frozenset({"deferred", "failed"})
 
 
 def history_event(event: FateEvent) -> HistoryEvent:
@@ -68,9 +71,13 @@ class HistoryRecorder:
         retention_seconds: float,
         flush_seconds: float,
         dropped: Counter,
+        classifier: Classifier,
+        classes: Counter,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
+        self._classifier = classifier
+        self._classes = classes
         self._retention = retention_seconds
         self._flush_seconds = flush_seconds
         self._dropped = dropped
@@ -120,6 +127,7 @@ class HistoryRecorder:
     def _flush(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
+        batch = [self._classified(event) for event in batch]
         try:
             writer = self._open()
             if batch:
@@ -139,6 +147,14 @@ class HistoryRecorder:
                     len(batch),
                     error,
                 )
+
+    def _classified(self, event: HistoryEvent) -> HistoryEvent:
+        """Deferrals and failures with their class (here, off the event loop)."""
+        if event.event not in CLASSIFIED:
+            return event
+        found = self._classifier.classify(event.status, event.reply)
+        self._classes.labels(event=event.event, bounce_class=found).inc()
+        return replace(event, bounce_class=found)
 
     def _open(self) -> HistoryWriter:
         if self._writer is None:

@@ -60,6 +60,12 @@ class EngineMetrics:
             "Delivery history events not written (the store unwritable, or too many waiting)",
             registry=self.registry,
         )
+        self.bounce_classes = Counter(
+            "sendworx_bounce_classes",
+            "Deferrals and failures per recipient, by class (shared/bounce_classes.py)",
+            ["event", "bounce_class"],
+            registry=self.registry,
+        )
         self.limited = Counter(
             "sendworx_limited_messages",
             "Times a message waited for a sending limit, by rule",

@@ -68,6 +68,7 @@ from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.sending_policy import SendingPolicy
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.shared import unix_sockets
+from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.config import ConfigError
 from sendworx.shared.file_lock import FileLock
 from sendworx.shared.holds import Hold, HoldAction
@@ -137,6 +138,8 @@ class QueueManager:
                 retention_seconds=history.retention_days * 86400.0,
                 flush_seconds=history.flush_seconds,
                 dropped=self.metrics.history_dropped,
+                classifier=Classifier.load(instance.bounce_rules_path),
+                classes=self.metrics.bounce_classes,
             )
             self.outcomes.listeners.append(self.history.listen)
         self.actions = QueueActions(

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the bounce class
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS events (
     attempt INTEGER NOT NULL DEFAULT 0,
     size INTEGER NOT NULL DEFAULT 0,
     queued_seconds REAL NOT NULL DEFAULT 0,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',
+    class TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);
@@ -50,6 +51,7 @@ CREATE INDEX IF NOT EXISTS events_recipient_domain ON events (recipient_domain, 
 CREATE INDEX IF NOT EXISTS events_sender ON events (sender, at);
 CREATE INDEX IF NOT EXISTS events_sender_domain ON events (sender_domain, at);
 CREATE INDEX IF NOT EXISTS events_account ON events (account, at) WHERE account != '';
+CREATE INDEX IF NOT EXISTS events_class ON events (class, at) WHERE class != '';
 """
 EVENTS = (
     "accepted", "delivered", "deferred", "failed", "bounced", "held", "released", "expired",
@@ -75,6 +77,7 @@ class HistoryEvent:
     size: int = 0
     queued_seconds: float = 0.0  # from acceptance to this event
     detail: str = ""
+    bounce_class: str = ""  # deferred and failed: why, in a word (bounce_classes.py)
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -95,6 +98,7 @@ class HistoryEvent:
             self.size,
             self.queued_seconds,
             self.detail,
+            self.bounce_class,
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -104,9 +108,9 @@ class HistoryEvent:
 _COLUMNS = (
     "at, event, queue_id, message_id_header, sender, sender_domain, recipient, "
     "recipient_domain, account, origin, relay, status, reply, attempt, size, queued_seconds, "
-    "detail"
+    "detail, class"
 )
-_SELECTED = ", ".join(field.name for field in fields(HistoryEvent))
+_SELECTED = ", ".join(field.name for field in fields(HistoryEvent)).replace("bounce_class", "class")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class HistoryFilter:
     queue_id: str = ""
     message_id: str = ""  # the Message-ID header, with or without its angle brackets
     event: str = ""
+    bounce_class: str = ""
     since: float | None = None
     until: float | None = None
 
@@ -153,6 +158,9 @@ class HistoryWriter:
             # power loss at most the commits since the last checkpoint's sync.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=2000")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            if columns and "class" not in columns:  # a store of version 1
+                self._db.execute("ALTER TABLE events ADD COLUMN class TEXT NOT NULL DEFAULT ''")
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error:
@@ -162,7 +170,7 @@ class HistoryWriter:
     def append(self, events: Sequence[HistoryEvent]) -> None:
         with self._transaction():
             self._db.executemany(
-                f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
                 [event.row() for event in events],
             )
 
@@ -256,6 +264,9 @@ def _where(selection: HistoryFilter) -> tuple[str, list[Any]]:
     if selection.event:
         clauses.append("event = ?")
         values.append(selection.event)
+    if selection.bounce_class:
+        clauses.append("class = ?")
+        values.append(selection.bounce_class)
     if selection.since is not None:
         clauses.append("at >= ?")
         values.append(selection.since)

@@ -81,6 +81,11 @@ class Instance:
         return self.config_dir / "policy.toml"
 
     @property
+    def bounce_rules_path(self) -> Path:
+        """The operator's bounce classes, read before the built-in ones (`bounce_classes.py`)."""
+        return self.config_dir / "bounce_rules.toml"
+
+    @property
     def aliases_path(self) -> Path:
         """Where mail for this host's own names goes (`shared/aliases.py`)."""
         return Path("/etc/aliases") if self.system else self.home / "aliases"

@@ -22,6 +22,7 @@ from sendworx.api.controllers.common import (
 from sendworx.api.controllers.service_actions import node_input
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.cluster.manager import ClusterManager
+from sendworx.shared.bounce_classes import CLASSES
 from sendworx.shared.errors import ActionFailed, ValidationFailed
 from sendworx.shared.history import (
     EVENTS,
@@ -42,6 +43,13 @@ def _choice(value: object) -> str:
     text = text_parser(20)(value).lower()
     if text and text not in EVENTS:
         raise ValueError(f"one of {', '.join(EVENTS)}")
+    return text
+
+
+def _class(value: object) -> str:
+    text = text_parser(30)(value).lower()
+    if text and text not in CLASSES:
+        raise ValueError(f"one of {', '.join(CLASSES)}")
     return text
 
 
@@ -74,6 +82,7 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
             queue_id=values.get("queue_id", ""),
             message_id=values.get("message_id", ""),
             event=values.get("event", ""),
+            bounce_class=values.get("class", ""),
             since=values.get("since"),
             until=values.get("until"),
         )
@@ -104,6 +113,13 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
             _choice,
             ", ".join(EVENTS),
             schema={"enum": ["", *EVENTS]},
+        ),
+        Input(
+            "class",
+            InputKind.STRING,
+            _class,
+            "why it was deferred or failed: " + ", ".join(CLASSES),
+            schema={"enum": ["", *CLASSES]},
         ),
         Input("since", InputKind.INTEGER, _time, "from this time (seconds since 1970)"),
         Input("until", InputKind.INTEGER, _time, "before this time (seconds since 1970)"),

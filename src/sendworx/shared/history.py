@@ -252,20 +252,21 @@ def _where(selection: HistoryFilter) -> tuple[str, list[Any]]:
             clause, arguments = _address_or_domain(column, value)
             clauses.append(clause)
             values += arguments
+    # `!= ''` as the partial indexes say, so that SQLite may use them.
     if selection.account:
-        clauses.append("account = ?")
+        clauses.append("account = ? AND account != ''")
         values.append(selection.account)
     if selection.queue_id:
         clauses.append("queue_id = ?")
         values.append(selection.queue_id)
     if selection.message_id:
-        clauses.append("message_id_header = ?")
+        clauses.append("message_id_header = ? AND message_id_header != ''")
         values.append(selection.message_id.strip().strip("<>"))
     if selection.event:
         clauses.append("event = ?")
         values.append(selection.event)
     if selection.bounce_class:
-        clauses.append("class = ?")
+        clauses.append("class = ? AND class != ''")
         values.append(selection.bounce_class)
     if selection.since is not None:
         clauses.append("at >= ?")

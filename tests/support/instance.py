@@ -206,7 +206,9 @@ class SendworxHome:
         return sorted(os.listdir(path)) if path.exists() else []
 
     def queue_empty(self) -> bool:
-        return not self.queue_files("mess") and not self.queue_files("new")
+        # `new/` first: a message moves from there to `mess/`, so listing them the other
+        # way round could miss one that moved between the two listings.
+        return not self.queue_files("new") and not self.queue_files("mess")
 
     def state(self, message_id: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.home / "queue" / "state" / message_id).read_text())

@@ -9,6 +9,7 @@ import smtplib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -553,6 +554,46 @@ def test_the_delivery_history_finds_a_message_and_tells_its_story(panel: Panel, 
     page.goto(panel_url(panel) + "/nodeworx/mail/history?sender=" + "x" * 400)
     expect(page.locator("#e-sender")).to_contain_text("at most 320 characters")
     assert serious_violations(page) == []
+
+
+def test_the_suppression_list_is_added_to_searched_exported_and_emptied(
+    panel: Panel, page: Page
+) -> None:
+    log_in(page, panel, path="/nodeworx/mail/suppression")
+    expect(page.locator("table.suppressed")).to_contain_text("No address is suppressed.")
+    page.get_by_label("Addresses to suppress").fill("Dead@Far.test, =gone@far.test\nnot-an-address")
+    page.get_by_role("button", name="Suppress", exact=True).click()
+    expect(page.get_by_role("status").or_(page.get_by_role("alert")).first).to_contain_text(
+        "not-an-address"
+    )  # nothing added: the form names the address at fault
+    expect(page.locator("table.suppressed tbody tr")).to_have_count(1)
+    page.get_by_label("Addresses to suppress").fill("Dead@Far.test, =gone@far.test")
+    page.get_by_label("Note").fill("asked to stop")
+    page.get_by_role("button", name="Suppress", exact=True).click()
+    rows = page.locator("table.suppressed tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("asked to stop")
+    screenshot(page, "suppression")
+    assert serious_violations(page) == []
+    page.get_by_label("Address or domain").fill("dead")
+    page.get_by_role("button", name="Search").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("dead@far.test")
+    page.goto(panel_url(panel) + "/nodeworx/mail/suppression?search=nobody%40far.test")
+    expect(page.locator("table.suppressed")).to_contain_text("No address is suppressed that")
+    page.goto(panel_url(panel) + "/nodeworx/mail/suppression")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export every address as CSV").click()
+    text = Path(download.value.path()).read_text()
+    assert text.splitlines()[0] == "address,since,until,reason,detail,added_by"
+    assert "'=gone@far.test" in text and "dead@far.test" in text  # no formula runs
+    page.get_by_label("Choose dead@far.test").check()
+    page.get_by_role("button", name="Take the chosen addresses off").click()
+    screenshot(page, "suppression-confirm")
+    assert serious_violations(page) == []
+    page.get_by_role("button", name="Take them off").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("=gone@far.test")
 
 
 def _session_cookie(panel: Panel, page: Page) -> str:

@@ -11,7 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sendworx.cli import dkim_command, history_command, holds_command, queue_arguments
+from sendworx.cli import (
+    dkim_command,
+    history_command,
+    holds_command,
+    queue_arguments,
+    suppression_command,
+)
 from sendworx.cli.privileges import become
 from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import SYSTEM_USER, Instance, chosen_instance
@@ -69,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     history_command.add_arguments(
         commands.add_parser("history", help="what happened to the mail: search, one message")
+    )
+    suppression_command.add_arguments(
+        commands.add_parser("suppression", help="addresses not attempted: list, add, remove...")
     )
     mailbox = commands.add_parser("mailbox", help="read mail for this host itself")
     mailbox.add_argument("mailbox", nargs="?", help="a local user (root is postmaster)")
@@ -175,6 +184,8 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         return dkim_command.run(arguments, instance)
     if command == "history":
         return history_command.run(arguments, instance)
+    if command == "suppression":
+        return suppression_command.run(arguments, instance)
     if command == "mailbox":
         from sendworx.cli import mailbox_command
 

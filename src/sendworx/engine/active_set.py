@@ -24,8 +24,9 @@ from sendworx.engine.delivery_job import DeliveryJob
 from sendworx.engine.delivery_plan import plan_delivery
 from sendworx.engine.local_delivery import deliver_locally
 from sendworx.engine.outcomes import Outcomes
-from sendworx.engine.queue_state import ActiveMessage, QueueState
+from sendworx.engine.queue_state import ActiveMessage, QueueState, pending_recipients
 from sendworx.engine.sending_policy import Found, SendingPolicy, Watched
+from sendworx.engine.suppression import SUPPRESSED_HOLD, Suppressions, suppressed_reply
 from sendworx.shared.aliases import AliasFile
 from sendworx.shared.config import DeliveryConfig
 from sendworx.shared.destinations import Destination
@@ -46,6 +47,7 @@ class ActiveSet:
         state: QueueState,
         *,
         policy: SendingPolicy,
+        suppressions: Suppressions | None,
         pool: DeliveryPool,
         outcomes: Outcomes,
         actions: QueueActions,
@@ -61,6 +63,7 @@ class ActiveSet:
         self._queue = instance.queue()
         self._state = state
         self._policy = policy
+        self._suppressions = suppressions
         self._pool = pool
         self._outcomes = outcomes
         self._actions = actions
@@ -99,6 +102,9 @@ class ActiveSet:
         if delivery_state.held:
             state.due.forget(message_id)
             state.held.add(message_id)
+            return
+        if self._holds_suppressed(envelope, delivery_state):
+            self._hold_new(message_id, SUPPRESSED_HOLD)
             return
         policy = self._policy
         watched = None
@@ -167,6 +173,16 @@ class ActiveSet:
             self._begin(message_id, envelope, delivery_state)
         self._wake()
 
+    def _holds_suppressed(self, envelope: Envelope, delivery_state: DeliveryState) -> bool:
+        """In `hold` mode: whether the message waits for an operator, a recipient of it
+        being suppressed (not once an operator released it)."""
+        suppressions = self._suppressions
+        if suppressions is None or not suppressions.holds or delivery_state.held_seconds:
+            return False
+        now = self._clock()
+        pending = pending_recipients(envelope, delivery_state)
+        return any(suppressions.check(recipient, now) for recipient in pending)
+
     def _held_otherwise(self, hold_id: str, watched: Watched | None) -> bool:
         """Whether the hold in force came from elsewhere than `watched`'s own trip (an
         operator, another rule): it holds even mail counted under the threshold."""
@@ -199,8 +215,9 @@ class ActiveSet:
             ]
             self._finish_later(active)
             return
+        recipients = self._not_suppressed(active)
         try:
-            jobs, local = self._jobs_for(active)
+            jobs, local = self._jobs_for(active, recipients)
         except Exception as error:
             # A bug must not strand the message as active for ever: record a temporary
             # failure for every recipient still to do, as a failed session would.
@@ -218,14 +235,33 @@ class ActiveSet:
         if local is not None:
             self._spawn(self._deliver_locally(local))
 
+    def _not_suppressed(self, active: ActiveMessage) -> list[str]:
+        """The recipients to attempt; in `bounce` mode, those suppressed are failed here,
+        with a reply that says why and since when."""
+        pending = active.pending()
+        suppressions = self._suppressions
+        if suppressions is None or suppressions.holds:
+            return pending
+        now, recipients = self._clock(), []
+        for recipient in pending:
+            entry = suppressions.check(recipient, now)
+            if entry is None:
+                recipients.append(recipient)
+            else:
+                reply = suppressed_reply(entry)
+                active.results.append(
+                    RecipientResult(recipient, Outcome.SUPPRESSED, reply, "5.1.1", "suppressed")
+                )
+        return recipients
+
     def _jobs_for(
-        self, active: ActiveMessage
+        self, active: ActiveMessage, recipients: list[str]
     ) -> tuple[list[tuple[Destination, DeliveryJob]], DeliveryJob | None]:
         """One job per destination and transaction, and one for the recipients on this host
         itself (`local_domains.py`); recipients that name nowhere fail here."""
         plan = plan_delivery(
             active.envelope.sender,
-            active.pending(),
+            recipients,
             routes=self._settings().route_table,
             local_domains=self._local_domains(),
             per_transaction=self._config.recipients_per_transaction,

@@ -30,6 +30,8 @@ class Outcome(StrEnum):
     DELIVERED = "delivered"
     DEFERRED = "deferred"
     FAILED = "failed"
+    # Not tried: the address is on the suppression list. Final, as a failure is.
+    SUPPRESSED = "suppressed"
     # Not tried because the engine is stopping; the recipient stays queued as it was.
     SKIPPED = "skipped"
 

@@ -27,6 +27,7 @@ class Fate(StrEnum):
     DELIVERED = "delivered"
     DEFERRED = "deferred"
     FAILED = "failed"  # for good: a 5xx, a name that routes nowhere, or expired (4.4.7)
+    SUPPRESSED = "suppressed"  # not attempted: on the suppression list (bounced as failed)
     # The message's.
     BOUNCED = "bounced"  # its delivery status notification was queued (`detail`: the kind)
     HELD = "held"  # `detail`: the sender hold it is for, if any
@@ -39,7 +40,7 @@ class Fate(StrEnum):
     UNSIGNED = "unsigned"
 
 
-RECIPIENT_FATES = frozenset({Fate.DELIVERED, Fate.DEFERRED, Fate.FAILED})
+RECIPIENT_FATES = frozenset({Fate.DELIVERED, Fate.DEFERRED, Fate.FAILED, Fate.SUPPRESSED})
 
 
 @dataclass(frozen=True, slots=True)

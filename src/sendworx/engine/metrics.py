@@ -66,6 +66,22 @@ class EngineMetrics:
             ["event", "bounce_class"],
             registry=self.registry,
         )
+        self.suppressed = Counter(
+            "sendworx_suppressed_recipients",
+            "Recipients not attempted: their address is on the suppression list",
+            registry=self.registry,
+        )
+        self.suppressions_added = Counter(
+            "sendworx_suppressions_added",
+            "Addresses the engine put on the suppression list, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.suppression_list = Gauge(
+            "sendworx_suppression_list_addresses",
+            "Addresses on the suppression list in force",
+            registry=self.registry,
+        )
         self.limited = Counter(
             "sendworx_limited_messages",
             "Times a message waited for a sending limit, by rule",

@@ -251,6 +251,8 @@ def metrics_listener(metrics: EngineMetrics) -> FateListener:
             metrics.bounces.labels(kind=event.detail).inc()
         elif event.fate is Fate.UNSIGNED:
             metrics.dkim_refused.inc()
+        elif event.fate is Fate.SUPPRESSED:
+            metrics.suppressed.inc()
         elif event.recipient is not None:
             metrics.attempts.labels(result=event.fate.value).inc()
 

@@ -67,6 +67,7 @@ from sendworx.engine.queue_state import QueueState
 from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.sending_policy import SendingPolicy
 from sendworx.engine.smtp_client import opportunistic_tls_context
+from sendworx.engine.suppression import Suppressions
 from sendworx.shared import unix_sockets
 from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.config import ConfigError
@@ -76,6 +77,7 @@ from sendworx.shared.instance import Instance
 from sendworx.shared.local_domains import local_domains
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction
 from sendworx.shared.settings import MailNames, read_settings
+from sendworx.shared.suppression import SuppressionStore
 
 log = logging.getLogger("sendworx.engine")
 
@@ -131,6 +133,7 @@ class QueueManager:
             self.policy.on_fate,
         ]
         history = self.config.history
+        classifier = Classifier.load(instance.bounce_rules_path)
         self.history: HistoryRecorder | None = None
         if history.enabled:
             self.history = HistoryRecorder(
@@ -138,10 +141,20 @@ class QueueManager:
                 retention_seconds=history.retention_days * 86400.0,
                 flush_seconds=history.flush_seconds,
                 dropped=self.metrics.history_dropped,
-                classifier=Classifier.load(instance.bounce_rules_path),
+                classifier=classifier,
                 classes=self.metrics.bounce_classes,
             )
             self.outcomes.listeners.append(self.history.listen)
+        self.suppressions: Suppressions | None = None
+        if self.config.suppression.enabled:
+            self.suppressions = Suppressions(
+                SuppressionStore(instance.suppression_path),
+                self.config.suppression,
+                classifier,
+                self.metrics,
+                clock,
+            )
+            self.outcomes.listeners.append(self.suppressions.listen)
         self.actions = QueueActions(
             self.queue,
             self.state,
@@ -156,6 +169,7 @@ class QueueManager:
             instance,
             self.state,
             policy=self.policy,
+            suppressions=self.suppressions,
             pool=self.pool,
             outcomes=self.outcomes,
             actions=self.actions,
@@ -190,6 +204,8 @@ class QueueManager:
         # Offline queue tools finish what they are doing first, and start none while we run.
         await asyncio.to_thread(self._queue_lock.acquire)
         self._load_queue()
+        if self.suppressions is not None:
+            await asyncio.to_thread(self.suppressions.load)
         if self.history is not None:
             self.history.start()
         trigger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -225,12 +241,15 @@ class QueueManager:
             async with asyncio.TaskGroup() as recorders:
                 self._recorders = recorders
                 self._share(self.policy.rules.redis_url)
-                upkeep = asyncio.create_task(self._look_after_dkim())
+                upkeep = [asyncio.create_task(self._look_after_dkim())]
+                if self.suppressions is not None:
+                    upkeep.append(asyncio.create_task(self.suppressions.run()))
                 try:
                     async with self.pool.running():
                         await self._schedule_loop()
                 finally:
-                    upkeep.cancel()
+                    for task in upkeep:
+                        task.cancel()
             if self.pool.cut:
                 grace = self.config.delivery.shutdown_grace_seconds
                 log.warning(
@@ -240,6 +259,8 @@ class QueueManager:
             self._recorders = None
             if self.history is not None:
                 await asyncio.to_thread(self.history.close)  # what is pending is written
+            if self.suppressions is not None:
+                await self.suppressions.flush()
             if self.policy.shared is not None:
                 await self.policy.shared.close()
             loop.remove_reader(trigger.fileno())

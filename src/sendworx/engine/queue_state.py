@@ -28,9 +28,13 @@ class ActiveMessage:
     outstanding: int = 0
 
     def pending(self) -> list[str]:
-        """Recipients neither delivered nor failed in an earlier attempt, each once."""
-        finished = set(self.state.delivered) | {failure.recipient for failure in self.state.failed}
-        return [rcpt for rcpt in dict.fromkeys(self.envelope.recipients) if rcpt not in finished]
+        return pending_recipients(self.envelope, self.state)
+
+
+def pending_recipients(envelope: Envelope, state: DeliveryState) -> list[str]:
+    """Recipients neither delivered nor failed in an earlier attempt, each once."""
+    finished = set(state.delivered) | {failure.recipient for failure in state.failed}
+    return [rcpt for rcpt in dict.fromkeys(envelope.recipients) if rcpt not in finished]
 
 
 @dataclass(eq=False)

@@ -11,7 +11,7 @@ import json
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -226,6 +226,24 @@ class HistoryConfig(_Section):
     )
 
 
+class SuppressionConfig(_Section):
+    enabled: bool = Field(
+        default=True, description="stop trying addresses that hard-bounce or expire"
+    )
+    mode: Literal["bounce", "hold"] = Field(
+        default="bounce",
+        description="new mail to a suppressed address: bounced at once with a DSN saying why,"
+        " or held (reason `suppressed`) for an operator to release",
+    )
+    hard_bounces: int = Field(
+        default=2, ge=1, le=100, description="hard bounces within the window that suppress"
+    )
+    window_hours: float = Field(
+        default=24.0, gt=0, le=24 * 365, description="the window hard bounces are counted in"
+    )
+    days: float = Field(default=30.0, gt=0, le=3650, description="how long a suppression lasts")
+
+
 class InstanceConfig(_Section):
     helo_name: str = Field(
         default_factory=socket.getfqdn,
@@ -243,6 +261,7 @@ class InstanceConfig(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     dkim: DkimConfig = Field(default_factory=DkimConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
 
     @field_validator("helo_name")
     @classmethod

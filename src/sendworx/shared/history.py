@@ -4,7 +4,8 @@ and the pages. The engine writes it (engine/history_recorder.py), in batches, of
 delivery path; everything else only reads. The queue files stay the truth for mail still
 queued: this is what has happened.
 
-One row per event: a recipient's attempt (delivered, deferred, failed), or the message's
+One row per event: a recipient's attempt (delivered, deferred, failed; suppressed: not
+attempted, on the suppression list), or the message's
 (accepted, bounced, held, released, expired, retried, deleted, unsigned). Searches are by
 address or domain (sender or recipient), origin account, queue id or Message-ID, event and
 time; newest first, paged as the queue's list is.
@@ -55,7 +56,7 @@ CREATE INDEX IF NOT EXISTS events_class ON events (class, at) WHERE class != '';
 """
 EVENTS = (
     "accepted", "delivered", "deferred", "failed", "bounced", "held", "released", "expired",
-    "retried", "deleted", "unsigned",
+    "retried", "deleted", "unsigned", "suppressed",
 )  # fmt: skip
 MAX_PER_PAGE = 500
 

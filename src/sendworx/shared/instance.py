@@ -178,6 +178,11 @@ class Instance:
         return self.home / "history" / "history.sqlite3"
 
     @property
+    def suppression_path(self) -> Path:
+        """The suppression list (`suppression.py`): the engine and the API both write it."""
+        return self.home / "suppression" / "suppression.sqlite3"
+
+    @property
     def panel_dir(self) -> Path:
         """Users, keys and TLS material: readable by the instance owner only."""
         return self.home / "panel"

@@ -18,6 +18,7 @@ from sendworx.api.controllers.mailsend import mail_send_controller
 from sendworx.api.controllers.mta import mta_controller
 from sendworx.api.controllers.policy import policy_controller
 from sendworx.api.controllers.queue import queue_controller
+from sendworx.api.controllers.suppression import suppression_controller
 from sendworx.api.controllers.users import users_controller
 from sendworx.api.registry import Caller, Registry
 from sendworx.api.users import UserStore
@@ -66,6 +67,7 @@ def build_registry(
     registry.register(dkim_controller(instance, cluster))
     registry.register(domainkeys_controller(instance))
     registry.register(history_controller(instance, cluster))
+    registry.register(suppression_controller(instance, cluster))
     registry.register(users_controller(authenticator.users))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry

@@ -1,0 +1,192 @@
+"""/nodeworx/mail/suppression: the addresses mail is not attempted to (shared/suppression.py),
+in InterWorx's conventions; every action exists `OnNode`. The engine takes a change into
+account within a second.
+
+    listAddresses(search, reason, page, per_page)  entries in force, newest first: `search`
+                                                   is an address, a domain or a part of one
+    add(address, days, note)                       one or more addresses (commas, spaces or
+                                                   lines between), for `days` (default
+                                                   `suppression.days`)
+    remove(address)                                one or more addresses off the list
+    exportCsv()                                    every entry in force, as CSV
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+from sendworx.api.controllers.common import (
+    ANY_STRUCT,
+    STRING,
+    add_common_actions,
+    bounded_parser,
+    node_action,
+    text_parser,
+)
+from sendworx.api.controllers.service_actions import node_input
+from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
+from sendworx.cluster.manager import ClusterManager
+from sendworx.shared.errors import ActionFailed
+from sendworx.shared.instance import Instance
+from sendworx.shared.suppression import (
+    MAX_PER_PAGE,
+    REASONS,
+    Suppression,
+    SuppressionError,
+    SuppressionStore,
+    normal_address,
+)
+
+SUPPRESSION = "/nodeworx/mail/suppression"
+DEFAULT_PER_PAGE = 50
+MAX_ADDRESSES = 1000  # in one add or remove
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def _addresses(value: object) -> list[str]:
+    if isinstance(value, dict):  # PHP's arrays: a struct of strings
+        value = list(value.values())
+    if isinstance(value, list):
+        items = [text_parser(320)(item) for item in value]
+    else:
+        if not isinstance(value, str) or len(value) > MAX_ADDRESSES * 256:
+            raise ValueError("must be addresses, commas, spaces or lines between")
+        items = [text_parser(320)(item) for item in _SEPARATORS.split(value)]
+    items = [item for item in items if item]
+    if not items:
+        raise ValueError("name at least one address")
+    if len(items) > MAX_ADDRESSES:
+        raise ValueError(f"at most {MAX_ADDRESSES} addresses at once")
+    addresses = []
+    for item in items:
+        try:
+            addresses.append(normal_address(item))
+        except ValueError as error:
+            raise ValueError(f"{item[:80]!r} {error}") from error
+    return list(dict.fromkeys(addresses))
+
+
+def _reason(value: object) -> str:
+    text = text_parser(20)(value).lower()
+    if text and text not in REASONS:
+        raise ValueError(f"one of {', '.join(REASONS)}")
+    return text
+
+
+def suppression_controller(instance: Instance, cluster: ClusterManager) -> Controller:
+    controller = Controller(SUPPRESSION, "MailSuppression", ("EMAIL",))
+    store = SuppressionStore(instance.suppression_path)
+    default_days = int(instance.config.suppression.days)
+
+    async def use(work: Any, *arguments: Any) -> Any:
+        try:
+            return await asyncio.to_thread(work, *arguments)
+        except SuppressionError as error:
+            raise ActionFailed(str(error)) from error
+
+    async def list_addresses(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        page, per_page = values["page"], values["per_page"]
+        entries, total = await use(
+            store.search, values["search"], values["reason"], time.time(), page, per_page
+        )
+        return {
+            "addresses": [entry.to_document() for entry in entries],
+            "page": page,
+            "total": total,
+            "more": int(page * per_page < total),
+        }
+
+    async def add(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        until = now + values["days"] * 86400
+        note, who = values["note"], caller.email or "operator"
+
+        def put() -> None:
+            for address in values["address"]:
+                store.add(Suppression(address, now, until, "operator", note, who))
+
+        await use(put)
+        return {"added": values["address"], "until": until}
+
+    async def remove(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        removed = await use(store.remove, values["address"])
+        return {"removed": removed}
+
+    async def export_csv(caller: Caller, values: dict[str, Any]) -> str:
+        text: str = await use(store.export_csv, time.time())
+        return text
+
+    address = Input(
+        "address",
+        InputKind.STRING_STRUCT,
+        _addresses,
+        f"one or more addresses, commas, spaces or lines between (at most {MAX_ADDRESSES})",
+        required=True,
+    )
+    listing = (
+        Input(
+            "search",
+            InputKind.STRING,
+            text_parser(320),
+            "an address, a domain (example.com or @example.com), or a part of an address",
+            default=lambda: "",
+        ),
+        Input(
+            "reason",
+            InputKind.STRING,
+            _reason,
+            "why it is suppressed: " + ", ".join(REASONS),
+            schema={"enum": ["", *REASONS]},
+            default=lambda: "",
+        ),
+        Input(
+            "page", InputKind.INTEGER, bounded_parser(1, 100_000), "default 1", default=lambda: 1
+        ),
+        Input(
+            "per_page",
+            InputKind.INTEGER,
+            bounded_parser(1, MAX_PER_PAGE),
+            f"entries per page (default {DEFAULT_PER_PAGE}, at most {MAX_PER_PAGE})",
+            default=lambda: DEFAULT_PER_PAGE,
+        ),
+    )
+    adding = (
+        address,
+        Input(
+            "days",
+            InputKind.INTEGER,
+            bounded_parser(1, 3650),
+            f"how long it lasts (default {default_days})",
+            default=lambda: default_days,
+        ),
+        Input("note", InputKind.STRING, text_parser(200), "why, for the record", default=str),
+    )
+    actions: list[tuple[str, str, Handler, tuple[Input, ...], dict[str, Any]]] = [
+        (
+            "listAddresses",
+            "Suppressed addresses, newest first.",
+            list_addresses,
+            listing,
+            ANY_STRUCT,
+        ),
+        ("add", "Suppress addresses (by hand).", add, adding, ANY_STRUCT),
+        ("remove", "Take addresses off the list.", remove, (address,), ANY_STRUCT),
+        ("exportCsv", "Every suppressed address, as CSV.", export_csv, (), STRING),
+    ]
+    node = node_input(cluster.local_node)
+    for name, description, handler, action_inputs, returns in actions:
+        controller.add(Action(name, description, handler, action_inputs, returns))
+        controller.add(
+            Action(
+                f"{name}OnNode",
+                f"{description} On one node of the cluster.",
+                node_action(cluster, SUPPRESSION, name, handler),
+                (*action_inputs, node),
+                returns,
+            )
+        )
+    add_common_actions(controller, None)
+    return controller

@@ -39,7 +39,7 @@ def _answer(recipient: str) -> str | None:
 
 
 def test_every_event_is_recorded_and_found_by_each_filter(home: SendworxHome) -> None:
-    home.write_config(history={"flush_seconds": 0.1})
+    home.write_config(history={"flush_seconds": 0.1, "json_lines_file": "history.jsonl"})
     with RecordingSink("127.0.0.90", behaviour=Behaviour(rcpt_reply=_answer)) as sink:
         home.routes(f":[127.0.0.90]:{sink.port}")
         home.start_engine()
@@ -83,6 +83,44 @@ def test_every_event_is_recorded_and_found_by_each_filter(home: SendworxHome) ->
     assert [event["event"] for event in _events(home, "--recipient", "ok@far.example")] == [
         "delivered"
     ]
+    # The same events as lines of JSON, for log shippers.
+    everything = _events(home, "--per-page", "500")
+    lines = (home.home / "history.jsonl").read_text().splitlines()
+    shipped = [json.loads(line) for line in lines]
+    assert sorted(json.dumps({**e, "time": ""}, sort_keys=True) for e in shipped) == sorted(
+        json.dumps({**e, "time": ""}, sort_keys=True) for e in everything
+    )
+    for event in shipped:
+        assert event["time"].startswith(
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event["at"]))
+        )
+
+
+def test_mail_held_and_deleted_before_any_attempt_was_accepted_first(home: SendworxHome) -> None:
+    home.write_config(history={"flush_seconds": 0.1})
+    with RecordingSink("127.0.0.95") as sink:
+        home.routes(f":[127.0.0.95]:{sink.port}")
+        home.start_engine()
+        held = subprocess.run(
+            home.command("holds", "add", "sender:spam@shop.example", "--reason", "test"),
+            capture_output=True,
+            timeout=60,
+        )
+        assert held.returncode == 0, held.stderr
+        home.inject("x@far.example", sender="spam@shop.example")
+        wait_for(lambda: _events(home, "--event", "held") != [])
+        [queue_id] = {event["queue_id"] for event in _events(home, "--event", "held")}
+        deleted = subprocess.run(
+            home.command("queue", "delete", queue_id), capture_output=True, timeout=60
+        )
+        assert deleted.returncode == 0, deleted.stderr
+        wait_for(lambda: len(_history(home, queue_id)["events"]) == 3)
+        assert sink.received() == []
+    story = _history(home, queue_id)["events"]
+    assert [event["event"] for event in story] == ["accepted", "held", "deleted"]
+    assert story[0]["sender"] == "spam@shop.example" and story[0]["origin"] == "sendmail"
+    assert story[1]["detail"] == "sender:spam@shop.example"
+    assert story[0]["at"] <= story[1]["at"] <= story[2]["at"]
 
 
 def test_a_kill_9_loses_nothing_older_than_the_flush_interval(home: SendworxHome) -> None:

@@ -8,6 +8,9 @@ batch is dropped and counted (`sendworx_history_dropped_events_total`), one log 
 minute says so, and the store is opened again at the next batch, so it recovers by itself.
 At most MAX_PENDING rows wait in memory; beyond, new ones are dropped and counted.
 
+With `history.json_lines_file`, each batch is also appended to that file as lines of JSON
+(for log shippers), before the store, whatever becomes of the store.
+
 Durability: a batch is in SQLite's WAL once committed; what was announced in the last
 `flush_seconds` before a kill -9 or a power loss is lost (a stop writes it first).
 """
@@ -15,6 +18,7 @@ Durability: a batch is in SQLite's WAL once committed; what was announced in the
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
@@ -63,6 +67,11 @@ def history_event(event: FateEvent) -> HistoryEvent:
     )
 
 
+def _iso(at: float) -> str:
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+    return f"{whole}.{int(at % 1 * 1000):03d}Z"
+
+
 class HistoryRecorder:
     def __init__(
         self,
@@ -73,9 +82,11 @@ class HistoryRecorder:
         dropped: Counter,
         classifier: Classifier,
         classes: Counter,
+        json_lines: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
+        self.json_lines = json_lines
         self._classifier = classifier
         self._classes = classes
         self._retention = retention_seconds
@@ -89,6 +100,7 @@ class HistoryRecorder:
         self._writer: HistoryWriter | None = None
         self._next_prune = 0.0
         self._next_complaint = 0.0
+        self._next_json_complaint = 0.0
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
 
     def start(self) -> None:
@@ -128,6 +140,8 @@ class HistoryRecorder:
         with self._lock:
             batch, self._pending = self._pending, []
         batch = [self._classified(event) for event in batch]
+        if batch and self.json_lines is not None:
+            self._append_json_lines(batch)
         try:
             writer = self._open()
             if batch:
@@ -147,6 +161,23 @@ class HistoryRecorder:
                     len(batch),
                     error,
                 )
+
+    def _append_json_lines(self, batch: list[HistoryEvent]) -> None:
+        """The batch as lines of JSON at the end of the file, opened anew each time, so a
+        log rotation that moves it away is followed at once. Failing only logs."""
+        assert self.json_lines is not None
+        text = "".join(
+            json.dumps({"time": _iso(event.at), **event.to_document()}, ensure_ascii=False) + "\n"
+            for event in batch
+        )
+        try:
+            with open(self.json_lines, "a", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as error:
+            now = self._clock()
+            if now >= self._next_json_complaint:
+                self._next_json_complaint = now + COMPLAIN_EVERY_SECONDS
+                log.error("history events not written to %s: %s", self.json_lines, error)
 
     def _classified(self, event: HistoryEvent) -> HistoryEvent:
         """Deferrals and failures with their class (here, off the event loop)."""

@@ -19,6 +19,7 @@ that keeps the scheduler from attempting a message with its old state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -31,13 +32,20 @@ from sendworx.engine.metrics import EngineMetrics
 from sendworx.engine.queue_state import ActiveMessage, QueueState
 from sendworx.shared.queue import Queue
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
-from sendworx.shared.queue_format import Envelope, MessageKind, Origin, RecipientFailure
+from sendworx.shared.queue_format import (
+    CorruptMessageError,
+    Envelope,
+    MessageKind,
+    Origin,
+    RecipientFailure,
+)
 from sendworx.shared.settings import MailNames
 
 log = logging.getLogger("sendworx.engine")
 delivery_log = logging.getLogger("sendworx.delivery")
 RECORD_RETRY_SECONDS = 60.0  # when an attempt cannot be recorded (disk trouble), try again then
 
+_BEFORE_ANY = frozenset({QueueAction.HOLD, QueueAction.DELETE})
 _ACTION_FATES = {
     QueueAction.RETRY: Fate.RETRIED,
     QueueAction.HOLD: Fate.HELD,
@@ -105,8 +113,9 @@ class Outcomes:
         self, message_id: str, envelope: Envelope, record: AttemptRecord, now: float
     ) -> None:
         """Each recipient's result, once recorded; with the first, whether it went unsigned
-        though its From domain signs (once: the attempt's number is on disk)."""
-        if record.attempt == 1:
+        though its From domain signs (once: the attempt's number is on disk). A message held
+        before its first attempt was announced accepted then (`apply`)."""
+        if record.attempt == 1 and not record.state.held_seconds:
             first = [FateEvent(Fate.ACCEPTED, envelope.birth, message_id, envelope=envelope)]
             if envelope.dkim_refused is not None:
                 refused = f"{envelope.origin_name} may not sign as {envelope.dkim_refused}"
@@ -195,8 +204,12 @@ class Outcomes:
         if action is not QueueAction.RELEASE:
             for message_id in ids:  # not attempted from now on, with the old state or at all
                 state.due.forget(message_id)
+        # Held or deleted before any attempt: announced accepted now, as an attempt would.
+        unseen = [i for i in ids if i in state.stateless] if action in _BEFORE_ANY else []
         state.stateless.difference_update(ids)  # the files may get one now
-        outcome = await asyncio.to_thread(apply_to_files, self._queue, action, ids, now, held_by)
+        outcome, envelopes = await asyncio.to_thread(
+            self._apply_to_files, action, ids, now, held_by, unseen
+        )
         missing = set(outcome.missing)
         for message_id in (message_id for message_id in ids if message_id not in missing):
             if action is QueueAction.HOLD:
@@ -209,17 +222,38 @@ class Outcomes:
         for message_id in missing:
             state.held.discard(message_id)
         self._wake()
-        self._announce_action(outcome, action, now, held_by)
+        self._announce_action(outcome, action, now, held_by, envelopes)
         return outcome
 
+    def _apply_to_files(
+        self, action: QueueAction, ids: list[str], now: float, held_by: str, unseen: list[str]
+    ) -> tuple[ActionOutcome, dict[str, Envelope]]:
+        """The action on the files (a worker thread), and the envelopes of the messages
+        never attempted, read first (a delete removes them)."""
+        envelopes = {}
+        for message_id in unseen:
+            with contextlib.suppress(OSError, CorruptMessageError):
+                envelopes[message_id] = self._queue.read_envelope(message_id)
+        return apply_to_files(self._queue, action, ids, now, held_by), envelopes
+
     def _announce_action(
-        self, outcome: ActionOutcome, action: QueueAction, now: float, held_by: str
+        self,
+        outcome: ActionOutcome,
+        action: QueueAction,
+        now: float,
+        held_by: str,
+        envelopes: dict[str, Envelope] | None = None,
     ) -> None:
-        fate = _ACTION_FATES[action]
-        announce(
-            self.listeners,
-            (FateEvent(fate, now, message_id, detail=held_by) for message_id in outcome.touched),
-        )
+        fate, envelopes = _ACTION_FATES[action], envelopes or {}
+        events = []
+        for message_id in outcome.touched:
+            envelope = envelopes.get(message_id)
+            if envelope is not None:
+                events.append(
+                    FateEvent(Fate.ACCEPTED, envelope.birth, message_id, envelope=envelope)
+                )
+            events.append(FateEvent(fate, now, message_id, detail=held_by, envelope=envelope))
+        announce(self.listeners, events)
 
 
 def activity_listener(activity: ActivityLog) -> FateListener:

@@ -143,6 +143,9 @@ class QueueManager:
                 dropped=self.metrics.history_dropped,
                 classifier=classifier,
                 classes=self.metrics.bounce_classes,
+                json_lines=instance.home / history.json_lines_file
+                if history.json_lines_file
+                else None,
             )
             self.outcomes.listeners.append(self.history.listen)
         self.suppressions: Suppressions | None = None

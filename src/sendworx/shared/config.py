@@ -224,6 +224,13 @@ class HistoryConfig(_Section):
         description="how often recorded events are written: at most this much is lost to a"
         " kill -9 or a power loss",
     )
+    json_lines_file: str = Field(
+        default="",
+        max_length=4096,
+        description="also append every event as a line of JSON to this file, for log shippers"
+        " (relative to the state directory; empty: not written)",
+        examples=["/var/log/sendworx/history.jsonl"],
+    )
 
 
 class SuppressionConfig(_Section):

@@ -4,7 +4,9 @@ STARTTLS, HELO fallback, 8BITMIME and SMTPUTF8 — against real servers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import subprocess
 
 import pytest
 import trustme
@@ -84,23 +86,40 @@ def _tls_context(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
+def _delivered_over(home: SendworxHome) -> str:
+    """The TLS of the delivery as the history recorded it (once it is written)."""
+
+    def delivered() -> list[dict[str, str]]:
+        command = home.command("history", "--json", "--event", "delivered")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        events: list[dict[str, str]] = json.loads(done.stdout)["events"] if done.stdout else []
+        return events
+
+    wait_for(lambda: len(delivered()) == 1)
+    return delivered()[0]["tls"]
+
+
 def test_starttls_is_used_when_offered_with_a_self_signed_certificate(home: SendworxHome) -> None:
+    home.write_config(history={"flush_seconds": 0.1})
     with RecordingSink("127.0.0.54", tls_context=_tls_context(trustme.CA())) as sink:
         home.routes(f"tls.test:[127.0.0.54]:{sink.port}")
         home.start_engine()
         home.inject("u@tls.test")
         [message] = sink.wait_for_messages(1)
+        tls = _delivered_over(home)
     assert message.encrypted
+    assert tls.startswith("TLSv1.") and len(tls.split()) == 2  # protocol and cipher
 
 
 def test_starttls_can_be_switched_off(home: SendworxHome) -> None:
-    home.write_config(delivery={"starttls": False})
+    home.write_config(delivery={"starttls": False}, history={"flush_seconds": 0.1})
     with RecordingSink("127.0.0.55", tls_context=_tls_context(trustme.CA())) as sink:
         home.routes(f"tls.test:[127.0.0.55]:{sink.port}")
         home.start_engine()
         home.inject("u@tls.test")
         [message] = sink.wait_for_messages(1)
-    assert not message.encrypted
+        tls = _delivered_over(home)
+    assert not message.encrypted and tls == ""
 
 
 @pytest.mark.parametrize("one_write", [False, True], ids=["separate-writes", "one-write"])

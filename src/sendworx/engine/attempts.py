@@ -50,6 +50,7 @@ class RecipientResult:
     reply: str
     status: str
     remote: str | None = None
+    tls: str = ""  # the session's TLS protocol and cipher; "" in clear
 
 
 @dataclass(frozen=True, slots=True)

@@ -486,7 +486,7 @@ class DeliveryPool:
                         budget = all(says_rate(reply.code, str(reply)) for _, reply in replies)
                         done_here = budget and self._requeue(lane, job)
                     if not done_here:
-                        job.finish(results_of(replies, connection.remote))
+                        job.finish(results_of(replies, connection.remote, connection.tls))
                 except SessionLost as lost:
                     self._drop(connection)
                     connection = None

@@ -45,10 +45,12 @@ async def send_job(connection: SMTPConnection, job: DeliveryJob) -> list[tuple[s
     return list(replies.items())
 
 
-def results_of(replies: list[tuple[str, SMTPReply]], remote: str) -> list[RecipientResult]:
+def results_of(
+    replies: list[tuple[str, SMTPReply]], remote: str, tls: str = ""
+) -> list[RecipientResult]:
     return [
         RecipientResult(
-            recipient, Outcome.of_reply(reply.code), str(reply), reply.enhanced_status, remote
+            recipient, Outcome.of_reply(reply.code), str(reply), reply.enhanced_status, remote, tls
         )
         for recipient, reply in replies
     ]

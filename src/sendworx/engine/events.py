@@ -52,6 +52,7 @@ class FateEvent:
     status: str = ""  # the enhanced status code
     reply: str = ""  # the remote's reply, or why
     relay: str = ""  # the host that answered ("local" for this host's mailboxes)
+    tls: str = ""  # the session's TLS protocol and cipher; "" in clear
     attempt: int = 0  # the message's attempt this came from (recipient fates)
     detail: str = ""
     envelope: Envelope | None = None  # when the announcer has it: the delivery history's

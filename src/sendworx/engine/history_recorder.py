@@ -58,6 +58,7 @@ def history_event(event: FateEvent) -> HistoryEvent:
         account=(origin.account or "") if origin else "",
         origin=(origin.peer or origin.via) if origin else "",
         relay=event.relay,
+        tls=event.tls,
         status=event.status,
         reply=event.reply,
         attempt=event.attempt,

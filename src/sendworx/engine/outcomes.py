@@ -134,6 +134,7 @@ class Outcomes:
                     status=result.status,
                     reply=result.reply,
                     relay=result.remote or "",
+                    tls=result.tls,
                     attempt=record.attempt,
                     envelope=envelope,
                 )

@@ -68,6 +68,7 @@ class SMTPConnection:
         self.remote = remote
         self.timeouts = timeouts
         self.extensions: dict[str, str] = {}
+        self.tls = ""  # after STARTTLS: the protocol and cipher ("TLSv1.3 TLS_AES_256_GCM_SHA384")
 
     @classmethod
     async def open(
@@ -125,6 +126,10 @@ class SMTPConnection:
                 raise TLSHandshakeFailed(
                     f"TLS handshake with {self.remote} failed: {error}"
                 ) from error
+            tls = self._writer.get_extra_info("ssl_object")
+            if isinstance(tls, ssl.SSLObject):
+                cipher = tls.cipher()
+                self.tls = f"{tls.version() or 'TLS'} {cipher[0] if cipher else ''}".strip()
             await self._hello(helo_name)
 
     async def _hello(self, helo_name: str) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: the bounce class
+SCHEMA_VERSION = 3  # 2: the bounce class; 3: TLS
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS events (
     size INTEGER NOT NULL DEFAULT 0,
     queued_seconds REAL NOT NULL DEFAULT 0,
     detail TEXT NOT NULL DEFAULT '',
-    class TEXT NOT NULL DEFAULT ''
+    class TEXT NOT NULL DEFAULT '',
+    tls TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);
@@ -79,6 +80,7 @@ class HistoryEvent:
     queued_seconds: float = 0.0  # from acceptance to this event
     detail: str = ""
     bounce_class: str = ""  # deferred and failed: why, in a word (bounce_classes.py)
+    tls: str = ""  # the session's TLS protocol and cipher; "" in clear or not a delivery
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -100,6 +102,7 @@ class HistoryEvent:
             self.queued_seconds,
             self.detail,
             self.bounce_class,
+            self.tls,
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -109,7 +112,7 @@ class HistoryEvent:
 _COLUMNS = (
     "at, event, queue_id, message_id_header, sender, sender_domain, recipient, "
     "recipient_domain, account, origin, relay, status, reply, attempt, size, queued_seconds, "
-    "detail, class"
+    "detail, class, tls"
 )
 _SELECTED = ", ".join(field.name for field in fields(HistoryEvent)).replace("bounce_class", "class")
 
@@ -160,8 +163,11 @@ class HistoryWriter:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=2000")
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
-            if columns and "class" not in columns:  # a store of version 1
-                self._db.execute("ALTER TABLE events ADD COLUMN class TEXT NOT NULL DEFAULT ''")
+            for column in ("class", "tls"):  # added by versions 2 and 3
+                if columns and column not in columns:
+                    self._db.execute(
+                        f"ALTER TABLE events ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                    )
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error:
@@ -171,7 +177,7 @@ class HistoryWriter:
     def append(self, events: Sequence[HistoryEvent]) -> None:
         with self._transaction():
             self._db.executemany(
-                f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 19)})",
                 [event.row() for event in events],
             )
 

@@ -11,6 +11,7 @@ import smtplib
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ import pytest
 from support.cluster import one_node_cluster
 from support.dns_server import DNSServer
 from support.instance import SendworxHome
-from support.net import wait_for
+from support.net import free_port, wait_for
 from support.panel import Panel
 from support.postfix_sink import PostfixSink
 from support.sink import Behaviour, RecordingSink
+
+from sendworx.shared.queue_format import Envelope
 
 QUEUE = "/nodeworx/mail/queue"
 GREYLISTED = "451 4.7.1 greylisted, try again later"
@@ -430,3 +433,30 @@ def test_every_action_answers_over_the_json_api(stuck: tuple[Panel, RecordingSin
     assert not (home.home / "queue" / "new" / ids[4]).exists()
     assert not (home.home / "queue" / "new" / ids[5]).exists()
     assert _state(home, ids[3])["expire"] is True
+
+
+def test_the_panel_serves_where_mail_waits_as_metrics(home: SendworxHome) -> None:
+    port = free_port()
+    home.write_config(metrics={"panel_port": port})
+    queue = home.instance.queue()
+    content = b"Subject: waiting\r\n\r\nx\r\n"
+    queue.inject(
+        Envelope("a@shop.test", ("x@grey.test", "y@grey.test"), time.time() - 600), content
+    )
+    queue.inject(Envelope("a@shop.test", ("z@fine.test",), time.time()), content)
+    running = Panel(home).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            text = page.read().decode()
+    finally:
+        running.close()
+    values = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("sendworx_queue_")
+    }
+    assert values['sendworx_queue_pending_recipients{destination="grey.test"}'] == 2.0
+    assert values['sendworx_queue_pending_recipients{destination="fine.test"}'] == 1.0
+    assert 600 <= values['sendworx_queue_oldest_pending_seconds{destination="grey.test"}'] < 700
+    assert values['sendworx_queue_oldest_pending_seconds{destination="fine.test"}'] < 100
+    assert 600 <= values["sendworx_queue_oldest_message_seconds"] < 700

@@ -202,6 +202,9 @@ def test_metrics_report_queue_connections_and_attempts(home: SendworxHome) -> No
     assert "sendworx_queue_messages 0.0" in text
     assert "sendworx_open_connections" in text
     assert "sendworx_connection_limit 255.0" in text
+    # Both recipients' time in queue, in the group of a destination no pacing rule names.
+    assert 'sendworx_time_in_queue_seconds_count{group="other"} 2.0' in text
+    assert 'sendworx_time_in_queue_seconds_bucket{group="other",le="15.0"} 2.0' in text
 
 
 def test_the_engine_sockets_are_files_only_the_owner_can_reach_even_in_a_deep_home(

@@ -49,7 +49,7 @@ class SendworxHome:
                 "shutdown_grace_seconds": 5.0,
                 "rescan_seconds": 5.0,
             },
-            "metrics": {"port": 0},
+            "metrics": {"port": 0, "panel_port": 0},
         }
         self.processes: list[subprocess.Popen[bytes]] = []
         self.write_config()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -64,6 +64,14 @@ class EngineMetrics:
             "sendworx_bounce_classes",
             "Deferrals and failures per recipient, by class (shared/bounce_classes.py)",
             ["event", "bounce_class"],
+            registry=self.registry,
+        )
+        self.time_in_queue = Histogram(
+            "sendworx_time_in_queue_seconds",
+            "From acceptance to delivery, per recipient, by destination group: the pacing rule"
+            " its MX host matches (google, microsoft, yahoo, the policy's own), local, or other",
+            ["group"],
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400),
             registry=self.registry,
         )
         self.suppressed = Counter(

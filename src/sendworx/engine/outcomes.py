@@ -294,6 +294,20 @@ def metrics_listener(metrics: EngineMetrics) -> FateListener:
     return listen
 
 
+def queue_time_listener(
+    metrics: EngineMetrics, group_of: Callable[[str, str], str]
+) -> FateListener:
+    """Each delivery's time in queue, by its destination group (`group_of(recipient,
+    relay)`)."""
+
+    def listen(event: FateEvent) -> None:
+        if event.fate is Fate.DELIVERED and event.envelope is not None and event.recipient:
+            group = group_of(event.recipient, event.relay)
+            metrics.time_in_queue.labels(group=group).observe(event.at - event.envelope.birth)
+
+    return listen
+
+
 def delivery_log_listener() -> FateListener:
     """send.log's one line per recipient and attempt (`docs/operations.md` describes it)."""
 

@@ -62,6 +62,7 @@ from sendworx.engine.outcomes import (
     activity_listener,
     delivery_log_listener,
     metrics_listener,
+    queue_time_listener,
 )
 from sendworx.engine.queue_state import QueueState
 from sendworx.engine.resolver import DestinationResolver
@@ -128,6 +129,7 @@ class QueueManager:
         )
         self.outcomes.listeners += [
             metrics_listener(self.metrics),
+            queue_time_listener(self.metrics, self._destination_group),
             activity_listener(self.activity),
             delivery_log_listener(),
             self.policy.on_fate,
@@ -331,6 +333,15 @@ class QueueManager:
     def _redis_health(self) -> tuple[bool, int]:
         shared = self.policy.shared
         return (shared.up, shared.errors) if shared is not None else (True, 0)
+
+    def _destination_group(self, recipient: str, relay: str) -> str:
+        """The pacing rule the recipient's MX host (or domain) matches, `local`, or `other`:
+        few enough groups for a metric's label."""
+        if relay == "local":
+            return "local"
+        host = relay.partition("[")[0] or None
+        rule = self.policy.rules.pacing_for(recipient.rpartition("@")[2].lower(), host)
+        return rule.name if rule is not None else "other"
 
     def _local_domains(self) -> frozenset[str]:
         names = self.names

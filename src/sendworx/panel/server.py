@@ -14,6 +14,7 @@ import uvicorn
 from sendworx.api.controllers import api_for
 from sendworx.panel.app import create_app
 from sendworx.panel.connection_guard import Limits, guarded_protocol
+from sendworx.panel.queue_metrics import serve_queue_metrics
 from sendworx.panel.tls import TlsFiles, ensure_certificates, host_names
 from sendworx.shared.instance import Instance
 from sendworx.shared.queue_index import QueueIndex
@@ -85,6 +86,8 @@ async def serve_panel(instance: Instance) -> None:
         )
     if panel.http_port:
         servers.append(_Server(uvicorn.Config(app, port=panel.http_port, **common)))  # type: ignore[arg-type]
+    metrics = instance.config.metrics
+    serve_queue_metrics(api.queue_index, metrics.listen, metrics.panel_port)
     # Everything built so far lives as long as the process: keep the cyclic GC from
     # re-scanning it on every collection (measured: a large share of per-request cost).
     gc.collect()

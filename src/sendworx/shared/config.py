@@ -194,6 +194,11 @@ class ClusterConfig(_Section):
 class MetricsConfig(_Section):
     listen: str = Field(default="127.0.0.1", description="Prometheus endpoint address")
     port: Port = Field(default=9465, description="0 disables the metrics endpoint")
+    panel_port: Port = Field(
+        default=9466,
+        description="the panel's endpoint for the queue's shape (oldest pending mail per"
+        " destination); 0 disables it",
+    )
 
 
 class DkimConfig(_Section):

@@ -548,6 +548,15 @@ def test_the_delivery_history_finds_a_message_and_tells_its_story(panel: Panel, 
         expect(page.locator("ol.timeline")).to_contain_text("bounced")
         screenshot(page, "history-message")
         assert serious_violations(page) == []
+        # The Activity page counts it by class and destination, linking to the searches.
+        page.goto(panel_url(panel) + "/nodeworx/mail/activity")
+        classes = page.locator("table.classes tbody tr")
+        expect(classes).to_have_count(1)
+        expect(classes.first).to_contain_text("invalid recipient")
+        expect(page.locator("table.destinations tbody tr").first).to_contain_text("far.test")
+        classes.first.get_by_role("link").click()
+        expect(page.locator("table.events tbody tr")).to_have_count(1)
+        expect(page.get_by_label("Class")).to_have_value("invalid_recipient")
     # A search that finds nothing says so; a bad one is named at its field.
     page.goto(panel_url(panel) + "/nodeworx/mail/history?recipient=nobody%40far.test")
     expect(page.locator("table.events")).to_contain_text("No event matches this search.")

@@ -116,3 +116,33 @@ def test_a_missing_or_damaged_store_is_a_clear_error(tmp_path: Path) -> None:
     damaged.write_bytes(b"not a database" * 100)
     with pytest.raises(HistoryError, match="cannot be"):
         HistoryReader(damaged).search(HistoryFilter())
+
+
+def test_the_summary_counts_deferrals_and_failures_by_class_and_destination(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.sqlite3"
+    writer = HistoryWriter(path)
+    writer.append(
+        [
+            _event(10, event="deferred", recipient="a@big.example", bounce_class="rate_limited"),
+            _event(11, event="deferred", recipient="b@big.example", bounce_class="rate_limited"),
+            _event(12, event="failed", recipient="c@big.example", bounce_class="invalid_recipient"),
+            _event(13, event="failed", recipient="d@small.example", bounce_class="bad_domain"),
+            _event(14, event="delivered", recipient="e@small.example"),
+            _event(1, event="failed", recipient="f@old.example", bounce_class="policy"),
+        ]
+    )
+    writer.close()
+    summary = HistoryReader(path).summarise(since=5, limit=10)
+    assert summary["classes"][0] == {"class": "rate_limited", "deferred": 2, "failed": 0}
+    assert {row["class"] for row in summary["classes"]} == {
+        "rate_limited",
+        "invalid_recipient",
+        "bad_domain",
+    }
+    assert summary["destinations"] == [
+        {"domain": "big.example", "deferred": 2, "failed": 1, "top_class": "rate_limited"},
+        {"domain": "small.example", "deferred": 0, "failed": 1, "top_class": "bad_domain"},
+    ]
+    assert HistoryReader(path).summarise(since=100) == {"classes": [], "destinations": []}

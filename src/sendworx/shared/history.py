@@ -244,6 +244,49 @@ class HistoryReader:
         events = [HistoryEvent(*row) for row in rows[:per_page]]
         return events, len(rows) > per_page
 
+    def summarise(self, since: float, limit: int = 10) -> dict[str, Any]:
+        """Deferrals and failures since `since`: per class, and the `limit` destinations
+        (recipient domains) with the most, each with its most frequent class."""
+        wanted = "at >= ? AND event IN ('deferred', 'failed')"
+        with self._connection() as db:
+            classes: dict[str, dict[str, int]] = {}
+            for bounce_class, event, count in db.execute(
+                f"SELECT class, event, count(*) FROM events WHERE {wanted} GROUP BY 1, 2",
+                (since,),
+            ):
+                classes.setdefault(bounce_class or "other", {"deferred": 0, "failed": 0})[
+                    event
+                ] += count
+            destinations = db.execute(
+                "SELECT recipient_domain, sum(event = 'deferred'), sum(event = 'failed'), "
+                f"count(*) FROM events WHERE {wanted} GROUP BY 1 ORDER BY 4 DESC, 1 LIMIT ?",
+                (since, limit),
+            ).fetchall()
+            top: dict[str, tuple[str, int]] = {}
+            names = [row[0] for row in destinations]
+            if names:
+                marks = ", ".join("?" * len(names))
+                for domain, bounce_class, count in db.execute(
+                    f"SELECT recipient_domain, class, count(*) FROM events WHERE {wanted} "
+                    f"AND recipient_domain IN ({marks}) GROUP BY 1, 2",
+                    (since, *names),
+                ):
+                    if count > top.get(domain, ("", 0))[1]:
+                        top[domain] = (bounce_class or "other", count)
+        ordered = sorted(classes.items(), key=lambda item: -sum(item[1].values()))
+        return {
+            "classes": [{"class": name, **counts} for name, counts in ordered],
+            "destinations": [
+                {
+                    "domain": domain,
+                    "deferred": deferred,
+                    "failed": failed,
+                    "top_class": top.get(domain, ("other", 0))[0],
+                }
+                for domain, deferred, failed, _ in destinations
+            ],
+        }
+
     def timeline(self, queue_id: str) -> list[HistoryEvent]:
         """Every event of one message, oldest first (its DSN's events name it in `detail`)."""
         query = f"SELECT {_SELECTED} FROM events WHERE queue_id = ? ORDER BY at, seq"

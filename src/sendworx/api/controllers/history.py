@@ -5,11 +5,14 @@ conventions; every action exists `OnNode`.
                                           address, or a domain), account, queue_id,
                                           message_id (the header), event, since, until
     queryMessage(queue_id)                one message's whole story, oldest first
+    querySummary(hours)                   deferrals and failures of the last hours, per
+                                          class and for the destinations with the most
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from sendworx.api.controllers.common import (
@@ -36,6 +39,7 @@ from sendworx.shared.queue_format import is_message_id
 
 HISTORY = "/nodeworx/mail/history"
 DEFAULT_PER_PAGE = 50
+SUMMARY_DESTINATIONS = 10
 LATEST_TIME = 32503680000  # the year 3000: any later `since`/`until` is a mistake
 
 
@@ -100,6 +104,12 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
             raise ValidationFailed({"queue_id": "no event of this message in the history"})
         return {"queue_id": values["queue_id"], "events": [e.to_document() for e in events]}
 
+    async def query_summary(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        hours = values["hours"]
+        since = time.time() - hours * 3600
+        summary: dict[str, Any] = await read(reader.summarise, since, SUMMARY_DESTINATIONS)
+        return {"hours": hours, **summary}
+
     text = text_parser(320)
     inputs = (
         Input("sender", InputKind.STRING, text, "an address, or a domain"),
@@ -140,6 +150,20 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
     actions: list[tuple[str, str, Handler, tuple[Input, ...]]] = [
         ("listEvents", "Events newest first, matching the filters.", list_events, inputs),
         ("queryMessage", "One message's events, oldest first.", query_message, (queue_id,)),
+        (
+            "querySummary",
+            "Deferrals and failures of the last hours, per class and destination.",
+            query_summary,
+            (
+                Input(
+                    "hours",
+                    InputKind.INTEGER,
+                    bounded_parser(1, 24 * 90),
+                    "how far back (default 6)",
+                    default=lambda: 6,
+                ),
+            ),
+        ),
     ]
     node = node_input(cluster.local_node)
     for name, description, handler, action_inputs in actions:

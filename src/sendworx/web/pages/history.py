@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from sendworx.shared.bounce_classes import CLASSES
 from sendworx.shared.errors import ValidationFailed
 from sendworx.shared.history import EVENTS
 from sendworx.web.page import Page, WebApp, view
@@ -29,7 +30,7 @@ PER_PAGE = 50
 def history_routes(web: WebApp) -> list[BaseRoute]:
     async def search(page: Page) -> Response:
         params = page.request.query_params
-        wanted = {name: params.get(name, "").strip() for name in (*FILTERS, "event")}
+        wanted = {name: params.get(name, "").strip() for name in (*FILTERS, "event", "class")}
         wanted = {name: value for name, value in wanted.items() if value}
         number = int(params.get("page", "1")) if params.get("page", "1").isdigit() else 1
         inputs: dict[str, Any] = {**wanted, "page": max(number, 1), "per_page": PER_PAGE}
@@ -47,6 +48,7 @@ def history_routes(web: WebApp) -> list[BaseRoute]:
             "history.html",
             filters=FILTERS,
             events_list=EVENTS,
+            classes=CLASSES,
             wanted=wanted,
             problems=problems,
             events=events,

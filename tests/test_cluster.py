@@ -23,11 +23,13 @@ from support.dns_server import DNSServer
 from support.net import wait_for
 from support.panel import SEND, Panel, control_file
 from support.php import php_route
+from support.sink import RecordingSink
 
 from sendworx.shared.dkim_keys import KeyStore
 from sendworx.shared.pidfile import running_pid
 
 DKIM = "/nodeworx/mail/dkim"
+HISTORY = "/nodeworx/mail/history"
 
 
 @pytest.fixture
@@ -349,3 +351,46 @@ def test_nodes_are_managed_from_the_command_line(cluster: Cluster) -> None:
     assert sendworx("delete", Cluster.node_id(node)).returncode == 0
     assert json.loads(sendworx("list", "--json").stdout) == []
     assert sendworx("delete", Cluster.node_id(node)).returncode == 1
+
+
+def test_the_history_is_searched_on_every_node_from_the_manager(registered: Cluster) -> None:
+    manager, (first, second, third) = registered.manager, registered.nodes
+    with RecordingSink("127.0.4.70") as sink:
+        for panel in (manager, first, second):
+            panel.home.write_config(history={"flush_seconds": 0.1})
+            panel.home.routes(f":[127.0.4.70]:{sink.port}")
+        for panel in (manager, first, second):
+            assert panel.call("start")["status"] == 0
+        manager.home.inject("a@far.test", sender="x@shop.test")
+        first.home.inject("b@far.test", sender="x@shop.test")
+        second.home.inject("c@far.test", sender="y@other.test")
+        sink.wait_for_messages(3)
+        third.stop()  # a node that cannot answer is named; the others still are
+
+        def search(**inputs: Any) -> Any:
+            reply = manager.call("listEventsOnAllNodes", inputs, controller=HISTORY)
+            assert reply["status"] == 0, reply
+            return reply["payload"]
+
+        wait_for(lambda: len(search(sender="shop.test")["events"]) == 4)
+        found = search(sender="shop.test")
+    assert sorted(event["event"] for event in found["events"]) == [
+        "accepted",
+        "accepted",
+        "delivered",
+        "delivered",
+    ]
+    ats = [event["at"] for event in found["events"]]
+    assert ats == sorted(ats, reverse=True)
+    by_node = {(event["node"], event["recipient"]) for event in found["events"]}
+    assert by_node >= {("sendworx.test", "a@far.test"), (Cluster.node_id(first), "b@far.test")}
+    assert found["nodes"][Cluster.node_id(third)].startswith("status 1")
+    assert [found["nodes"][name] for name in ("sendworx.test", Cluster.node_id(first))] == [
+        "ok",
+        "ok",
+    ]
+    # Pages of the merged whole.
+    second_page = search(sender="shop.test", page=2, per_page=3)
+    assert [e["at"] for e in second_page["events"]] == ats[3:] and second_page["more"] == 0
+    deep = manager.call("listEventsOnAllNodes", {"page": 11, "per_page": 50}, controller=HISTORY)
+    assert deep["status"] == 11 and "narrow the search" in str(deep)

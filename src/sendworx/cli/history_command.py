@@ -2,7 +2,7 @@
 through `/nodeworx/mail/history` in this process (as the local operator), like the API.
 
     history [--sender S] [--recipient R] [--account A] [--message-id M] [--event E]
-            [--since SECONDS-AGO] [--page N] [--per-page N] [--json]
+            [--since SECONDS-AGO] [--page N] [--per-page N] [--all-nodes] [--json]
     history QUEUE-ID [--json]       one message's whole story, oldest first
 """
 
@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", type=float, metavar="SECONDS", help="this long ago at most")
     parser.add_argument("--page", type=int, default=1)
     parser.add_argument("--per-page", type=int, default=50)
+    parser.add_argument(
+        "--all-nodes", action="store_true", help="search every node of the cluster too"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -56,7 +59,8 @@ def _line(event: dict[str, Any]) -> str:
     parts = (event["bounce_class"], event["status"], event["reply"], event["detail"])
     said = " ".join(part for part in parts if part)
     relay = f" via {event['relay']}" if event["relay"] else ""
-    return printable(f"{when} {event['queue_id']} {event['event']:<9} {who}{relay} {said}")
+    node = f"{event['node']} " if "node" in event else ""
+    return printable(f"{when} {node}{event['queue_id']} {event['event']:<9} {who}{relay} {said}")
 
 
 def run(arguments: argparse.Namespace, instance: Instance) -> int:
@@ -66,7 +70,8 @@ def run(arguments: argparse.Namespace, instance: Instance) -> int:
     if arguments.queue_id:
         call: Call[Any] = Call(HISTORY, "queryMessage", {"queue_id": arguments.queue_id})
     else:
-        call = Call(HISTORY, "listEvents", _filters(arguments))
+        action = "listEventsOnAllNodes" if arguments.all_nodes else "listEvents"
+        call = Call(HISTORY, action, _filters(arguments))
     try:
         payload = call_locally(instance, call, "history")
     except Refused as refused:
@@ -77,6 +82,9 @@ def run(arguments: argparse.Namespace, instance: Instance) -> int:
         return 0
     for event in payload["events"]:
         print(_line(event))
+    for node, said in payload.get("nodes", {}).items():
+        if said != "ok":
+            print(f"node {node} not searched: {said}", file=sys.stderr)
     if not payload["events"]:
         print("no event matches", file=sys.stderr)
     elif payload.get("more"):

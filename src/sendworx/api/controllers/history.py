@@ -7,6 +7,10 @@ conventions; every action exists `OnNode`.
     queryMessage(queue_id)                one message's whole story, oldest first
     querySummary(hours)                   deferrals and failures of the last hours, per
                                           class and for the destinations with the most
+    listEventsOnAllNodes(filters, page, per_page)
+                                          listEvents on this server and every registered
+                                          node at once, merged newest first, each event
+                                          naming its `node` (the newest 500 at most)
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from sendworx.shared.history import (
 )
 from sendworx.shared.instance import Instance
 from sendworx.shared.queue_format import is_message_id
+from sendworx.shared.wire import Call
 
 HISTORY = "/nodeworx/mail/history"
 DEFAULT_PER_PAGE = 50
 SUMMARY_DESTINATIONS = 10
+FILTER_NAMES = (
+    "sender", "recipient", "account", "queue_id", "message_id", "event", "class", "since", "until",
+)  # fmt: skip
 LATEST_TIME = 32503680000  # the year 3000: any later `since`/`until` is a mistake
 
 
@@ -96,6 +104,39 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
             "events": [event.to_document() for event in events],
             "page": page,
             "more": int(more),
+        }
+
+    async def list_everywhere(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+        """Every node's newest `page * per_page` events, merged: a page of the whole."""
+        page, per_page = values["page"], values["per_page"]
+        depth = page * per_page
+        if depth > MAX_PER_PAGE:
+            raise ValidationFailed(
+                {"page": f"across nodes, only the newest {MAX_PER_PAGE} events: narrow the search"}
+            )
+        local = await list_events(caller, {**values, "page": 1, "per_page": depth})
+        wire: dict[str, Any] = {"page": 1, "per_page": depth}
+        for name in FILTER_NAMES:
+            value = values.get(name)
+            if value not in (None, ""):
+                wire[name] = int(value) if name in ("since", "until") else value
+        replies = await cluster.cascade(local, Call(HISTORY, "listEvents", wire))
+        merged: list[dict[str, Any]] = []
+        nodes: dict[str, str] = {}
+        more = False
+        for node_id, reply in replies.items():
+            if reply["status"] != 0:
+                nodes[node_id] = f"status {reply['status']}: {reply['payload']}"
+                continue
+            nodes[node_id] = "ok"
+            merged += [{**event, "node": node_id} for event in reply["payload"]["events"]]
+            more = more or bool(reply["payload"]["more"])
+        merged.sort(key=lambda event: -float(event["at"]))  # stable: each node's order kept
+        return {
+            "events": merged[depth - per_page : depth],
+            "page": page,
+            "more": int(more or len(merged) > depth),
+            "nodes": nodes,
         }
 
     async def query_message(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +206,15 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
             ),
         ),
     ]
+    controller.add(
+        Action(
+            "listEventsOnAllNodes",
+            "Events newest first on this server and every node of the cluster, merged.",
+            list_everywhere,
+            inputs,
+            ANY_STRUCT,
+        )
+    )
     node = node_input(cluster.local_node)
     for name, description, handler, action_inputs in actions:
         controller.add(Action(name, description, handler, action_inputs, ANY_STRUCT))

@@ -176,6 +176,14 @@ def test_the_package_replaces_postfix_and_serves_every_account_across_reboots(
     assert "bob-reader@example.test" in first["mailq_bob"]
     assert "alice-reader@example.test" not in first["mailq_bob"]
     assert "in 4 Requests" in first["mailq_root"]
+    for account, own, other in (
+        ("alice", "alice-reader@example.test", "bob-reader@example.test"),
+        ("bob", "bob-reader@example.test", "alice-reader@example.test"),
+    ):
+        events = first[f"history_{account}"]
+        assert events and {event["account"] for event in events} == {account}, events
+        seen = {event["recipient"] for event in events}
+        assert own in seen and other not in seen, seen
     # Started: all of it delivered.
     assert first["status_when_running"].startswith("Outbound Mail is running")
     assert first["is_running_when_running"] is True

@@ -5,6 +5,7 @@ client a real binary, the daemon a real process; nothing here believes what a ca
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import smtplib
@@ -12,8 +13,10 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.accounts import NOBODY, as_user, run_client
@@ -23,6 +26,8 @@ from support.sink import RecordingSink
 
 from sendworx.inject.submit_client import submit
 from sendworx.shared import unix_sockets
+from sendworx.shared.history import HistoryEvent, HistoryWriter
+from sendworx.shared.queue_format import new_message_id
 
 DAEMON = 1  # Debian's `daemon` account: a second customer
 PHP_MAIL = b"To: alice@far.test\nCc: carol@far.test\nBcc: secret@far.test\nSubject: order\n\nok\n"
@@ -332,3 +337,41 @@ def test_garbage_on_the_socket_gets_an_answer_and_the_daemon_carries_on(
     assert run_client(submission, sendmail_client, "-i", "x@far.test").returncode == 0
     os.kill(submission.processes[-1].pid, signal.SIGHUP)  # reread the names: still serving
     assert run_client(submission, sendmail_client, "-i", "y@far.test").returncode == 0
+
+
+def test_an_account_sees_the_history_of_its_own_mail_only(
+    submission: SendworxHome, sendmail_client: Path
+) -> None:
+    """What `sendworx history` run by an account asks the daemon (the compiled client sends
+    the same request): the kernel names the account, whatever the arguments say."""
+    writer = HistoryWriter(submission.instance.history_path)
+    now = time.time()
+    first, second, third = (new_message_id() for _ in range(3))
+    writer.append(
+        [
+            HistoryEvent(now, "delivered", first, recipient="x@far.test", account="daemon"),
+            HistoryEvent(now + 1, "failed", second, recipient="y@far.test", account="nobody"),
+            HistoryEvent(now + 2, "delivered", third, recipient="z@far.test", account=""),
+        ]
+    )
+    writer.close()
+
+    def ask(uid: int, *arguments: str) -> tuple[int, Any]:
+        done = run_client(submission, sendmail_client, *arguments, uid=uid, program="mailhistory")
+        return done.returncode, json.loads(done.stdout) if done.returncode == 0 else done.stderr
+
+    def recipients(uid: int, *arguments: str) -> list[str]:
+        status, payload = ask(uid, *arguments)
+        assert status == 0, payload
+        return [event["recipient"] for event in payload["events"]]
+
+    assert recipients(NOBODY) == ["y@far.test"]
+    assert recipients(DAEMON) == ["x@far.test"]
+    assert recipients(0) == ["z@far.test", "y@far.test", "x@far.test"]
+    assert recipients(NOBODY, "--recipient", "x@far.test") == []  # daemon's: not found
+    assert recipients(NOBODY, first) == []  # another account's message: no story
+    assert recipients(DAEMON, first) == ["x@far.test"]
+    status, said = ask(NOBODY, "--per-page", "100000")
+    assert status == 64 and b"--per-page up to 500" in said
+    status, said = ask(NOBODY, "--event", "'; DROP TABLE events; --")
+    assert status == 64 and b"invalid choice" in said

@@ -159,6 +159,19 @@ def phase_1() -> None:
     note("status_when_running", status_line())
     note("is_running_when_running", json.loads(run("sendworx status --json")["stdout"])["running"])
     note("delivered", [(m["from"], m["to"]) for m in received()])
+
+    # Each account sees the history of its own mail only (written within a second).
+    def history(user: str) -> list[dict[str, Any]]:
+        step = run("sendworx history --json --per-page 500", user=user)
+        try:
+            events: list[dict[str, Any]] = json.loads(step["stdout"])["events"]
+        except (ValueError, KeyError):
+            return []
+        return events
+
+    wait(lambda: any(event["event"] == "delivered" for event in history("bob")))
+    note("history_alice", history("alice"))
+    note("history_bob", history("bob"))
     # Every sendworx service stopped but the submission socket: accepted, picked up later.
     run("systemctl stop sendworx.service sendworx-submit.service")
     note("sendmail_services_stopped", php_mail("alice", "later@example.test", "while stopped"))

@@ -4,12 +4,18 @@ through `/nodeworx/mail/history` in this process (as the local operator), like t
     history [--sender S] [--recipient R] [--account A] [--message-id M] [--event E]
             [--since SECONDS-AGO] [--page N] [--per-page N] [--all-nodes] [--json]
     history QUEUE-ID [--json]       one message's whole story, oldest first
+
+Run by a local account other than the instance's owner (a site's user on a shared host),
+it asks the submission daemon instead, which answers with that account's own mail only
+(inject/account_history.py): the account is the kernel's word, as for sendmail.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -63,6 +69,45 @@ def _line(event: dict[str, Any]) -> str:
     return printable(f"{when} {node}{event['queue_id']} {event['event']:<9} {who}{relay} {said}")
 
 
+def by_an_account(instance: Instance) -> bool:
+    """Whether the caller is a local account, not root nor the instance's owner (which may
+    not even read the configuration)."""
+    try:
+        owner = instance.home.stat().st_uid
+    except OSError:
+        return True
+    return os.geteuid() not in (0, owner)
+
+
+def run_for_account(arguments: argparse.Namespace, instance: Instance) -> int:
+    """The caller's own mail's history, as the submission daemon answers it."""
+    answered = _as_account(arguments, instance)
+    if isinstance(answered, int):
+        return answered
+    return _show(arguments, answered)
+
+
+def _as_account(arguments: argparse.Namespace, instance: Instance) -> dict[str, Any] | int:
+    """The answer of the submission daemon (the caller's own mail), or the exit status."""
+    from sendworx.inject.submit_client import submit
+
+    if arguments.account or arguments.all_nodes:
+        print("sendworx history: an account sees its own mail only", file=sys.stderr)
+        return 77
+    argv = ["mailhistory"]
+    if arguments.queue_id:
+        argv.append(arguments.queue_id)
+    else:
+        for name, value in _filters(arguments).items():
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    answer = io.BytesIO()
+    status = submit(instance.submission_socket, argv, io.BytesIO(), answer, sys.stderr.buffer)
+    if status != 0:
+        return status
+    payload: dict[str, Any] = json.loads(answer.getvalue())
+    return payload
+
+
 def run(arguments: argparse.Namespace, instance: Instance) -> int:
     from sendworx.cli.api_access import Refused, call_locally
     from sendworx.shared.wire import Call
@@ -77,6 +122,10 @@ def run(arguments: argparse.Namespace, instance: Instance) -> int:
     except Refused as refused:
         print(refused, file=sys.stderr)
         return 1
+    return _show(arguments, payload)
+
+
+def _show(arguments: argparse.Namespace, payload: dict[str, Any]) -> int:
     if arguments.json:
         print(json.dumps(payload))
         return 0

@@ -125,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     instance = chosen_instance(arguments.home, arguments.system)
     if instance.system and arguments.command in THROUGH_SUBMISSION:
         return _submit(instance, arguments)
+    if arguments.command == "history" and history_command.by_an_account(instance):
+        return history_command.run_for_account(arguments, instance)
     if instance.system and os.geteuid() == 0:
         # Root acts as the service's account: the files it creates stay the service's.
         try:

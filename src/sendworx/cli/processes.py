@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sendworx.shared.config import ConfigError
+from sendworx.shared.history import HistoryReader
 from sendworx.shared.instance import Instance
 from sendworx.shared.logs import setup_logging
 from sendworx.shared.pidfile import AlreadyRunning, PidFile
@@ -148,6 +149,7 @@ def run_submitd(instance: Instance) -> int:
             aliases=instance.aliases_path,
             admission=_admission(instance),
             service_uid=os.getuid(),
+            history=HistoryReader(instance.history_path) if config.history.enabled else None,
         )
 
         def reload() -> None:

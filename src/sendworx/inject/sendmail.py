@@ -27,6 +27,7 @@ from sendworx.shared.settings import MailNames
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
+EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 

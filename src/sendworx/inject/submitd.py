@@ -17,7 +17,8 @@ status with one line that says why: 75 (try later: PHP's mail() returns false, c
 scripts try again) or 65 (the message itself is refused).
 
 `mailq` lists what the caller queued (root and the service's own account: everything);
-`newaliases` checks the aliases file for root.
+`newaliases` checks the aliases file for root; `mailhistory` (what `sendworx history` sends
+when run by an account) answers the history of the caller's own mail (account_history.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sendworx.inject.account_history import PROGRAM as HISTORY_PROGRAM
+from sendworx.inject.account_history import HistoryRefused, account_history
 from sendworx.inject.committer import GroupCommitter
 from sendworx.inject.mail_queue_listing import mailq_text
 from sendworx.inject.sendmail import (
@@ -43,9 +46,11 @@ from sendworx.inject.sendmail import (
     EX_NOPERM,
     EX_OK,
     EX_TEMPFAIL,
+    EX_UNAVAILABLE,
     EX_USAGE,
     Refused,
     UsageError,
+    account_name,
     compose,
     parse_arguments,
 )
@@ -60,6 +65,7 @@ from sendworx.shared import unix_sockets
 from sendworx.shared.admission import ask_async
 from sendworx.shared.aliases import AliasFile
 from sendworx.shared.config import SubmissionConfig
+from sendworx.shared.history import HistoryError, HistoryReader
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import new_message_id
 from sendworx.shared.settings import MailNames
@@ -96,8 +102,10 @@ class SubmissionService:
         aliases: Path,
         admission: Path | None,
         service_uid: int,
+        history: HistoryReader | None = None,
     ) -> None:
         self._queue = queue
+        self._history_reader = history
         self._config = config
         self.names = names  # rereading them (SIGHUP) changes only later submissions
         self._aliases = AliasFile(aliases)
@@ -167,6 +175,8 @@ class SubmissionService:
             return await self._mailq(uid)
         if program == "newaliases" or "-bi" in request.arguments:
             return self._newaliases(uid)
+        if program == HISTORY_PROGRAM:
+            return await self._history(uid, list(request.arguments))
         return await self._sendmail(request, rest, reader, uid)
 
     async def _sendmail(
@@ -262,6 +272,22 @@ class SubmissionService:
     async def _mailq(self, uid: int) -> bytes:
         everything = uid in (0, self._service_uid)
         text = await asyncio.to_thread(mailq_text, self._queue, None if everything else uid)
+        return encode_reply(EX_OK, stdout=text)
+
+    async def _history(self, uid: int, arguments: list[str]) -> bytes:
+        """The caller's own mail's history (root and the service: everyone's), as JSON."""
+        if self._history_reader is None:
+            return encode_reply(EX_UNAVAILABLE, stderr=f"{HISTORY_PROGRAM}: no history kept\n")
+        everything = uid in (0, self._service_uid)
+        account = None if everything else (account_name(uid) or f"uid {uid}")
+        try:
+            text = await asyncio.to_thread(
+                account_history, self._history_reader, account, arguments
+            )
+        except HistoryRefused as refused:
+            return encode_reply(EX_USAGE, stderr=f"{refused}\n")
+        except HistoryError as error:
+            return encode_reply(EX_UNAVAILABLE, stderr=f"{HISTORY_PROGRAM}: {error}\n")
         return encode_reply(EX_OK, stdout=text)
 
     def _newaliases(self, uid: int) -> bytes:

@@ -101,7 +101,8 @@ def _as_account(arguments: argparse.Namespace, instance: Instance) -> dict[str, 
         for name, value in _filters(arguments).items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
     answer = io.BytesIO()
-    status = submit(instance.submission_socket, argv, io.BytesIO(), answer, sys.stderr.buffer)
+    with open(os.devnull, "rb") as nothing:  # the request has no input
+        status = submit(instance.submission_socket, argv, nothing, answer, sys.stderr.buffer)
     if status != 0:
         return status
     payload: dict[str, Any] = json.loads(answer.getvalue())

@@ -40,9 +40,18 @@ def chosen_instance(home: Path | None, system: bool) -> Instance:
     if system:
         return Instance.installed()
     undecided = home is None and "SENDWORX_HOME" not in os.environ
-    if undecided and (SYSTEM_CONFIG_DIR / "sendworx.toml").exists():
+    if undecided and _installed():
         return Instance.installed()
     return Instance((home or default_home()).absolute())
+
+
+def _installed() -> bool:
+    """Whether the package put its configuration here; a site's account may not look into
+    /etc/sendworx (0750): that it may not is the package's doing too."""
+    try:
+        return (SYSTEM_CONFIG_DIR / "sendworx.toml").exists()
+    except PermissionError:
+        return True
 
 
 @dataclass(frozen=True)

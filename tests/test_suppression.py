@@ -10,10 +10,13 @@ import json
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+from support.dns_server import DNSServer
 from support.instance import SendworxHome
 from support.net import free_port, wait_for
+from support.redis_server import RedisServer
 from support.sink import Behaviour, RecordingSink
 
 from sendworx.shared.queue_format import Envelope
@@ -135,3 +138,31 @@ def test_in_hold_mode_the_mail_waits_and_a_delivery_takes_the_address_off(
         assert released.returncode == 0, released.stderr
         sink.wait_for_messages(1)
         wait_for(lambda: "back@far.example" not in _listed(home))
+
+
+def test_with_the_policys_redis_every_node_shares_one_list(
+    home: SendworxHome, tmp_path: Path, dns_server: DNSServer, redis_server: RedisServer
+) -> None:
+    other = SendworxHome(tmp_path / "other", dns_port=dns_server.port)
+    try:
+        for node in (home, other):
+            node.instance.policy_path.write_text(f'redis_url = "{redis_server.url}"\n')
+        with RecordingSink("127.0.0.96", behaviour=Behaviour(rcpt_reply=_answer)) as sink:
+            for node in (home, other):
+                node.routes(f":[127.0.0.96]:{sink.port}")
+            home.start_engine()
+            home.inject("gone@far.example", sender="a@shop.example")
+            wait_for(lambda: len(_results(home, "gone@far.example")) == 1)
+            home.inject("gone@far.example", sender="a@shop.example")
+            # Learnt on one node, listed on the other (its CLI reads the same Redis).
+            wait_for(lambda: "gone@far.example" in _listed(other))
+            assert not home.instance.suppression_path.exists()  # not the local file
+            other.start_engine()
+            other.inject("gone@far.example", sender="b@shop.example")
+            wait_for(lambda: ("suppressed", "suppressed") in _results(other, "gone@far.example"))
+            assert _results(other, "gone@far.example") == [("suppressed", "suppressed")]
+            removed = _cli(other, "remove", "gone@far.example")
+            assert removed.returncode == 0, removed.stderr
+            assert _listed(home) == {}
+    finally:
+        other.close()

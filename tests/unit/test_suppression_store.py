@@ -1,31 +1,48 @@
-"""The suppression list's store: strikes within the window suppress, old ones don't; entries
-end; searches by address, domain and part, with SQL's wildcards taken literally; the CSV
-export is safe to open in a spreadsheet; addresses are checked."""
+"""The suppression list's store, the node's SQLite file and a cluster's Redis alike: strikes
+within the window suppress, old ones don't; entries end; searches by address, domain and
+part, with SQL's wildcards taken literally; the CSV export is safe to open in a spreadsheet;
+addresses are checked."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.redis_server import RedisServer
 
-from sendworx.shared.suppression import Suppression, SuppressionStore, normal_address
+from sendworx.shared.suppression import (
+    Suppression,
+    SuppressionList,
+    SuppressionStore,
+    normal_address,
+)
+from sendworx.shared.suppression_redis import RedisSuppressionStore
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SuppressionStore:
-    return SuppressionStore(tmp_path / "suppression" / "suppression.sqlite3")
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SuppressionList]:
+    """Each test against the node's own file and against a cluster's Redis."""
+    if request.param == "sqlite":
+        yield SuppressionStore(tmp_path / "suppression" / "suppression.sqlite3")
+        return
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield RedisSuppressionStore(server.url)
+    finally:
+        server.stop()
 
 
-def _strike(store: SuppressionStore, address: str, at: float) -> Suppression | None:
+def _strike(store: SuppressionList, address: str, at: float) -> Suppression | None:
     return store.strike(address, at, "550 5.1.1 unknown", strikes=2, window=DAY, days=30)
 
 
-def test_a_missing_list_suppresses_nothing(store: SuppressionStore) -> None:
+def test_a_missing_list_suppresses_nothing(store: SuppressionList) -> None:
     assert store.generation() == 0
     assert store.in_force(NOW) == ({}, set())
     assert store.search("", "", NOW) == ([], 0)
@@ -33,7 +50,7 @@ def test_a_missing_list_suppresses_nothing(store: SuppressionStore) -> None:
 
 
 def test_strikes_within_the_window_suppress_and_older_ones_do_not(
-    store: SuppressionStore,
+    store: SuppressionList,
 ) -> None:
     assert _strike(store, "a@x.example", NOW - 2 * DAY) is None
     assert _strike(store, "a@x.example", NOW) is None  # the first is out of the window
@@ -46,7 +63,7 @@ def test_strikes_within_the_window_suppress_and_older_ones_do_not(
     assert store.prune(entry.until, DAY) == 1
 
 
-def test_every_change_moves_the_generation(store: SuppressionStore) -> None:
+def test_every_change_moves_the_generation(store: SuppressionList) -> None:
     seen = [store.generation()]
     store.add(Suppression("b@x.example", NOW, NOW + DAY, "operator"))
     seen.append(store.generation())
@@ -56,7 +73,7 @@ def test_every_change_moves_the_generation(store: SuppressionStore) -> None:
 
 
 def test_searches_by_address_domain_and_part_take_wildcards_literally(
-    store: SuppressionStore,
+    store: SuppressionList,
 ) -> None:
     for number, address in enumerate(("ann@shop.example", "bob@shop.example", "a_b@far.example")):
         store.add(Suppression(address, NOW + number, NOW + DAY, "operator"))
@@ -75,7 +92,7 @@ def test_searches_by_address_domain_and_part_take_wildcards_literally(
     assert total == 3 and [e.address for e in page] == ["ann@shop.example"]
 
 
-def test_the_csv_export_cannot_run_formulas(store: SuppressionStore) -> None:
+def test_the_csv_export_cannot_run_formulas(store: SuppressionList) -> None:
     store.add(Suppression("=cmd@x.example", NOW, NOW + DAY, "operator", "=HYPERLINK(1)", "me"))
     rows = list(csv.reader(io.StringIO(store.export_csv(NOW))))
     assert rows[1][0] == "'=cmd@x.example" and rows[1][4] == "'=HYPERLINK(1)"

@@ -78,7 +78,7 @@ from sendworx.shared.instance import Instance
 from sendworx.shared.local_domains import local_domains
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction
 from sendworx.shared.settings import MailNames, read_settings
-from sendworx.shared.suppression import SuppressionStore
+from sendworx.shared.suppression import ListChooser
 
 log = logging.getLogger("sendworx.engine")
 
@@ -153,7 +153,7 @@ class QueueManager:
         self.suppressions: Suppressions | None = None
         if self.config.suppression.enabled:
             self.suppressions = Suppressions(
-                SuppressionStore(instance.suppression_path),
+                ListChooser(instance.suppression_path, lambda: self.policy.rules.redis_url),
                 self.config.suppression,
                 classifier,
                 self.metrics,

@@ -13,7 +13,9 @@ What suppresses an address (Postal's rule, every number in `[suppression]`):
   (mailbox full, inactive, policy...), never ours: connection, TLS, routing and rate limits
   (`OUR_SIDE`) don't count.
 A delivery to an address takes it off the list, with its strikes. When the list cannot be
-written (disk, damage), mail flows on: what was learnt meanwhile is lost, and said in the log.
+written (disk, damage, Redis gone), mail flows on with the list as last read: what was
+learnt meanwhile is lost, and said in the log. With the sending policy's `redis_url`, the
+list is the cluster's, in Redis (shared/suppression_redis.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sendworx.engine.events import Fate, FateEvent
 from sendworx.engine.metrics import EngineMetrics
 from sendworx.shared.bounce_classes import OUR_SIDE, Classifier
 from sendworx.shared.config import SuppressionConfig
-from sendworx.shared.suppression import Suppression, SuppressionError, SuppressionStore
+from sendworx.shared.suppression import Suppression, SuppressionError, SuppressionList
 
 log = logging.getLogger("sendworx.engine")
 HARD = frozenset({"invalid_recipient", "bad_domain"})
@@ -55,13 +57,13 @@ def suppressed_reply(entry: Suppression) -> str:
 class Suppressions:
     def __init__(
         self,
-        store: SuppressionStore,
+        store: Callable[[], SuppressionList],
         config: SuppressionConfig,
         classifier: Classifier,
         metrics: EngineMetrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self._store = store
         self.holds = config.mode == "hold"
         self._config = config
         self._classifier = classifier
@@ -70,7 +72,7 @@ class Suppressions:
         self._entries: dict[str, Suppression] = {}
         self._struck: set[str] = set()
         self._pending: list[FateEvent] = []
-        self._generation = -1
+        self._generation: tuple[int, int] = (0, -1)
         self._next_prune = 0.0
         self._next_complaint = 0.0
         metrics.suppression_list.set_function(lambda: len(self._entries))
@@ -107,31 +109,32 @@ class Suppressions:
 
     def _update(self, learnt: list[FateEvent], now: float) -> None:
         """In a worker thread."""
+        store = self._store()
         try:
             for event in learnt:
-                self._learn(event)
+                self._learn(store, event)
             if now >= self._next_prune:
                 self._next_prune = now + PRUNE_EVERY_SECONDS
-                self.store.prune(now, self._config.window_hours * 3600)
-            generation = self.store.generation()
+                store.prune(now, self._config.window_hours * 3600)
+            generation = (id(store), store.generation())  # another list: read afresh
             if generation != self._generation:
-                self._entries, self._struck = self.store.in_force(now)
+                self._entries, self._struck = store.in_force(now)
                 self._generation = generation
         except SuppressionError as error:
             if now >= self._next_complaint:
                 self._next_complaint = now + COMPLAIN_EVERY_SECONDS
                 log.error("suppression list not updated (mail goes on): %s", error)
 
-    def _learn(self, event: FateEvent) -> None:
+    def _learn(self, store: SuppressionList, event: FateEvent) -> None:
         address = (event.recipient or "").lower()
         config = self._config
         if event.fate is Fate.DELIVERED:
-            if self.store.remove([address]):
+            if store.remove([address]):
                 log.info("%s delivered: off the suppression list", address)
             return
         bounce_class = self._classifier.classify(event.status, event.reply)
         if bounce_class in HARD and not event.status.startswith("4"):
-            entry = self.store.strike(
+            entry = store.strike(
                 address,
                 event.at,
                 event.reply,
@@ -143,7 +146,7 @@ class Suppressions:
             entry = Suppression(
                 address, event.at, event.at + config.days * 86400, "expired", event.reply, "engine"
             )
-            self.store.add(entry)
+            store.add(entry)
         else:
             return
         if entry is not None:

@@ -19,10 +19,10 @@ import io
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS suppressed (
@@ -68,6 +68,51 @@ class Suppression:
 
 class SuppressionError(Exception):
     """The list cannot be opened, read or written (damaged, locked for too long, read-only)."""
+
+
+class SuppressionList(Protocol):
+    """What the engine and the API ask of the list, kept here or in Redis
+    (suppression_redis.py) when the sending policy shares its state across a cluster."""
+
+    def generation(self) -> int: ...
+
+    def in_force(self, now: float) -> tuple[dict[str, Suppression], set[str]]: ...
+
+    def strike(
+        self, address: str, at: float, reply: str, *, strikes: int, window: float, days: float
+    ) -> Suppression | None: ...
+
+    def add(self, entry: Suppression) -> None: ...
+
+    def remove(self, addresses: list[str]) -> list[str]: ...
+
+    def prune(self, now: float, window: float) -> int: ...
+
+    def search(
+        self, text: str, reason: str, now: float, page: int = 1, per_page: int = 50
+    ) -> tuple[list[Suppression], int]: ...
+
+    def export_csv(self, now: float) -> str: ...
+
+
+class ListChooser:
+    """The list in force: in Redis at the policy's `redis_url` when it has one (each URL's
+    client kept), else the SQLite file."""
+
+    def __init__(self, path: Path, redis_url: Callable[[], str | None]) -> None:
+        self.local = SuppressionStore(path)
+        self._redis_url = redis_url
+        self._shared: dict[str, SuppressionList] = {}
+
+    def __call__(self) -> SuppressionList:
+        url = self._redis_url()
+        if not url:
+            return self.local
+        if url not in self._shared:
+            from sendworx.shared.suppression_redis import RedisSuppressionStore
+
+            self._shared[url] = RedisSuppressionStore(url)
+        return self._shared[url]
 
 
 def normal_address(text: str) -> str:
@@ -229,7 +274,7 @@ class SuppressionStore:
         clauses: list[str] = ["until > ?"]
         values: list[object] = [now]
         needle = text.strip().lower()
-        if needle.startswith("@") or ("@" not in needle and "." in needle and " " not in needle):
+        if is_domain_search(needle):
             clauses.append("domain = ?")
             values.append(needle.lstrip("@"))
         elif needle:
@@ -255,9 +300,6 @@ class SuppressionStore:
 
     def export_csv(self, now: float) -> str:
         """Every entry in force, as CSV with a header line (times in UTC, ISO 8601)."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(CSV_COLUMNS)
         with self._connection(write=False) as db:
             try:
                 rows = db.execute(
@@ -267,11 +309,41 @@ class SuppressionStore:
                 ).fetchall()
             except sqlite3.OperationalError:
                 rows = []
-        for address, since, until, reason, detail, added_by in rows:
-            writer.writerow(
-                (_csv_safe(address), _iso(since), _iso(until), reason, _csv_safe(detail), added_by)
+        return csv_of(Suppression(*row) for row in rows)
+
+
+def csv_of(entries: Iterable[Suppression]) -> str:
+    """Entries as CSV with a header line (times in UTC, ISO 8601)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for entry in entries:
+        writer.writerow(
+            (
+                _csv_safe(entry.address),
+                _iso(entry.since),
+                _iso(entry.until),
+                entry.reason,
+                _csv_safe(entry.detail),
+                entry.added_by,
             )
-        return out.getvalue()
+        )
+    return out.getvalue()
+
+
+def is_domain_search(needle: str) -> bool:
+    """`@example.com`, or a name with a dot and no `@`: a domain, matched whole."""
+    return needle.startswith("@") or ("@" not in needle and "." in needle and " " not in needle)
+
+
+def matches(entry: Suppression, text: str, reason: str) -> bool:
+    """`search`'s selection, for a list kept elsewhere than in SQLite."""
+    needle = text.strip().lower()
+    if reason and entry.reason != reason:
+        return False
+    if is_domain_search(needle):
+        return _domain(entry.address) == needle.lstrip("@")
+    return needle in entry.address
 
 
 def _csv_safe(text: str) -> str:

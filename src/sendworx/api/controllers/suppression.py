@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sendworx.api.controllers.common import (
@@ -29,14 +30,17 @@ from sendworx.api.controllers.common import (
 from sendworx.api.controllers.service_actions import node_input
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.cluster.manager import ClusterManager
+from sendworx.shared.config import ConfigError
 from sendworx.shared.errors import ActionFailed
 from sendworx.shared.instance import Instance
+from sendworx.shared.policy import load_policy
 from sendworx.shared.suppression import (
     MAX_PER_PAGE,
     REASONS,
+    ListChooser,
     Suppression,
     SuppressionError,
-    SuppressionStore,
+    SuppressionList,
     normal_address,
 )
 
@@ -76,22 +80,27 @@ def _reason(value: object) -> str:
     return text
 
 
+def _redis_url(instance: Instance) -> str | None:
+    """The sending policy's Redis, where a cluster keeps one list (read at each call)."""
+    return load_policy(instance.policy_path).redis_url
+
+
 def suppression_controller(instance: Instance, cluster: ClusterManager) -> Controller:
     controller = Controller(SUPPRESSION, "MailSuppression", ("EMAIL",))
-    store = SuppressionStore(instance.suppression_path)
+    lists = ListChooser(instance.suppression_path, lambda: _redis_url(instance))
     default_days = int(instance.config.suppression.days)
 
-    async def use(work: Any, *arguments: Any) -> Any:
+    async def use(work: Callable[[SuppressionList], Any]) -> Any:
+        """`work(the list in force)` in a worker thread."""
         try:
-            return await asyncio.to_thread(work, *arguments)
-        except SuppressionError as error:
+            return await asyncio.to_thread(lambda: work(lists()))
+        except (SuppressionError, ConfigError) as error:
             raise ActionFailed(str(error)) from error
 
     async def list_addresses(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         page, per_page = values["page"], values["per_page"]
-        entries, total = await use(
-            store.search, values["search"], values["reason"], time.time(), page, per_page
-        )
+        search, reason, now = values["search"], values["reason"], time.time()
+        entries, total = await use(lambda store: store.search(search, reason, now, page, per_page))
         return {
             "addresses": [entry.to_document() for entry in entries],
             "page": page,
@@ -104,7 +113,7 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
         until = now + values["days"] * 86400
         note, who = values["note"], caller.email or "operator"
 
-        def put() -> None:
+        def put(store: SuppressionList) -> None:
             for address in values["address"]:
                 store.add(Suppression(address, now, until, "operator", note, who))
 
@@ -112,11 +121,12 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
         return {"added": values["address"], "until": until}
 
     async def remove(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
-        removed = await use(store.remove, values["address"])
+        removed = await use(lambda store: store.remove(values["address"]))
         return {"removed": removed}
 
     async def export_csv(caller: Caller, values: dict[str, Any]) -> str:
-        text: str = await use(store.export_csv, time.time())
+        now = time.time()
+        text: str = await use(lambda store: store.export_csv(now))
         return text
 
     address = Input(

@@ -119,7 +119,8 @@ def test_mail_held_and_deleted_before_any_attempt_was_accepted_first(home: Sendw
     story = _history(home, queue_id)["events"]
     assert [event["event"] for event in story] == ["accepted", "held", "deleted"]
     assert story[0]["sender"] == "spam@shop.example" and story[0]["origin"] == "sendmail"
-    assert story[1]["detail"] == "sender:spam@shop.example"
+    assert story[1]["detail"] == "sender:spam@shop.example"  # the sender hold it is for
+    assert story[2]["detail"].startswith("by local operator")  # who deleted it: the CLI
     assert story[0]["at"] <= story[1]["at"] <= story[2]["at"]
 
 

@@ -33,7 +33,7 @@ class ServiceBackend(Protocol):
 class QueueBackend(Protocol):
     """What `/nodeworx/mail/queue` acts on: the service's queue, running or not."""
 
-    def act_on_queue(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+    def act_on_queue(self, action: QueueAction, ids: list[str], by: str = "") -> ActionOutcome:
         """An operator's action on queued messages, whether the service runs or not."""
         ...
 

@@ -162,10 +162,10 @@ class BuiltinBackend:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGHUP)
 
-    def act_on_queue(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+    def act_on_queue(self, action: QueueAction, ids: list[str], by: str = "") -> ActionOutcome:
         return self._on_the_queue(
             lambda: apply_to_files(self.instance.queue(), action, ids, time.time()),
-            lambda: self._act_through_engine(action, ids),
+            lambda: self._act_through_engine(action, ids, by),
         )
 
     def act_on_hold(self, action: HoldAction, hold: Hold) -> ActionOutcome:
@@ -211,11 +211,12 @@ class BuiltinBackend:
             raise ServiceError(f"the engine refused: {answer['error']}")
         return answer
 
-    def _act_through_engine(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+    def _act_through_engine(self, action: QueueAction, ids: list[str], by: str) -> ActionOutcome:
         outcome = ActionOutcome()
         for start in range(0, len(ids), QUEUE_CHUNK):
             chunk = ids[start : start + QUEUE_CHUNK]
-            answer = self._ask_engine("queue", {"action": action.value, "ids": chunk})
+            argument = {"action": action.value, "ids": chunk, "by": by}
+            answer = self._ask_engine("queue", argument)
             outcome.merge(ActionOutcome(answer["touched"], answer["in_flight"], answer["missing"]))
         return outcome
 

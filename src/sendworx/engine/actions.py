@@ -48,7 +48,7 @@ class QueueActions:
         self._claim_new = claim_new
         self._check_new = check_new
 
-    async def act(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
+    async def act(self, action: QueueAction, ids: list[str], by: str = "") -> ActionOutcome:
         """`action` on messages: now for those not being delivered, after the attempt under
         way for those that are. Mail still in `new/` is claimed first, so it counts too."""
         self._claim_new()
@@ -58,10 +58,10 @@ class QueueActions:
             if message_id in self._state.active:
                 outcome.in_flight.append(message_id)
                 if action is not QueueAction.RELEASE:  # nothing in flight is held
-                    self._state.after_attempt[message_id] = action
+                    self._state.after_attempt[message_id] = (action, by)
             else:
                 idle.append(message_id)
-        outcome.merge(await self._outcomes.apply(idle, action))
+        outcome.merge(await self._outcomes.apply(idle, action, by=by))
         return outcome
 
     # -- sender holds (the circuit breaker's, another node's, an operator's) --------------

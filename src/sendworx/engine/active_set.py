@@ -332,7 +332,7 @@ class ActiveSet:
         finally:
             state.active.pop(message_id, None)
             self._policy.forget_message(message_id)
-            action = state.after_attempt.pop(message_id, None)
+            action, by = state.after_attempt.pop(message_id, (None, ""))
             self._wake()
         if record is None:
             return
@@ -343,5 +343,5 @@ class ActiveSet:
         if hold_id is not None and not record.finished and action is None:
             action = QueueAction.HOLD  # its sender went on hold while it was being delivered
         if action is not None and not record.finished:
-            await self._outcomes.apply([message_id], action, held_by=hold_id or "")
+            await self._outcomes.apply([message_id], action, held_by=hold_id or "", by=by)
         self._outcomes.announce_attempt(message_id, envelope, record, now)

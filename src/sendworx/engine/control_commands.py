@@ -31,7 +31,7 @@ class EngineControl(Protocol):
 
     def active_ids(self) -> list[str]: ...
 
-    async def act(self, action: QueueAction, ids: list[str]) -> ActionOutcome: ...
+    async def act(self, action: QueueAction, ids: list[str], by: str = "") -> ActionOutcome: ...
 
     async def hold_by_operator(self, hold: Hold) -> ActionOutcome: ...
 
@@ -78,7 +78,7 @@ class ControlCommands:
         return {"active": self._engine.active_ids()}
 
     async def queue(self, argument: object) -> dict[str, object]:
-        """{"action": "hold", "ids": [...]} -> {"touched": [...], "in_flight": [...], ...}."""
+        """{"action": "hold", "ids": [...], "by": who} -> {"touched": [...], "in_flight": ...}."""
         if not isinstance(argument, dict) or not isinstance(argument.get("ids"), list):
             return {"error": "expected {action, ids}"}
         try:
@@ -86,7 +86,8 @@ class ControlCommands:
         except ValueError:
             return {"error": f"unknown action {str(argument.get('action'))[:40]!r}"}
         ids = [str(message_id) for message_id in argument["ids"]]
-        outcome = await self._engine.act(action, [i for i in ids if is_message_id(i)])
+        by = str(argument.get("by", ""))[:200]
+        outcome = await self._engine.act(action, [i for i in ids if is_message_id(i)], by)
         outcome.missing.extend(i for i in ids if not is_message_id(i))
         return _changes(outcome)
 

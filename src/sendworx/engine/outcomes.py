@@ -186,9 +186,13 @@ class Outcomes:
 
     # -- an action on messages not being delivered ---------------------------------------
 
-    async def apply(self, ids: list[str], action: QueueAction, held_by: str = "") -> ActionOutcome:
+    async def apply(
+        self, ids: list[str], action: QueueAction, held_by: str = "", by: str = ""
+    ) -> ActionOutcome:
         """The action on messages not being delivered: memory and files in the order that
-        keeps the scheduler from attempting one with its old state."""
+        keeps the scheduler from attempting one with its old state. `held_by`: the sender
+        hold it is for; `by`: the operator who asked (both go into the announcement)."""
+        detail = held_by or (f"by {by}" if by else "")
         now = self._clock()
         state = self._state
         if action is QueueAction.RETRY:
@@ -200,7 +204,7 @@ class Outcomes:
                 elif message_id not in state.held:
                     outcome.missing.append(message_id)
             self._wake()
-            self._announce_action(outcome, action, now, held_by)
+            self._announce_action(outcome, action, now, detail)
             return outcome
         if action is not QueueAction.RELEASE:
             for message_id in ids:  # not attempted from now on, with the old state or at all
@@ -223,7 +227,7 @@ class Outcomes:
         for message_id in missing:
             state.held.discard(message_id)
         self._wake()
-        self._announce_action(outcome, action, now, held_by, envelopes)
+        self._announce_action(outcome, action, now, detail, envelopes)
         return outcome
 
     def _apply_to_files(
@@ -242,7 +246,7 @@ class Outcomes:
         outcome: ActionOutcome,
         action: QueueAction,
         now: float,
-        held_by: str,
+        detail: str,
         envelopes: dict[str, Envelope] | None = None,
     ) -> None:
         fate, envelopes = _ACTION_FATES[action], envelopes or {}
@@ -253,7 +257,7 @@ class Outcomes:
                 events.append(
                     FateEvent(Fate.ACCEPTED, envelope.birth, message_id, envelope=envelope)
                 )
-            events.append(FateEvent(fate, now, message_id, detail=held_by, envelope=envelope))
+            events.append(FateEvent(fate, now, message_id, detail=detail, envelope=envelope))
         announce(self.listeners, events)
 
 

@@ -464,8 +464,8 @@ class QueueManager:
         """The ids being delivered now (at most max_active_messages)."""
         return sorted(self.state.active)
 
-    async def act(self, action: QueueAction, ids: list[str]) -> ActionOutcome:
-        return await self.actions.act(action, ids)
+    async def act(self, action: QueueAction, ids: list[str], by: str = "") -> ActionOutcome:
+        return await self.actions.act(action, ids, by)
 
     async def hold_by_operator(self, hold: Hold) -> ActionOutcome:
         return await self.actions.hold_by_operator(hold)

@@ -46,7 +46,8 @@ class QueueState:
     stateless: set[str] = field(default_factory=set)
     active: dict[str, ActiveMessage] = field(default_factory=dict)
     admitting: set[str] = field(default_factory=set)  # taken from `due`, waiting for Redis
-    after_attempt: dict[str, QueueAction] = field(default_factory=dict)  # asked while in flight
+    # Asked while in flight, and by whom: applied once the attempt is recorded.
+    after_attempt: dict[str, tuple[QueueAction, str]] = field(default_factory=dict)
 
     def queued(self) -> int:
         return len(self.due) + len(self.held)

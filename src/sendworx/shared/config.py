@@ -234,7 +234,6 @@ class HistoryConfig(_Section):
         max_length=4096,
         description="also append every event as a line of JSON to this file, for log shippers"
         " (relative to the state directory; empty: not written)",
-        examples=["/var/log/sendworx/history.jsonl"],
     )
 
 

@@ -226,9 +226,9 @@ def queue_controller(
         index = await ready_index()
         return await asyncio.to_thread(index.matching_ids, selection, await active())
 
-    async def act(action: QueueAction, ids: list[str]) -> dict[str, object]:
+    async def act(action: QueueAction, ids: list[str], by: str) -> dict[str, object]:
         try:
-            outcome: ActionOutcome = await asyncio.to_thread(backend.act_on_queue, action, ids)
+            outcome: ActionOutcome = await asyncio.to_thread(backend.act_on_queue, action, ids, by)
         except ServiceError as error:
             raise ActionFailed(str(error)) from error
         payload = outcome.as_payload()
@@ -241,7 +241,8 @@ def queue_controller(
 
     def acting(action: QueueAction) -> Handler:
         async def handler(caller: Caller, values: dict[str, Any]) -> dict[str, object]:
-            return await act(action, await chosen_ids(values, everything_allowed=False))
+            ids = await chosen_ids(values, everything_allowed=False)
+            return await act(action, ids, caller.email)
 
         return handler
 
@@ -253,7 +254,8 @@ def queue_controller(
                     "and with no filter, the whole queue"
                 }
             )
-        return await act(QueueAction.DELETE, await chosen_ids(values, everything_allowed=True))
+        ids = await chosen_ids(values, everything_allowed=True)
+        return await act(QueueAction.DELETE, ids, caller.email)
 
     node = node_input(cluster.local_node)
     page_inputs = (

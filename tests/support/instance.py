@@ -202,8 +202,11 @@ class SendworxHome:
             queue.inject(Envelope(sender, recipients, time.time()), content)
 
     def queue_files(self, folder: str = "mess") -> list[str]:
+        """The messages' files in a folder; not the temporaries a state write stages there
+        (`.ID.RANDOM.tmp`, renamed over the state file a moment later)."""
         path = self.home / "queue" / folder
-        return sorted(os.listdir(path)) if path.exists() else []
+        names = os.listdir(path) if path.exists() else []
+        return sorted(name for name in names if not name.startswith("."))
 
     def queue_empty(self) -> bool:
         # `new/` first: a message moves from there to `mess/`, so listing them the other

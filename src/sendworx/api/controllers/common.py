@@ -110,6 +110,29 @@ def node_action(
     return handler
 
 
+def node_input(local_node: str) -> Input:
+    return Input(
+        "node_id",
+        InputKind.STRING,
+        parse_node_id,
+        "the node: its number (1 is this server) or its name as registered",
+        default=lambda: local_node,
+        schema=NODE_ID,
+    )
+
+
+def on_node(cluster: ClusterManager, controller_path: str, action: Action) -> Action:
+    """`xxxOnNode` of a local action `xxx`: the same inputs and a `node_id`."""
+    return Action(
+        f"{action.name}OnNode",
+        f"{action.description} On one node of the cluster.",
+        node_action(cluster, controller_path, action.name, action.handler),
+        (*action.inputs, node_input(cluster.local_node)),
+        action.returns,
+        validates_in_thread=action.validates_in_thread,
+    )
+
+
 def add_common_actions(
     controller: Controller, query_update: Callable[[], Awaitable[dict[str, Any]]] | None
 ) -> None:

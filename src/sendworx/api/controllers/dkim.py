@@ -24,11 +24,11 @@ from typing import Any
 from sendworx.api.controllers.common import (
     ANY_STRUCT,
     add_common_actions,
-    node_action,
+    on_node,
     parse_flag,
     parse_string,
 )
-from sendworx.api.controllers.service_actions import cascade_input, node_input
+from sendworx.api.controllers.service_actions import cascade_input
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.dkim_dns import check_record
@@ -306,7 +306,6 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
         ("check", "Look the records up in DNS.", check, (some_domain,), KEY_LIST),
         ("delete", "Every key of a domain.", delete, (domain,), {"type": "string"}),
     ]  # fmt: skip
-    node = node_input(cluster.local_node)
     for name, description, handler, inputs, returns in actions:
         pushes = name in PUSHED
         controller.add(
@@ -318,15 +317,7 @@ def dkim_controller(instance: Instance, cluster: ClusterManager) -> Controller:
                 returns,
             )
         )
-        controller.add(
-            Action(
-                f"{name}OnNode",
-                f"{description} On one node of the cluster.",
-                node_action(cluster, DKIM, name, handler),
-                (*inputs, node),
-                returns,
-            )
-        )
+        controller.add(on_node(cluster, DKIM, Action(name, description, handler, inputs, returns)))
 
     async def sync_keys(caller: Caller, values: dict[str, Any]) -> str:
         kept = await in_thread(store.replace_domain, values["domain"], values["keys"])

@@ -23,10 +23,9 @@ from sendworx.api.controllers.common import (
     ANY_STRUCT,
     add_common_actions,
     bounded_parser,
-    node_action,
+    on_node,
     text_parser,
 )
-from sendworx.api.controllers.service_actions import node_input
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.bounce_classes import CLASSES
@@ -215,17 +214,9 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
             ANY_STRUCT,
         )
     )
-    node = node_input(cluster.local_node)
     for name, description, handler, action_inputs in actions:
-        controller.add(Action(name, description, handler, action_inputs, ANY_STRUCT))
-        controller.add(
-            Action(
-                f"{name}OnNode",
-                f"{description} On one node of the cluster.",
-                node_action(cluster, HISTORY, name, handler),
-                (*action_inputs, node),
-                ANY_STRUCT,
-            )
-        )
+        action = Action(name, description, handler, action_inputs, ANY_STRUCT)
+        controller.add(action)
+        controller.add(on_node(cluster, HISTORY, action))
     add_common_actions(controller, None)
     return controller

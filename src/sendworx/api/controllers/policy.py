@@ -15,14 +15,13 @@ from typing import Any
 from sendworx.api.controllers.common import (
     ANY_STRUCT,
     add_common_actions,
-    node_action,
+    on_node,
     parse_string,
 )
 from sendworx.api.controllers.service_actions import (
     CHANGE_RESULT,
     cascade_input,
     cascading,
-    node_input,
 )
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.backends import MailBackend, ServiceError
@@ -155,7 +154,6 @@ def policy_controller(
         ("purgeHold", "End a hold and delete the mail it held, without a bounce.",
          on_hold(HoldAction.PURGE), (hold_input,), ANY_STRUCT, False),
     ]  # fmt: skip
-    node = node_input(cluster.local_node)
     for name, description, handler, inputs, returns, heavy in actions:
         cascades = name in ("update", "addHold", "releaseHold", "purgeHold")
         controller.add(
@@ -168,15 +166,7 @@ def policy_controller(
                 validates_in_thread=heavy,
             )
         )
-        controller.add(
-            Action(
-                f"{name}OnNode",
-                f"{description} On one node of the cluster.",
-                node_action(cluster, POLICY, name, handler),
-                (*inputs, node),
-                returns,
-                validates_in_thread=heavy,
-            )
-        )
+        plain = Action(name, description, handler, inputs, returns, validates_in_thread=heavy)
+        controller.add(on_node(cluster, POLICY, plain))
     add_common_actions(controller, query_update)
     return controller

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
@@ -25,11 +26,11 @@ from sendworx.api.controllers.common import (
     ANY_STRUCT,
     add_common_actions,
     bounded_parser,
-    node_action,
+    on_node,
     parse_flag,
     text_parser,
 )
-from sendworx.api.controllers.service_actions import cascade_input, cascading, node_input
+from sendworx.api.controllers.service_actions import cascade_input, cascading
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.backends import QueueBackend, ServiceError
 from sendworx.cluster.manager import ClusterManager
@@ -257,7 +258,6 @@ def queue_controller(
         ids = await chosen_ids(values, everything_allowed=True)
         return await act(QueueAction.DELETE, ids, caller.email)
 
-    node = node_input(cluster.local_node)
     page_inputs = (
         Input(
             "page_size",
@@ -377,24 +377,14 @@ def queue_controller(
         ),
     ]
     for name, description, handler, inputs in actions:
-        local = handler
-        if name == "querySummary":
-            handler = cascading(QUEUE, name, handler, cluster)
-            inputs = (*inputs, cascade_input())
         heavy = name in ("retry", "hold", "release", "expire", "delete", "purge")
-        controller.add(
-            Action(name, description, handler, inputs, ANY_STRUCT, validates_in_thread=heavy)
-        )
-        controller.add(
-            Action(
-                f"{name}OnNode",
-                f"{description} On one node of the cluster.",
-                node_action(cluster, QUEUE, name, local),
-                (*inputs, node) if name != "querySummary" else (*inputs[:-1], node),
-                ANY_STRUCT,
-                validates_in_thread=heavy,
-            )
-        )
+        plain = Action(name, description, handler, inputs, ANY_STRUCT, validates_in_thread=heavy)
+        if name == "querySummary":  # here, it may ask every node too
+            cascaded = cascading(QUEUE, name, handler, cluster)
+            controller.add(replace(plain, handler=cascaded, inputs=(*inputs, cascade_input())))
+        else:
+            controller.add(plain)
+        controller.add(on_node(cluster, QUEUE, plain))
 
     async def nothing_to_update() -> dict[str, Any]:
         return {}

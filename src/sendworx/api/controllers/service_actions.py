@@ -12,12 +12,11 @@ from typing import Any
 
 from sendworx.api.controllers.common import (
     BOOLEAN,
-    NODE_ID,
     STRING,
     STRING_LIST,
     node_action,
+    node_input,
     parse_flag,
-    parse_node_id,
 )
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.backends import ServiceBackend, ServiceError
@@ -50,17 +49,6 @@ def cascade_input() -> Input:
         CASCADE_HELP,
         default=lambda: 0,
         schema={"enum": [0, 1, False, True]},
-    )
-
-
-def node_input(local_node: str) -> Input:
-    return Input(
-        "node_id",
-        InputKind.STRING,
-        parse_node_id,
-        "the node: its number (1 is this server) or its name as registered",
-        default=lambda: local_node,
-        schema=NODE_ID,
     )
 
 

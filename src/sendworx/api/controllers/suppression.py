@@ -24,10 +24,9 @@ from sendworx.api.controllers.common import (
     STRING,
     add_common_actions,
     bounded_parser,
-    node_action,
+    on_node,
     text_parser,
 )
-from sendworx.api.controllers.service_actions import node_input
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
 from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.config import ConfigError
@@ -186,17 +185,9 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
         ("remove", "Take addresses off the list.", remove, (address,), ANY_STRUCT),
         ("exportCsv", "Every suppressed address, as CSV.", export_csv, (), STRING),
     ]
-    node = node_input(cluster.local_node)
     for name, description, handler, action_inputs, returns in actions:
-        controller.add(Action(name, description, handler, action_inputs, returns))
-        controller.add(
-            Action(
-                f"{name}OnNode",
-                f"{description} On one node of the cluster.",
-                node_action(cluster, SUPPRESSION, name, handler),
-                (*action_inputs, node),
-                returns,
-            )
-        )
+        action = Action(name, description, handler, action_inputs, returns)
+        controller.add(action)
+        controller.add(on_node(cluster, SUPPRESSION, action))
     add_common_actions(controller, None)
     return controller

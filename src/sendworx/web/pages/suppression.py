@@ -5,17 +5,14 @@ off (behind a confirmation); and the whole list as CSV. Everything goes through
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlencode
-
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from sendworx.shared.errors import ValidationFailed
 from sendworx.shared.suppression import REASONS
 from sendworx.shared.wire import Reply
 from sendworx.web.forms import Form
 from sendworx.web.page import NO_STORE, Page, WebApp, action, view
+from sendworx.web.pages.searches import run_search
 from sendworx.web.session import Notice
 
 SUPPRESSION = "/nodeworx/mail/suppression"
@@ -25,33 +22,16 @@ PER_PAGE = 50
 
 def suppression_routes(web: WebApp) -> list[BaseRoute]:
     async def show(page: Page) -> Response:
-        params = page.request.query_params
-        wanted = {name: params.get(name, "").strip() for name in ("search", "reason")}
-        wanted = {name: value for name, value in wanted.items() if value}
-        number = int(params.get("page", "1")) if params.get("page", "1").isdigit() else 1
-        inputs: dict[str, Any] = {**wanted, "page": max(number, 1), "per_page": PER_PAGE}
-        reply = await page.call(SUPPRESSION, "listAddresses", inputs)
-        problems: dict[str, str] = {}
-        entries: list[dict[str, Any]] = []
-        total, more, unavailable = 0, False, ""
-        if reply.status == ValidationFailed.status:
-            problems = dict(reply.problems)
-        elif reply.status != 0:
-            unavailable = str(reply.payload)
-        else:
-            entries, total = reply.payload["addresses"], reply.payload["total"]
-            more = bool(reply.payload["more"])
+        names = ("search", "reason")
+        payload, context = await run_search(
+            page, PAGE, SUPPRESSION, "listAddresses", names, PER_PAGE
+        )
         return page.render(
             "suppression.html",
             reasons=REASONS,
-            wanted=wanted,
-            problems=problems,
-            entries=entries,
-            total=total,
-            unavailable=unavailable,
-            page_number=inputs["page"],
-            previous=_url(wanted, inputs["page"] - 1) if inputs["page"] > 1 else "",
-            next=_url(wanted, inputs["page"] + 1) if more else "",
+            entries=payload["addresses"] if payload is not None else [],
+            total=payload["total"] if payload is not None else 0,
+            **context,
         )
 
     async def export(page: Page) -> Response:
@@ -106,7 +86,3 @@ def _problems(reply: Reply) -> str:
     return "; ".join(f"{field}: {text}" for field, text in reply.problems.items()) or str(
         reply.payload
     )
-
-
-def _url(wanted: dict[str, str], number: int) -> str:
-    return f"{PAGE}?{urlencode({**wanted, 'page': number})}"

@@ -110,6 +110,22 @@ def node_action(
     return handler
 
 
+def page_inputs(what: str, default: int, most: int) -> tuple[Input, Input]:
+    """`page` (from 1) and `per_page` of a listing, newest first."""
+    return (
+        Input(
+            "page", InputKind.INTEGER, bounded_parser(1, 100_000), "default 1", default=lambda: 1
+        ),
+        Input(
+            "per_page",
+            InputKind.INTEGER,
+            bounded_parser(1, most),
+            f"{what} per page (default {default}, at most {most})",
+            default=lambda: default,
+        ),
+    )
+
+
 def node_input(local_node: str) -> Input:
     return Input(
         "node_id",

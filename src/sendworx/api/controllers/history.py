@@ -24,6 +24,7 @@ from sendworx.api.controllers.common import (
     add_common_actions,
     bounded_parser,
     on_node,
+    page_inputs,
     text_parser,
 )
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
@@ -173,16 +174,7 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
         ),
         Input("since", InputKind.INTEGER, _time, "from this time (seconds since 1970)"),
         Input("until", InputKind.INTEGER, _time, "before this time (seconds since 1970)"),
-        Input(
-            "page", InputKind.INTEGER, bounded_parser(1, 100_000), "default 1", default=lambda: 1
-        ),
-        Input(
-            "per_page",
-            InputKind.INTEGER,
-            bounded_parser(1, MAX_PER_PAGE),
-            f"events per page (default {DEFAULT_PER_PAGE}, at most {MAX_PER_PAGE})",
-            default=lambda: DEFAULT_PER_PAGE,
-        ),
+        *page_inputs("events", DEFAULT_PER_PAGE, MAX_PER_PAGE),
     )
     queue_id = Input(
         "queue_id", InputKind.STRING, _queue_id, "the message's id in the queue", required=True

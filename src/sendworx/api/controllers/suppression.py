@@ -25,6 +25,7 @@ from sendworx.api.controllers.common import (
     add_common_actions,
     bounded_parser,
     on_node,
+    page_inputs,
     text_parser,
 )
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
@@ -151,16 +152,7 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
             schema={"enum": ["", *REASONS]},
             default=lambda: "",
         ),
-        Input(
-            "page", InputKind.INTEGER, bounded_parser(1, 100_000), "default 1", default=lambda: 1
-        ),
-        Input(
-            "per_page",
-            InputKind.INTEGER,
-            bounded_parser(1, MAX_PER_PAGE),
-            f"entries per page (default {DEFAULT_PER_PAGE}, at most {MAX_PER_PAGE})",
-            default=lambda: DEFAULT_PER_PAGE,
-        ),
+        *page_inputs("entries", DEFAULT_PER_PAGE, MAX_PER_PAGE),
     )
     adding = (
         address,

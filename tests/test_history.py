@@ -171,6 +171,52 @@ def test_a_store_that_cannot_be_written_never_stops_mail_and_recovers(
     assert _events(home, "--sender", "early@shop.example") == []
 
 
+def test_a_full_disk_under_the_store_never_stops_mail_and_recovers(home: SendworxHome) -> None:
+    """The history on a filesystem of its own (a 512 kB tmpfs, as root may mount) that fills
+    up: mail goes on, the events are counted as dropped, and once space is freed the store
+    records again by itself."""
+    port = free_port()
+    home.write_config(history={"flush_seconds": 0.1}, metrics={"port": port})
+    store = home.instance.history_path
+    store.parent.mkdir(parents=True)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(store.parent)]
+    subprocess.run(mount, check=True, capture_output=True)
+    try:
+        with RecordingSink("127.0.0.97") as sink:
+            home.routes(f":[127.0.0.97]:{sink.port}")
+            home.start_engine()
+            home.inject("a@far.example", sender="first@shop.example")
+            wait_for(lambda: len(_events(home, "--sender", "first@shop.example")) == 2)
+            filler = store.parent / "filler"
+            with open(filler, "wb") as out:  # the disk fills up
+                try:
+                    while True:
+                        out.write(b"\0" * 65536)
+                        out.flush()
+                except OSError:
+                    pass
+            for number in range(5):
+                home.inject(f"b{number}@far.example", sender="full@shop.example")
+            sink.wait_for_messages(6)  # every message delivered all the same
+            wait_for(lambda: _scrape(port, "sendworx_history_dropped_events_total") >= 1)
+            wait_for(lambda: "delivery history not written" in home.log_text())
+            filler.unlink()  # space again: recorded again, with nobody's help
+            home.inject("c@far.example", sender="late@shop.example")
+            sink.wait_for_messages(7)
+            wait_for(lambda: len(_events(home, "--sender", "late@shop.example")) == 2)
+    finally:
+        home.close()  # the engine lets go of the store before it is unmounted
+        subprocess.run(["umount", str(store.parent)], check=True, capture_output=True)
+
+
+def _scrape(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        for line in page.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def test_hostile_searches_get_clear_errors_and_match_nothing(home: SendworxHome) -> None:
     home.write_config(history={"flush_seconds": 0.1})
     with RecordingSink("127.0.0.93") as sink:

@@ -81,6 +81,7 @@ from sendworx.shared.settings import MailNames, read_settings
 from sendworx.shared.suppression import ListChooser
 
 log = logging.getLogger("sendworx.engine")
+GROUPS_REMEMBERED = 10_000  # destination groups of (domain, MX host) kept for the metric
 
 
 class QueueManager:
@@ -186,6 +187,7 @@ class QueueManager:
             wake=self.wake,
             stopping=lambda: self._stopping,
         )
+        self._groups: dict[tuple[str, str | None], str] = {}
         self._queue_lock = FileLock(instance.queue_lock_file)
         self._recorders: asyncio.TaskGroup | None = None
         self._stopping = False
@@ -302,6 +304,7 @@ class QueueManager:
         self.wake()
 
     def reload(self) -> None:
+        self._groups.clear()  # the pacing rules may change
         self.settings = read_settings(self.instance.control_dir)
         self.names = self._names()
         self.locals = self._local_domains()
@@ -336,12 +339,18 @@ class QueueManager:
 
     def _destination_group(self, recipient: str, relay: str) -> str:
         """The pacing rule the recipient's MX host (or domain) matches, `local`, or `other`:
-        few enough groups for a metric's label."""
+        few enough groups for a metric's label. Remembered per domain and host (every
+        delivery asks; a reload forgets)."""
         if relay == "local":
             return "local"
-        host = relay.partition("[")[0] or None
-        rule = self.policy.rules.pacing_for(recipient.rpartition("@")[2].lower(), host)
-        return rule.name if rule is not None else "other"
+        key = (recipient.rpartition("@")[2].lower(), relay.partition("[")[0] or None)
+        group = self._groups.get(key)
+        if group is None:
+            if len(self._groups) >= GROUPS_REMEMBERED:
+                self._groups.clear()
+            rule = self.policy.rules.pacing_for(*key)
+            group = self._groups[key] = rule.name if rule is not None else "other"
+        return group
 
     def _local_domains(self) -> frozenset[str]:
         names = self.names

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sendworx.shared.history import (
+    SUMMARY_QUERY,
     HistoryError,
     HistoryEvent,
     HistoryFilter,
@@ -146,3 +147,7 @@ def test_the_summary_counts_deferrals_and_failures_by_class_and_destination(
         {"domain": "small.example", "deferred": 0, "failed": 1, "top_class": "bad_domain"},
     ]
     assert HistoryReader(path).summarise(since=100) == {"classes": [], "destinations": []}
+    # Read from the failures' covering index alone, never the table nor every event.
+    with sqlite3.connect(path) as db:
+        plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {SUMMARY_QUERY}", (5,)))
+    assert "COVERING INDEX events_failures" in plan, plan

@@ -16,6 +16,8 @@ from support.instance import SendworxHome
 from support.net import free_port, wait_for
 from support.sink import Behaviour, RecordingSink
 
+from sendworx.shared.history import HistoryEvent, HistoryFilter, HistoryReader
+
 
 def _history(home: SendworxHome, *arguments: str) -> Any:
     done = subprocess.run(
@@ -28,6 +30,12 @@ def _history(home: SendworxHome, *arguments: str) -> Any:
 def _events(home: SendworxHome, *arguments: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = _history(home, *arguments)["events"]
     return events
+
+
+def _stored(home: SendworxHome, selection: HistoryFilter) -> list[HistoryEvent]:
+    """A search of the store in this process: what `listEvents` runs, without a command's
+    start-up for each question (the CLI is asked where its own output matters)."""
+    return HistoryReader(home.instance.history_path).search(selection, 1, 500)[0]
 
 
 def _answer(recipient: str) -> str | None:
@@ -46,7 +54,7 @@ def test_every_event_is_recorded_and_found_by_each_filter(home: SendworxHome) ->
         home.inject("ok@far.example", "gone@far.example", sender="a@shop.example")
         home.inject("busy@far.example", sender="b@shop.example")
         home.wait_for_delivery_lines(3)
-        wait_for(lambda: len(_events(home, "--sender", "shop.example")) == 6)
+        wait_for(lambda: len(_stored(home, HistoryFilter(sender="shop.example"))) == 6)
     [queue_id] = {event["queue_id"] for event in _events(home, "--sender", "a@shop.example")}
     story = _history(home, queue_id)["events"]
     kinds = [(event["event"], event["recipient"]) for event in story]
@@ -70,17 +78,17 @@ def test_every_event_is_recorded_and_found_by_each_filter(home: SendworxHome) ->
     bounced = next(event for event in story if event["event"] == "bounced")
     assert bounced["detail"].startswith("bounce report ")  # names the DSN's queue id
     # Each filter finds it; others do not.
-    for arguments in (
-        ("--recipient", "gone@far.example"),
-        ("--recipient", "far.example"),
-        ("--message-id", f"<{accepted['message_id_header']}>"),
-        ("--event", "failed"),
-        ("--class", "invalid_recipient"),
-        ("--sender", "@shop.example"),
+    for selection in (  # the store's searches, as the API and the CLI run them
+        HistoryFilter(recipient="gone@far.example"),
+        HistoryFilter(recipient="far.example"),
+        HistoryFilter(message_id=f"<{accepted['message_id_header']}>"),
+        HistoryFilter(event="failed"),
+        HistoryFilter(bounce_class="invalid_recipient"),
+        HistoryFilter(sender="@shop.example"),
     ):
-        assert queue_id in {event["queue_id"] for event in _events(home, *arguments)}, arguments
-    assert _events(home, "--recipient", "nobody@far.example") == []
-    assert [event["event"] for event in _events(home, "--recipient", "ok@far.example")] == [
+        assert queue_id in {event.queue_id for event in _stored(home, selection)}, selection
+    assert _stored(home, HistoryFilter(recipient="nobody@far.example")) == []
+    assert [e.event for e in _stored(home, HistoryFilter(recipient="ok@far.example"))] == [
         "delivered"
     ]
     # The same events as lines of JSON, for log shippers.
@@ -108,13 +116,13 @@ def test_mail_held_and_deleted_before_any_attempt_was_accepted_first(home: Sendw
         )
         assert held.returncode == 0, held.stderr
         home.inject("x@far.example", sender="spam@shop.example")
-        wait_for(lambda: _events(home, "--event", "held") != [])
+        wait_for(lambda: _stored(home, HistoryFilter(event="held")) != [])
         [queue_id] = {event["queue_id"] for event in _events(home, "--event", "held")}
         deleted = subprocess.run(
             home.command("queue", "delete", queue_id), capture_output=True, timeout=60
         )
         assert deleted.returncode == 0, deleted.stderr
-        wait_for(lambda: len(_history(home, queue_id)["events"]) == 3)
+        wait_for(lambda: len(HistoryReader(home.instance.history_path).timeline(queue_id)) == 3)
         assert sink.received() == []
     story = _history(home, queue_id)["events"]
     assert [event["event"] for event in story] == ["accepted", "held", "deleted"]
@@ -167,7 +175,7 @@ def test_a_store_that_cannot_be_written_never_stops_mail_and_recovers(
         store.unlink()  # the operator moves the damaged file away: recorded again
         home.inject("c@far.example", sender="late@shop.example")
         sink.wait_for_messages(3)
-        wait_for(lambda: len(_events(home, "--sender", "late@shop.example")) == 2)
+        wait_for(lambda: len(_stored(home, HistoryFilter(sender="late@shop.example"))) == 2)
     assert _events(home, "--sender", "early@shop.example") == []
 
 
@@ -186,7 +194,7 @@ def test_a_full_disk_under_the_store_never_stops_mail_and_recovers(home: Sendwor
             home.routes(f":[127.0.0.97]:{sink.port}")
             home.start_engine()
             home.inject("a@far.example", sender="first@shop.example")
-            wait_for(lambda: len(_events(home, "--sender", "first@shop.example")) == 2)
+            wait_for(lambda: len(_stored(home, HistoryFilter(sender="first@shop.example"))) == 2)
             filler = store.parent / "filler"
             with open(filler, "wb") as out:  # the disk fills up
                 try:
@@ -203,7 +211,7 @@ def test_a_full_disk_under_the_store_never_stops_mail_and_recovers(home: Sendwor
             filler.unlink()  # space again: recorded again, with nobody's help
             home.inject("c@far.example", sender="late@shop.example")
             sink.wait_for_messages(7)
-            wait_for(lambda: len(_events(home, "--sender", "late@shop.example")) == 2)
+            wait_for(lambda: len(_stored(home, HistoryFilter(sender="late@shop.example"))) == 2)
     finally:
         home.close()  # the engine lets go of the store before it is unmounted
         subprocess.run(["umount", str(store.parent)], check=True, capture_output=True)
@@ -224,7 +232,7 @@ def test_hostile_searches_get_clear_errors_and_match_nothing(home: SendworxHome)
         home.start_engine()
         home.inject("a@far.example")
         sink.wait_for_messages(1)
-        wait_for(lambda: len(_events(home)) == 2)
+        wait_for(lambda: len(_stored(home, HistoryFilter())) == 2)
     for value in ("%", "*", "a@far.example' OR '1'='1", '"; DROP TABLE events; --'):
         assert _events(home, "--recipient", value) == [], value
     assert len(_events(home)) == 2

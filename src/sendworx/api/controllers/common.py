@@ -62,6 +62,18 @@ def text_parser(limit: int) -> Callable[[object], str]:
     return parse
 
 
+def choice_parser(options: tuple[str, ...], limit: int) -> Callable[[object], str]:
+    """A filter's word: one of `options` in any case, or empty for none."""
+
+    def parse(value: object) -> str:
+        text = text_parser(limit)(value).lower()
+        if text and text not in options:
+            raise ValueError(f"one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
 def bounded_parser(low: int, high: int) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, bool):

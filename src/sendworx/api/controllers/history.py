@@ -23,6 +23,7 @@ from sendworx.api.controllers.common import (
     ANY_STRUCT,
     add_common_actions,
     bounded_parser,
+    choice_parser,
     on_node,
     page_inputs,
     text_parser,
@@ -49,20 +50,6 @@ FILTER_NAMES = (
     "sender", "recipient", "account", "queue_id", "message_id", "event", "class", "since", "until",
 )  # fmt: skip
 LATEST_TIME = 32503680000  # the year 3000: any later `since`/`until` is a mistake
-
-
-def _choice(value: object) -> str:
-    text = text_parser(20)(value).lower()
-    if text and text not in EVENTS:
-        raise ValueError(f"one of {', '.join(EVENTS)}")
-    return text
-
-
-def _class(value: object) -> str:
-    text = text_parser(30)(value).lower()
-    if text and text not in CLASSES:
-        raise ValueError(f"one of {', '.join(CLASSES)}")
-    return text
 
 
 def _queue_id(value: object) -> str:
@@ -161,14 +148,14 @@ def history_controller(instance: Instance, cluster: ClusterManager) -> Controlle
         Input(
             "event",
             InputKind.STRING,
-            _choice,
+            choice_parser(EVENTS, 20),
             ", ".join(EVENTS),
             schema={"enum": ["", *EVENTS]},
         ),
         Input(
             "class",
             InputKind.STRING,
-            _class,
+            choice_parser(CLASSES, 30),
             "why it was deferred or failed: " + ", ".join(CLASSES),
             schema={"enum": ["", *CLASSES]},
         ),

@@ -24,6 +24,7 @@ from sendworx.api.controllers.common import (
     STRING,
     add_common_actions,
     bounded_parser,
+    choice_parser,
     on_node,
     page_inputs,
     text_parser,
@@ -71,13 +72,6 @@ def _addresses(value: object) -> list[str]:
         except ValueError as error:
             raise ValueError(f"{item[:80]!r} {error}") from error
     return list(dict.fromkeys(addresses))
-
-
-def _reason(value: object) -> str:
-    text = text_parser(20)(value).lower()
-    if text and text not in REASONS:
-        raise ValueError(f"one of {', '.join(REASONS)}")
-    return text
 
 
 def _redis_url(instance: Instance) -> str | None:
@@ -147,7 +141,7 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
         Input(
             "reason",
             InputKind.STRING,
-            _reason,
+            choice_parser(REASONS, 20),
             "why it is suppressed: " + ", ".join(REASONS),
             schema={"enum": ["", *REASONS]},
             default=lambda: "",

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS generation (only INTEGER PRIMARY KEY CHECK (only = 0)
 INSERT OR IGNORE INTO generation VALUES (0, 0);
 """
 REASONS = ("hard_bounces", "expired", "operator")
+_ENTRY = "address, since, until, reason, detail, added_by"  # a Suppression's fields, in order
 MAX_PER_PAGE = 500
 MAX_ADDRESS = 254  # RFC 5321's path limit, less its angle brackets
 CSV_COLUMNS = ("address", "since", "until", "reason", "detail", "added_by")
@@ -82,7 +83,7 @@ class SuppressionList(Protocol):
         self, address: str, at: float, reply: str, *, strikes: int, window: float, days: float
     ) -> Suppression | None: ...
 
-    def add(self, entry: Suppression) -> None: ...
+    def add(self, *entries: Suppression) -> None: ...
 
     def remove(self, addresses: list[str]) -> list[str]: ...
 
@@ -145,7 +146,8 @@ class SuppressionStore:
             if write:
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             elif not self.path.exists():
-                yield sqlite3.connect(":memory:")  # nothing suppressed yet
+                with contextlib.closing(sqlite3.connect(":memory:")) as empty:
+                    yield empty  # nothing suppressed yet: its questions find no table
                 return
             db = sqlite3.connect(self.path, isolation_level=None)
         except (sqlite3.Error, OSError) as error:
@@ -188,8 +190,7 @@ class SuppressionStore:
         with self._connection(write=False) as db:
             try:
                 rows = db.execute(
-                    "SELECT address, since, until, reason, detail, added_by FROM suppressed "
-                    "WHERE until > ?",
+                    f"SELECT {_ENTRY} FROM suppressed WHERE until > ?",
                     (now,),
                 ).fetchall()
                 struck = {row[0] for row in db.execute("SELECT DISTINCT address FROM strikes")}
@@ -204,16 +205,12 @@ class SuppressionStore:
         `window` seconds (its strikes are then forgotten), or None."""
         with self._connection(write=True) as db:
             db.execute("INSERT INTO strikes VALUES (?, ?, ?)", (address, at, reply))
-            count = db.execute(
-                "SELECT count(*) FROM strikes WHERE address = ? AND at > ?",
+            count, first = db.execute(
+                "SELECT count(*), min(at) FROM strikes WHERE address = ? AND at > ?",
                 (address, at - window),
-            ).fetchone()[0]
+            ).fetchone()
             if count < strikes:
                 return None
-            first = db.execute(
-                "SELECT min(at) FROM strikes WHERE address = ? AND at > ?",
-                (address, at - window),
-            ).fetchone()[0]
             entry = Suppression(
                 address,
                 at,
@@ -226,11 +223,13 @@ class SuppressionStore:
             db.execute("DELETE FROM strikes WHERE address = ?", (address,))
         return entry
 
-    def add(self, entry: Suppression) -> None:
-        """In force from `entry.since` to `entry.until`, replacing what was there."""
+    def add(self, *entries: Suppression) -> None:
+        """Each in force from its `since` to its `until`, replacing what was there (one
+        transaction)."""
         with self._connection(write=True) as db:
-            self._put(db, entry)
-            db.execute("DELETE FROM strikes WHERE address = ?", (entry.address,))
+            for entry in entries:
+                self._put(db, entry)
+                db.execute("DELETE FROM strikes WHERE address = ?", (entry.address,))
 
     @staticmethod
     def _put(db: sqlite3.Connection, entry: Suppression) -> None:
@@ -290,7 +289,7 @@ class SuppressionStore:
                 total = db.execute(f"SELECT count(*) FROM suppressed WHERE {where}", values)
                 count = int(total.fetchone()[0])
                 rows = db.execute(
-                    "SELECT address, since, until, reason, detail, added_by FROM suppressed "
+                    f"SELECT {_ENTRY} FROM suppressed "
                     f"WHERE {where} ORDER BY since DESC, address LIMIT ? OFFSET ?",
                     [*values, per_page, (max(page, 1) - 1) * per_page],
                 ).fetchall()
@@ -303,8 +302,7 @@ class SuppressionStore:
         with self._connection(write=False) as db:
             try:
                 rows = db.execute(
-                    "SELECT address, since, until, reason, detail, added_by FROM suppressed "
-                    "WHERE until > ? ORDER BY address",
+                    f"SELECT {_ENTRY} FROM suppressed WHERE until > ? ORDER BY address",
                     (now,),
                 ).fetchall()
             except sqlite3.OperationalError:

@@ -79,14 +79,15 @@ class RedisSuppressionStore:
         except RedisError as error:
             raise SuppressionError(f"the shared suppression list ({self.url}): {error}") from error
 
-    def _put(self, entry: Suppression) -> None:
-        value = json.dumps(
-            [entry.since, entry.until, entry.reason, entry.detail, entry.added_by],
-            ensure_ascii=False,
-        )
+    def _put(self, *entries: Suppression) -> None:
         pipe = self._redis.pipeline()
-        pipe.hset(LIST_KEY, entry.address, value)
-        pipe.delete(STRIKES_PREFIX + entry.address)
+        for entry in entries:
+            value = json.dumps(
+                [entry.since, entry.until, entry.reason, entry.detail, entry.added_by],
+                ensure_ascii=False,
+            )
+            pipe.hset(LIST_KEY, entry.address, value)
+            pipe.delete(STRIKES_PREFIX + entry.address)
         pipe.incr(GENERATION_KEY)
         self._ask(pipe.execute)
 
@@ -116,8 +117,8 @@ class RedisSuppressionStore:
         self._put(entry)
         return entry
 
-    def add(self, entry: Suppression) -> None:
-        self._put(entry)
+    def add(self, *entries: Suppression) -> None:
+        self._put(*entries)
 
     def remove(self, addresses: list[str]) -> list[str]:
         pipe = self._redis.pipeline()

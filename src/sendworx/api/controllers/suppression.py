@@ -107,11 +107,8 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
         until = now + values["days"] * 86400
         note, who = values["note"], caller.email or "operator"
 
-        def put(store: SuppressionList) -> None:
-            for address in values["address"]:
-                store.add(Suppression(address, now, until, "operator", note, who))
-
-        await use(put)
+        entries = [Suppression(a, now, until, "operator", note, who) for a in values["address"]]
+        await use(lambda store: store.add(*entries))
         return {"added": values["address"], "until": until}
 
     async def remove(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:

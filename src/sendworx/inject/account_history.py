@@ -18,7 +18,6 @@ from sendworx.shared.bounce_classes import CLASSES
 from sendworx.shared.history import (
     EVENTS,
     MAX_PER_PAGE,
-    HistoryError,
     HistoryFilter,
     HistoryReader,
 )
@@ -76,6 +75,3 @@ def account_history(reader: HistoryReader, account: str | None, arguments: list[
     found, more = reader.search(selection, asked.page, asked.per_page)
     page = [event.to_document() for event in found]
     return json.dumps({"events": page, "page": asked.page, "more": int(more)})
-
-
-__all__ = ["PROGRAM", "HistoryError", "HistoryRefused", "account_history"]

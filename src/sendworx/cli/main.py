@@ -17,6 +17,7 @@ from sendworx.cli import (
     holds_command,
     queue_arguments,
     suppression_command,
+    webhooks_command,
 )
 from sendworx.cli.privileges import become
 from sendworx.shared.config import ConfigError
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("send", help="run the delivery engine in the foreground")
     commands.add_parser("smtpd", help="run the SMTP submission listener in the foreground")
     commands.add_parser("submitd", help="run the local submission daemon (sendmail, mailq)")
+    commands.add_parser("webhookd", help="run the webhook sender in the foreground")
     commands.add_parser("mailq", help="list the mail queue (an account sees its own mail)")
     commands.add_parser("newaliases", help="check the aliases file (root)")
     sendmail = commands.add_parser(
@@ -78,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     suppression_command.add_arguments(
         commands.add_parser("suppression", help="addresses not attempted: list, add, remove...")
+    )
+    webhooks_command.add_arguments(
+        commands.add_parser("webhooks", help="signed event posts: endpoints, attempts, tests")
     )
     mailbox = commands.add_parser("mailbox", help="read mail for this host itself")
     mailbox.add_argument("mailbox", nargs="?", help="a local user (root is postmaster)")
@@ -159,11 +164,15 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
     # address, the audit trail), control files, queue files, keys. (sendmail keeps the
     # caller's umask: it may run as another account that shares the queue through a group.)
     os.umask(0o077)
-    if command in ("panel", "send", "smtpd"):
+    if command in ("panel", "send", "smtpd", "webhookd"):
         from sendworx.cli import processes
 
         instance.ensure()
-        run = {"panel": processes.run_panel, "send": processes.run_engine}
+        run = {
+            "panel": processes.run_panel,
+            "send": processes.run_engine,
+            "webhookd": processes.run_webhookd,
+        }
         return run.get(command, processes.run_smtpd)(instance)
     if command in ("run", "serve"):
         from sendworx.cli import supervisor
@@ -188,6 +197,8 @@ def _dispatch(arguments: argparse.Namespace, instance: Instance) -> int:
         return history_command.run(arguments, instance)
     if command == "suppression":
         return suppression_command.run(arguments, instance)
+    if command == "webhooks":
+        return webhooks_command.run(arguments, instance)
     if command == "mailbox":
         from sendworx.cli import mailbox_command
 

@@ -161,3 +161,18 @@ def run_submitd(instance: Instance) -> int:
         run_loop(submitd.serve(service, listener, reload, ready))
 
     return _in_foreground(instance, "submitd", instance.submitd_pid_file, main)
+
+
+def run_webhookd(instance: Instance) -> int:
+    from sendworx.shared.webhooks import WebhookStore
+    from sendworx.webhooks import sender
+
+    def main(pid_file: PidFile) -> None:
+        store = WebhookStore(instance.webhooks_path)
+        try:
+            config, trigger = instance.config.webhooks, instance.webhooks_trigger_socket
+            run_loop(sender.serve(store, config, trigger))
+        finally:
+            store.close()
+
+    return _in_foreground(instance, "webhookd", instance.webhookd_pid_file, main)

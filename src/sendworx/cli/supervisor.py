@@ -1,8 +1,8 @@
 """The whole service as one process tree: `sendworx run` in the foreground for `make run`, and
 `sendworx serve`, the main process of the installed `sendworx.service`.
 
-It runs the panel and the SMTP listener (and, for the developer's instance, the local
-submission daemon, which systemd runs on its own socket when installed) as children, and
+It runs the panel, the SMTP listener, the webhook sender (and, for the developer's instance,
+the local submission daemon, which systemd runs on its own socket when installed) as children, and
 owns the Outbound Mail engine: it starts it unless the last word on it was "stop" (that word
 survives restarts and reboots), starts it again if it dies while wanted, and is who the
 panel and the command line ask to start or stop it when installed (`run/service.sock`), so
@@ -42,7 +42,9 @@ RESTART_BACKOFF_SECONDS = (1.0, 5.0, 30.0)
 
 
 def children_of(instance: Instance) -> tuple[str, ...]:
-    return ("smtpd", "panel") if instance.system else ("smtpd", "panel", "submitd")
+    if instance.system:
+        return ("smtpd", "panel", "webhookd")
+    return ("smtpd", "panel", "submitd", "webhookd")
 
 
 def _spawn(instance: Instance, command: str) -> subprocess.Popen[bytes]:
@@ -132,6 +134,7 @@ class Supervisor:
             "panel": self.instance.panel_pid_file,
             "smtpd": self.instance.smtpd_pid_file,
             "submitd": self.instance.submitd_pid_file,
+            "webhookd": self.instance.webhookd_pid_file,
         }
         while not self._stopping.is_set():
             if any(child.poll() is not None for child in self.children.values()):

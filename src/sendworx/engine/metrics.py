@@ -60,6 +60,11 @@ class EngineMetrics:
             "Delivery history events not written (the store unwritable, or too many waiting)",
             registry=self.registry,
         )
+        self.webhook_dropped = Counter(
+            "sendworx_webhook_dropped_events",
+            "Webhook events not queued (the store unwritable, or too many waiting)",
+            registry=self.registry,
+        )
         self.bounce_classes = Counter(
             "sendworx_bounce_classes",
             "Deferrals and failures per recipient, by class (shared/bounce_classes.py)",

@@ -69,6 +69,7 @@ from sendworx.engine.resolver import DestinationResolver
 from sendworx.engine.sending_policy import SendingPolicy
 from sendworx.engine.smtp_client import opportunistic_tls_context
 from sendworx.engine.suppression import Suppressions
+from sendworx.engine.webhook_outbox import WebhookOutbox
 from sendworx.shared import unix_sockets
 from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.config import ConfigError
@@ -151,6 +152,18 @@ class QueueManager:
                 else None,
             )
             self.outcomes.listeners.append(self.history.listen)
+        self.webhooks: WebhookOutbox | None = None
+        if self.config.webhooks.enabled:
+            self.webhooks = WebhookOutbox(
+                instance.webhooks_path,
+                node=lambda: instance.node_id,
+                wake=instance.webhooks_trigger_socket,
+                flush_seconds=self.config.webhooks.flush_seconds,
+                classifier=classifier,
+                dropped=self.metrics.webhook_dropped,
+                clock=clock,
+            )
+            self.outcomes.listeners.append(self.webhooks.listen)
         self.suppressions: Suppressions | None = None
         if self.config.suppression.enabled:
             self.suppressions = Suppressions(
@@ -215,6 +228,8 @@ class QueueManager:
             await asyncio.to_thread(self.suppressions.load)
         if self.history is not None:
             self.history.start()
+        if self.webhooks is not None:
+            await asyncio.to_thread(self.webhooks.start)
         trigger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         unix_sockets.bind(trigger, self.instance.queue_trigger_socket)
         trigger.setblocking(False)
@@ -266,6 +281,8 @@ class QueueManager:
             self._recorders = None
             if self.history is not None:
                 await asyncio.to_thread(self.history.close)  # what is pending is written
+            if self.webhooks is not None:
+                await asyncio.to_thread(self.webhooks.close)  # what is pending is queued
             if self.suppressions is not None:
                 await self.suppressions.flush()
             if self.policy.shared is not None:

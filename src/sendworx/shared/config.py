@@ -255,6 +255,69 @@ class SuppressionConfig(_Section):
     days: float = Field(default=30.0, gt=0, le=3650, description="how long a suppression lasts")
 
 
+class WebhooksConfig(_Section):
+    enabled: bool = Field(
+        default=True, description="queue events for the webhook endpoints (none: costs nothing)"
+    )
+    flush_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="how often the engine queues its events for the sender: at most this much"
+        " is lost to a kill -9 of the engine",
+    )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="networks webhooks may reach though not public (loopback, private,"
+        ' link-local...), e.g. ["10.1.2.0/24"]; empty: public addresses only',
+    )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="one request, connecting to the last byte read"
+    )
+    connections_per_endpoint: int = Field(
+        default=4, ge=1, le=64, description="requests in flight to one endpoint at once"
+    )
+    max_age_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 30,
+        description="an event not delivered after this long is given up (dead-lettered)",
+    )
+    retry_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="the first retry's delay; each next doubles"
+    )
+    max_retry_seconds: float = Field(
+        default=3600.0, gt=0, le=86400, description="the longest delay between two retries"
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, le=1000, description="failures in a row that pause an endpoint"
+    )
+    breaker_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="an endpoint's first pause; each next doubles, up to max_retry_seconds;"
+        " then one request probes it",
+    )
+    reply_bytes: int = Field(
+        default=65536, ge=1024, le=1 << 24, description="at most this much of a reply is read"
+    )
+    tls_verify: bool = Field(default=True, description="verify https receivers' certificates")
+    ca_file: Path | None = Field(
+        default=None, description="certificates to trust besides the system's (PEM)"
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as error:
+                raise ValueError(f"{network!r} is not a network: {error}") from error
+        return networks
+
+
 class InstanceConfig(_Section):
     helo_name: str = Field(
         default_factory=socket.getfqdn,
@@ -273,6 +336,7 @@ class InstanceConfig(_Section):
     dkim: DkimConfig = Field(default_factory=DkimConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     @field_validator("helo_name")
     @classmethod

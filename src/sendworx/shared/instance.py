@@ -192,6 +192,17 @@ class Instance:
         return self.home / "suppression" / "suppression.sqlite3"
 
     @property
+    def webhooks_path(self) -> Path:
+        """Webhook endpoints, their outbound queue and attempts (`webhooks.py`): the API
+        writes endpoints, the engine queues events, `webhookd` sends them."""
+        return self.home / "webhooks" / "webhooks.sqlite3"
+
+    @property
+    def webhooks_trigger_socket(self) -> Path:
+        """Where `webhookd` hears that events were queued for it."""
+        return self.run_dir / "webhooks.sock"
+
+    @property
     def panel_dir(self) -> Path:
         """Users, keys and TLS material: readable by the instance owner only."""
         return self.home / "panel"
@@ -229,6 +240,10 @@ class Instance:
     @property
     def submitd_pid_file(self) -> Path:
         return self.run_dir / "submitd.pid"
+
+    @property
+    def webhookd_pid_file(self) -> Path:
+        return self.run_dir / "webhookd.pid"
 
     @cached_property
     def config(self) -> InstanceConfig:

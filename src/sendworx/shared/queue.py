@@ -37,7 +37,7 @@ from sendworx.shared.queue_format import (
     Envelope,
     decode_message,
     encode_message,
-    header_message_id,
+    header_notes,
     is_message_id,
     message_content,
     new_message_id,
@@ -130,8 +130,10 @@ class Queue:
         at the door; never again on a retry."""
         if self.signer is not None:
             envelope, content = self.signer(envelope, content)
-        noted = header_message_id(content)
-        envelope = replace(envelope, size=len(content), message_id_header=noted)
+        message_id, subject = header_notes(content)
+        envelope = replace(
+            envelope, size=len(content), message_id_header=message_id, subject=subject
+        )
         return encode_message(envelope, content)
 
     def inject_batch(self, items: list[tuple[str, bytes]]) -> list[QueueWriteError | None]:

@@ -6,11 +6,13 @@ A queue file is a `sendworx-queue 1` line, the envelope as one JSON line, then t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
+from email.header import decode_header, make_header
 from enum import StrEnum
 
 MAGIC = b"sendworx-queue 1\n"
@@ -75,6 +77,8 @@ class Envelope:
     # the angle brackets), for the delivery history. 0 and "" in older files.
     size: int = 0
     message_id_header: str = ""
+    # The Subject header, decoded and cut to SUBJECT_CHARS, for webhooks. "" in older files.
+    subject: str = ""
 
     @property
     def origin_name(self) -> str:
@@ -103,6 +107,8 @@ class Envelope:
             document["size"] = self.size
         if self.message_id_header:
             document["mid"] = self.message_id_header
+        if self.subject:
+            document["subj"] = self.subject
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -117,6 +123,7 @@ class Envelope:
             dkim_refused=_text_or_none(document.get("dkim_refused")),
             size=_count(document.get("size")),
             message_id_header=_text_or_none(document.get("mid")) or "",
+            subject=_text_or_none(document.get("subj")) or "",
         )
 
 
@@ -129,20 +136,38 @@ def _count(value: object) -> int:
 
 
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*<?([^\r\n<>]{1,250})>?[ \t]*\r?$", re.I | re.M)
+# The Subject with its folded lines (a continuation starts with a space or a tab).
+_SUBJECT = re.compile(rb"^subject:[ \t]*((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)", re.I | re.M)
 HEAD_SCAN_BYTES = 65536
+SUBJECT_CHARS = 250
 
 
-def header_message_id(content: bytes) -> str:
-    """The Message-ID header's value without its brackets, or "": looked for in the head only
-    (up to the first blank line, within the first 64 KB)."""
+def header_notes(content: bytes) -> tuple[str, str]:
+    """The Message-ID header's value without its brackets, and the Subject decoded (RFC 2047)
+    and cut to SUBJECT_CHARS; "" each when missing. Looked for in the head only (up to the
+    first blank line, within the first 64 KB)."""
     head = content[:HEAD_SCAN_BYTES]
     for blank in (b"\r\n\r\n", b"\n\n"):
         end = head.find(blank)
         if end >= 0:
             head = head[:end]
             break
-    found = _MESSAGE_ID.search(b"\n" + head if not head.startswith(b"\n") else head)
-    return found.group(1).strip().decode("utf-8", "replace") if found else ""
+    if not head.startswith(b"\n"):
+        head = b"\n" + head
+    found = _MESSAGE_ID.search(head)
+    message_id = found.group(1).strip().decode("utf-8", "replace") if found else ""
+    subject = _SUBJECT.search(head)
+    return message_id, _decoded_subject(subject.group(1)) if subject else ""
+
+
+def _decoded_subject(raw: bytes) -> str:
+    text = re.sub(r"\r?\n[ \t]+", " ", raw.decode("utf-8", "replace")).strip()
+    if "=?" in text:
+        # An encoded word that does not decode is kept as written.
+        with contextlib.suppress(ValueError, LookupError, UnicodeError):
+            text = str(make_header(decode_header(text)))
+    text = "".join(char if char.isprintable() else " " for char in text)
+    return text[:SUBJECT_CHARS]
 
 
 @dataclass(frozen=True, slots=True)

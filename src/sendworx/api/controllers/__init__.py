@@ -20,6 +20,7 @@ from sendworx.api.controllers.policy import policy_controller
 from sendworx.api.controllers.queue import queue_controller
 from sendworx.api.controllers.suppression import suppression_controller
 from sendworx.api.controllers.users import users_controller
+from sendworx.api.controllers.webhooks import webhooks_controller
 from sendworx.api.registry import Caller, Registry
 from sendworx.api.users import UserStore
 from sendworx.backends import MailBackend
@@ -68,6 +69,8 @@ def build_registry(
     registry.register(domainkeys_controller(instance))
     registry.register(history_controller(instance, cluster))
     registry.register(suppression_controller(instance, cluster))
+    registry.register(webhooks_controller(instance, cluster))
+    registry.register(webhooks_controller(instance, None, siteworx=True))
     registry.register(users_controller(authenticator.users))
     registry.register(cluster_nodes_controller(cluster, local_status))
     return registry

@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from sendworx.engine.events import Fate, FateEvent
 from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.unix_sockets import send_datagram
-from sendworx.shared.webhook_events import WebhookEvent
+from sendworx.shared.webhook_events import EventIds, WebhookEvent, new_event_id
 from sendworx.shared.webhooks import Endpoint, NewDelivery, WebhookStore, WebhookStoreError
 
 log = logging.getLogger("sendworx.webhooks")
@@ -53,7 +53,9 @@ _EVENT_OF = {
 }
 
 
-def webhook_event(event: FateEvent, name: str, node: str) -> WebhookEvent:
+def webhook_event(
+    event: FateEvent, name: str, node: str, event_id: str | None = None
+) -> WebhookEvent:
     envelope = event.envelope
     origin = envelope.origin if envelope is not None else None
     return WebhookEvent(
@@ -61,6 +63,7 @@ def webhook_event(event: FateEvent, name: str, node: str) -> WebhookEvent:
         at=event.at,
         node=node,
         queue_id=event.message_id,
+        event_id=event_id or new_event_id(),
         message_id=envelope.message_id_header if envelope else "",
         sender=envelope.sender if envelope else "",
         recipients=envelope.recipients if envelope else (),
@@ -108,6 +111,7 @@ class WebhookOutbox:
         self._endpoints_read_at = -ENDPOINTS_EVERY_SECONDS
         self._endpoints_version = -1
         self._pending: list[FateEvent] = []
+        self._event_ids = EventIds()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -174,11 +178,12 @@ class WebhookOutbox:
             return
         node, now = self._node(), self._clock()
         rows = []
+        messages: dict[int, str] = {}  # an envelope's `message` object, by the envelope
         for fate_event in batch:
             name = event_name(fate_event)
             if name is None:
                 continue
-            event = webhook_event(fate_event, name, node)
+            event = webhook_event(fate_event, name, node, self._event_ids())
             account, domain = event.account, event.sender_domain
             wanting = [e.id for e in self._endpoints if e.wants(name, account, domain)]
             if not wanting:
@@ -186,7 +191,11 @@ class WebhookOutbox:
             if name in CLASSIFIED:
                 found = self._classifier.classify(event.status, event.reply)
                 event = replace(event, bounce_class=found)
-            body = event.to_json()
+            key = id(fate_event.envelope)
+            message = messages.get(key)
+            if message is None:
+                message = messages[key] = event.message_json()
+            body = event.to_json(message)
             rows += [
                 NewDelivery(endpoint, event.event_id, name, event.queue_id, body, now)
                 for endpoint in wanting

@@ -302,6 +302,12 @@ class WebhooksConfig(_Section):
     reply_bytes: int = Field(
         default=65536, ge=1024, le=1 << 24, description="at most this much of a reply is read"
     )
+    priority: Literal["idle", "low", "normal"] = Field(
+        default="idle",
+        description="the sender's CPU priority: idle (only CPU that mail leaves unused:"
+        " SCHED_IDLE), low (nice 10) or normal; on a busy server mail goes first and the"
+        " events, queued, catch up",
+    )
     tls_verify: bool = Field(default=True, description="verify https receivers' certificates")
     ca_file: Path | None = Field(
         default=None, description="certificates to trust besides the system's (PEM)"

@@ -423,14 +423,13 @@ class WebhookStore:
 
     # -- the outbound queue ------------------------------------------------------------------
 
-    def enqueue(self, deliveries: Sequence[NewDelivery], *, due: float | None = None) -> list[int]:
-        """Each delivery, due at once (or at `due`); their ids."""
-        ids = []
+    def enqueue(self, deliveries: Sequence[NewDelivery], *, due: float | None = None) -> None:
+        """Each delivery, due at once (or at `due`), in one transaction."""
         with self._transaction() as db:
-            for item in deliveries:
-                cursor = db.execute(
-                    "INSERT INTO deliveries (endpoint, event_id, event, queue_id, body, created, "
-                    "due) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.executemany(
+                "INSERT INTO deliveries (endpoint, event_id, event, queue_id, body, created, due) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
                     (
                         item.endpoint,
                         item.event_id,
@@ -439,29 +438,42 @@ class WebhookStore:
                         item.body,
                         item.created,
                         item.created if due is None else due,
-                    ),
-                )
-                ids.append(int(cursor.lastrowid or 0))
-        return ids
+                    )
+                    for item in deliveries
+                ],
+            )
 
     def free_leases(self) -> int:
         """A sender starting: whatever a previous one held is due again."""
         with self._transaction() as db:
             return db.execute("UPDATE deliveries SET leased = 0 WHERE leased = 1").rowcount
 
-    def lease(self, endpoint_id: int, now: float, limit: int) -> list[Delivery]:
-        """Up to `limit` of the endpoint's due deliveries, oldest due first, leased."""
+    def lease(
+        self, endpoint_id: int, now: float, limit: int
+    ) -> tuple[Endpoint | None, list[Delivery]]:
+        """The endpoint as it is now (a secret rotated a moment ago signs this batch) and up
+        to `limit` of its due deliveries, oldest due first, leased; nothing while it is
+        disabled or gone."""
         with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {_ENDPOINT} FROM endpoints WHERE id = ?", (endpoint_id,)
+            ).fetchone()
+            endpoint = Endpoint.from_row(row) if row else None
+            if endpoint is None or not endpoint.enabled:
+                return endpoint, []
             rows = db.execute(
                 f"SELECT {_DELIVERY} FROM deliveries INDEXED BY deliveries_due "
                 "WHERE endpoint = ? AND state = 'pending' AND leased = 0 AND due <= ? "
                 "ORDER BY due, id LIMIT ?",
                 (endpoint_id, now, limit),
             ).fetchall()
-            db.executemany(
-                "UPDATE deliveries SET leased = 1 WHERE id = ?", [(row[0],) for row in rows]
-            )
-        return [Delivery(*row) for row in rows]
+            if rows:
+                marks = ",".join("?" * len(rows))
+                db.execute(
+                    f"UPDATE deliveries SET leased = 1 WHERE id IN ({marks})",
+                    [row[0] for row in rows],
+                )
+        return endpoint, [Delivery(*row) for row in rows]
 
     def next_due(self, endpoint_id: int) -> float | None:
         with self._transaction(write=False) as db:
@@ -474,13 +486,19 @@ class WebhookStore:
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
         """What became of each attempt, in one transaction."""
+        done = [item.delivery.id for item in settlements if item.outcome == "done"]
         with self._transaction() as db:
+            for start in range(0, len(done), 500):
+                part = done[start : start + 500]
+                db.execute(
+                    f"DELETE FROM deliveries WHERE id IN ({','.join('?' * len(part))})", part
+                )
             for item in settlements:
                 delivery = item.delivery
                 result = f"{item.status} {item.reply}" if item.status else item.reply
                 if item.outcome == "done":
-                    db.execute("DELETE FROM deliveries WHERE id = ?", (delivery.id,))
-                elif item.outcome == "retry":
+                    continue
+                if item.outcome == "retry":
                     db.execute(
                         "UPDATE deliveries SET leased = 0, attempts = attempts + 1, due = ?, "
                         "last_at = ?, last_result = ? WHERE id = ?",

@@ -35,6 +35,7 @@ class Health:
     failures: int = 0  # in a row
     paused_until: float = 0.0
     pauses: int = 0  # in a row
+    gone: bool = False  # it answered 410: nothing more is sent until it is enabled again
 
     def paused(self, now: float) -> bool:
         return now < self.paused_until

@@ -2,16 +2,16 @@
 against others:
 
 - where: the URL's host, if an address, and every address its name resolves to, must be
-  allowed (shared/network_guard.py); the connection goes to an address judged so;
+  allowed (shared/network_guard.py); the connection goes to an address judged so (a name's
+  answer is kept a minute, then asked again and judged again);
 - how long: `webhooks.timeout_seconds` from connecting to the reply's last byte read;
-- how much: the reply's headers within aiohttp's line and field limits, its body read up to
-  `webhooks.reply_bytes` (the connection is dropped rather than read further);
+- how much: the reply's headers up to 16 KiB, its body read up to `webhooks.reply_bytes`
+  (past that the connection is dropped, not read on);
 - never followed: a redirect is an answer like any other non-2xx (a failure);
-- TLS: certificates verified (against the system's and `webhooks.ca_file`), unless
-  `webhooks.tls_verify` is false; no proxy from the environment, no cookies kept.
+- TLS: certificates verified (against the system's and `webhooks.ca_file`) for the URL's
+  host name, unless `webhooks.tls_verify` is false; no proxy, no cookies, no compression.
 
-aiohttp does the HTTP (keep-alive connections per endpoint, up to
-`webhooks.connections_per_endpoint`); this module decides what it may do.
+A `Lane` is one worker's keep-alive connection to one endpoint (http_client.py).
 """
 
 from __future__ import annotations
@@ -22,18 +22,15 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
+from urllib.parse import urlsplit
 
 from sendworx import __version__
 from sendworx.shared.config import WebhooksConfig
-from sendworx.shared.network_guard import AddressGuard, RefusedAddress
+from sendworx.shared.network_guard import AddressGuard, RefusedAddress, Target
+from sendworx.webhooks.http_client import Connection, ReplyError
 
-REPLY_KEPT_CHARS = 1000
 USER_AGENT = f"sendworx-webhooks/{__version__}"
+RESOLVED_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,74 +40,95 @@ class Answer:
     milliseconds: float
 
 
-class GuardedResolver(AbstractResolver):
-    """Resolves as the system does, then refuses the whole name if any of its addresses is
-    not allowed: the connection is only ever made to addresses returned from here."""
-
-    def __init__(self, guard: AddressGuard) -> None:
-        self._guard = guard
-        self._resolver = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._resolver.resolve(host, port, family)
-        for result in found:
-            why = self._guard.refusal(ipaddress.ip_address(result["host"]))
-            if why is not None:
-                raise RefusedAddress(f"{host} resolves to {why}")
-        return found
-
-    async def close(self) -> None:
-        await self._resolver.close()
-
-
 def tls_context(config: WebhooksConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context()
     if not config.tls_verify:
-        context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        return context
-    context = ssl.create_default_context()
-    if config.ca_file is not None:
+    elif config.ca_file is not None:
         context.load_verify_locations(cafile=str(config.ca_file))
     return context
 
 
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else " " for char in text).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class _Url:
+    target: Target
+    head: bytes  # the request line and the Host header
+
+
 class Poster:
+    """What every lane shares: the rules, TLS, checked URLs and judged name answers."""
+
     def __init__(self, config: WebhooksConfig, guard: AddressGuard) -> None:
         self.config = config
         self.guard = guard
-        self._session: aiohttp.ClientSession | None = None
+        self.tls = tls_context(config)
+        self._urls: dict[str, _Url] = {}
+        self._resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            config = self.config
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.guard),
-                limit=0,
-                limit_per_host=config.connections_per_endpoint,
-                ssl=tls_context(config),
-                ttl_dns_cache=60,
-                keepalive_timeout=30,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)
-                ),
-                auto_decompress=False,
-                trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                raise_for_status=False,
-                skip_auto_headers=("Accept-Encoding",),
-            )
-        return self._session
+    def url(self, url: str) -> _Url:
+        known = self._urls.get(url)
+        if known is None:
+            target = self.guard.check_url(url)
+            parts = urlsplit(url)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            host = target.host.encode("idna").decode() if not target.literal else target.host
+            if target.literal is not None and target.literal.version == 6:
+                host = f"[{host}]"
+            default = 443 if target.scheme == "https" else 80
+            authority = host if target.port == default else f"{host}:{target.port}"
+            head = f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n".encode()
+            known = _Url(target, head)
+            if len(self._urls) > 1000:
+                self._urls.clear()
+            self._urls[url] = known
+        return known
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    async def addresses(self, target: Target) -> list[str]:
+        """Where to connect: judged addresses of the host (RefusedAddress if any is not
+        allowed)."""
+        if target.literal is not None:
+            return [str(target.literal)]
+        key = (target.host, target.port)
+        now = time.monotonic()
+        known = self._resolved.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise ReplyError(f"{target.host} does not resolve: {error.strerror}") from error
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        for address in addresses:
+            why = self.guard.refusal(ipaddress.ip_address(address))
+            if why is not None:
+                raise RefusedAddress(
+                    f"{target.host} resolves to {why}; webhooks.allow_networks can allow it"
+                )
+        self._resolved[key] = (now + RESOLVED_SECONDS, addresses)
+        return addresses
+
+    def lane(self) -> Lane:
+        return Lane(self)
+
+
+class Lane:
+    """One worker's connection to an endpoint, kept between requests."""
+
+    def __init__(self, poster: Poster) -> None:
+        self.poster = poster
+        self._connection: Connection | None = None
+        self._url = ""
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         started = time.monotonic()
@@ -118,50 +136,90 @@ class Poster:
         def answer(status: int, reply: str) -> Answer:
             return Answer(status, reply, (time.monotonic() - started) * 1000)
 
+        config = self.poster.config
+        # A timer of our own rather than asyncio.timeout's context (this runs for every
+        # event): when it fires it cancels the request, and that cancellation alone is
+        # taken back and answered as a timeout; any other (a stop) goes on.
+        task = asyncio.current_task()
+        assert task is not None
+        fired: list[bool] = []
+
+        def expire() -> None:
+            fired.append(True)
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(config.timeout_seconds, expire)
         try:
-            self.guard.check_url(url)
-            session = self._open()
-            sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
-            async with session.post(url, data=body, headers=sent, allow_redirects=False) as reply:
-                text = await self._read(reply)
-                if 300 <= reply.status < 400:
-                    where = reply.headers.get("Location", "")[:300]
-                    return answer(reply.status, f"redirect to {where!r} not followed")
-                return answer(reply.status, text)
+            try:
+                status, text = await self._post(url, body, headers)
+            finally:
+                timer.cancel()
+            return answer(status, text)
+        except asyncio.CancelledError:
+            if not fired or task.uncancel() > 0:
+                raise
+            self.close()
+            return answer(0, f"no answer within {config.timeout_seconds:g}s")
         except RefusedAddress as error:
+            self.close()
             return answer(0, f"refused: {error}")
-        except TimeoutError:
-            return answer(0, f"no answer within {self.config.timeout_seconds:g}s")
-        except aiohttp.ClientConnectorCertificateError as error:
-            return answer(0, f"TLS certificate not trusted: {error.certificate_error}")
-        except aiohttp.ClientError as error:
-            return answer(0, _described(error))
-        except (OSError, ssl.SSLError, ValueError) as error:
-            return answer(0, f"{type(error).__name__}: {error}")
+        except ssl.SSLCertVerificationError as error:
+            self.close()
+            return answer(0, f"TLS certificate not trusted: {error.verify_message}")
+        except ReplyError as error:
+            self.close()
+            return answer(0, str(error))
+        except (OSError, ssl.SSLError) as error:
+            self.close()
+            return answer(0, _printable(f"{type(error).__name__}: {error}")[:300])
 
-    async def _read(self, reply: aiohttp.ClientResponse) -> str:
-        """The body's start, reading at most `reply_bytes`; past that the connection is
-        dropped, not read on."""
-        cap, kept, total = self.config.reply_bytes, bytearray(), 0
-        while total < cap:
-            chunk = await reply.content.readany()
-            if not chunk:
-                break
-            total += len(chunk)
-            if len(kept) < REPLY_KEPT_CHARS:
-                kept += chunk[: REPLY_KEPT_CHARS - len(kept)]
-        if total >= cap and not reply.content.at_eof():
-            reply.close()  # a reply too long for us: this connection is not reused
-        return _printable(bytes(kept).decode("utf-8", "replace"))
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        poster = self.poster
+        checked = poster.url(url)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        request = b"".join(
+            (
+                checked.head,
+                f"User-Agent: {USER_AGENT}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{extra}\r\n".encode(),
+                body,
+            )
+        )
+        now = time.monotonic()
+        reused = self._connection is not None and self._url == url and self._connection.usable(now)
+        if not reused:
+            await self._connect(url, checked.target)
+        assert self._connection is not None
+        try:
+            reply = await self._connection.request(request)
+        except ReplyError:
+            if not reused or self._connection.got_bytes:
+                raise
+            # The receiver had closed the kept connection: once more, on a new one.
+            await self._connect(url, checked.target)
+            reply = await self._connection.request(request)
+        if 300 <= reply.status < 400:
+            return reply.status, f"redirect to {reply.location!r} not followed"
+        return reply.status, _printable(bytes(reply.body).decode("utf-8", "replace"))
 
-
-def _printable(text: str) -> str:
-    return "".join(char if char.isprintable() else " " for char in text).strip()
-
-
-def _described(error: Any) -> str:
-    text = str(error) or type(error).__name__
-    return _printable(f"{type(error).__name__}: {text}")[:REPLY_KEPT_CHARS]
+    async def _connect(self, url: str, target: Target) -> None:
+        self.close()
+        poster = self.poster
+        addresses = await poster.addresses(target)
+        tls = poster.tls if target.scheme == "https" else None
+        failure: OSError | None = None
+        for address in addresses:
+            connection = Connection(poster.config.reply_bytes)
+            try:
+                await connection.open(address, target.port, tls, target.host)
+            except ssl.SSLError:
+                raise
+            except OSError as error:
+                failure = error
+                continue
+            self._connection, self._url = connection, url
+            return
+        raise ReplyError(f"cannot connect to {target.host} port {target.port}: {failure}")
 
 
 async def resolve_refusal(guard: AddressGuard, url: str) -> tuple[str | None, bool]:

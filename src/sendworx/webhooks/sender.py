@@ -46,7 +46,7 @@ from sendworx.shared.webhooks import (
     WebhookStoreError,
 )
 from sendworx.webhooks.health import Health, retry_delay
-from sendworx.webhooks.poster import Answer, Poster
+from sendworx.webhooks.poster import Answer, Lane, Poster
 
 log = logging.getLogger("sendworx.webhookd")
 SETTLE_SECONDS = 0.1
@@ -79,6 +79,7 @@ class WebhookSender:
         self._settled_then: list[Callable[[], None]] = []
         self._settle_now = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._look = asyncio.Event()
         self._version = -1
 
     def stop(self) -> None:
@@ -86,6 +87,8 @@ class WebhookSender:
         self.wake()
 
     def wake(self) -> None:
+        """Something was queued or changed: endpoints are looked at again, and each task."""
+        self._look.set()
         for event in self._wakes.values():
             event.set()
 
@@ -112,7 +115,8 @@ class WebhookSender:
                     if died:
                         log.warning("%d webhook deliveries given up (dead-lettered)", died)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), LOOK_SECONDS)
+                    await asyncio.wait_for(self._look.wait(), LOOK_SECONDS)
+                self._look.clear()
         finally:
             if trigger is not None:
                 loop.remove_reader(trigger.fileno())
@@ -123,7 +127,6 @@ class WebhookSender:
             with contextlib.suppress(asyncio.CancelledError):
                 await settler
             await self._settle()  # what was answered is recorded
-            await self.poster.close()
 
     def _drain(self, trigger: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -171,52 +174,67 @@ class WebhookSender:
     async def _serve(self, endpoint_id: int) -> None:
         wake, health = self._wakes[endpoint_id], self._health[endpoint_id]
         connections = self.config.connections_per_endpoint
+        lanes = [self.poster.lane() for _ in range(connections)]
+        try:
+            await self._serve_with(endpoint_id, wake, health, lanes)
+        finally:
+            for lane in lanes:
+                lane.close()
+
+    async def _serve_with(
+        self, endpoint_id: int, wake: asyncio.Event, health: Health, lanes: list[Lane]
+    ) -> None:
+        connections = len(lanes)
         while not self._stopping.is_set():
             now = self._clock()
+            if health.gone:  # until the refresh sees it disabled and ends this task
+                await self._pause(wake, LOOK_SECONDS)
+                continue
             if health.paused(now):
                 await self._pause(wake, health.paused_until - now)
                 continue
             probing = health.probing(now)
             limit = 1 if probing else connections * LEASE_PER_CONNECTION
-            batch = await asyncio.to_thread(self._lease, endpoint_id, now, limit)
-            if not batch:
+            endpoint, batch = await asyncio.to_thread(self._lease, endpoint_id, now, limit)
+            if endpoint is None or not batch:
                 await self._pause(wake, LOOK_SECONDS)
                 continue
-            await self._send_batch(endpoint_id, batch, health, connections)
+            await self._send_batch(endpoint, batch, health, lanes)
 
     async def _pause(self, wake: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, min(seconds, LOOK_SECONDS)))
         wake.clear()
 
-    def _lease(self, endpoint_id: int, now: float, limit: int) -> list[Delivery]:
+    def _lease(
+        self, endpoint_id: int, now: float, limit: int
+    ) -> tuple[Endpoint | None, list[Delivery]]:
         try:
             return self.store.lease(endpoint_id, now, limit)
         except WebhookStoreError as error:
             log.error("webhooks store: %s", error)
             time.sleep(STORE_RETRY_SECONDS)
-            return []
+            return None, []
 
     async def _send_batch(
-        self, endpoint_id: int, batch: list[Delivery], health: Health, connections: int
+        self, endpoint: Endpoint, batch: list[Delivery], health: Health, lanes: list[Lane]
     ) -> None:
         waiting = list(reversed(batch))
 
-        async def worker() -> None:
+        async def worker(lane: Lane) -> None:
             while waiting:
-                if health.paused(self._clock()):
-                    return  # the breaker opened: the rest is released below
+                if health.paused(self._clock()) or health.gone:
+                    return  # the breaker opened, or a 410: the rest is released below
                 delivery = waiting.pop()
-                await self._attempt(endpoint_id, delivery, health)
+                await self._attempt(endpoint, delivery, health, lane)
 
-        await asyncio.gather(*(worker() for _ in range(min(connections, len(batch)))))
+        await asyncio.gather(*(worker(lane) for lane in lanes[: len(batch)]))
         if waiting:
             await self._store(lambda: self.store.release(waiting))
 
-    async def _attempt(self, endpoint_id: int, delivery: Delivery, health: Health) -> None:
-        endpoint = self._endpoints.get(endpoint_id)
-        if endpoint is None:
-            return
+    async def _attempt(
+        self, endpoint: Endpoint, delivery: Delivery, health: Health, lane: Lane
+    ) -> None:
         now = self._clock()
         headers = {
             HEADER: sign(endpoint.secrets(now), int(now), delivery.body),
@@ -224,7 +242,7 @@ class WebhookSender:
             "Sendworx-Event": delivery.event,
             "Sendworx-Attempt": str(delivery.attempts + 1),
         }
-        answer = await self.poster.post(endpoint.url, delivery.body, headers)
+        answer = await lane.post(endpoint.url, delivery.body, headers)
         self._record(endpoint, delivery, answer, health)
 
     def _record(
@@ -239,6 +257,7 @@ class WebhookSender:
                 self._after_settling(self._recovered(endpoint.id, now))
         elif status == 410:
             outcome, due = "disabled", 0.0
+            health.gone = True
             log.warning("endpoint %d (%s) answered 410: disabled", endpoint.id, endpoint.url)
         else:
             delay = retry_delay(delivery.attempts + 1, self.config, self._rng)
@@ -305,9 +324,19 @@ class WebhookSender:
             log.error("webhook attempts not recorded (%d): %s", len(batch), error)
 
 
+def lower_priority(priority: str) -> None:
+    """Below mail, as configured; lowering one's own priority needs no privilege."""
+    with contextlib.suppress(OSError):
+        if priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif priority == "low":
+            os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), 10))
+
+
 async def serve(store: WebhookStore, config: WebhooksConfig, trigger_path: Path) -> None:
     """The process's main: the trigger socket, signals, readiness, the sender."""
     loop = asyncio.get_running_loop()
+    lower_priority(config.priority)
     sender = WebhookSender(store, config)
     trigger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     unix_sockets.bind(trigger, trigger_path)

@@ -184,6 +184,7 @@ def test_the_package_replaces_postfix_and_serves_every_account_across_reboots(
         assert events and {event["account"] for event in events} == {account}, events
         seen = {event["recipient"] for event in events}
         assert own in seen and other not in seen, seen
+    assert "SCHED_IDLE" in first["webhookd_policy"]["stdout"], first["webhookd_policy"]
     # Started: all of it delivered.
     assert first["status_when_running"].startswith("Outbound Mail is running")
     assert first["is_running_when_running"] is True

@@ -29,6 +29,7 @@ from support.instance import SendworxHome
 from support.net import free_port, wait_for
 from support.panel import Panel, control_file
 from support.sink import Behaviour, RecordingSink
+from support.webhook_receiver import PythonReceiver
 
 from sendworx.shared.dkim_keys import KeyStore
 from sendworx.shared.pidfile import running_pid
@@ -603,6 +604,42 @@ def test_the_suppression_list_is_added_to_searched_exported_and_emptied(
     page.get_by_role("button", name="Take them off").click()
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("=gone@far.test")
+
+
+def test_webhook_endpoints_are_added_tested_switched_and_deleted(panel: Panel, page: Page) -> None:
+    home = panel.home
+    panel.stop()
+    home.write_config(webhooks={"allow_networks": ["127.0.0.0/8"], "priority": "normal"})
+    panel.start()
+    home.spawn("webhookd")
+    with PythonReceiver() as receiver:
+        log_in(page, panel, path="/nodeworx/mail/webhooks")
+        expect(page.locator("main")).to_contain_text("No endpoint yet")
+        page.get_by_label("URL").fill("http://169.254.169.254/latest/meta-data/")
+        page.get_by_role("button", name="Add the endpoint").click()
+        notice = page.get_by_role("status").or_(page.get_by_role("alert")).first
+        expect(notice).to_contain_text("link-local")  # refused, and said why
+        page.get_by_label("URL").fill(receiver.url)
+        page.get_by_label("deferred").uncheck()
+        page.get_by_role("button", name="Add the endpoint").click()
+        expect(notice).to_contain_text("Endpoint 1 added")
+        text = notice.inner_text()
+        receiver.secrets.append(text.split("): ")[1].split()[0].rstrip("."))
+        section = page.get_by_role("region", name="Endpoint 1")
+        expect(section).not_to_contain_text("deferred")
+        page.get_by_role("button", name="Send test event").click()
+        expect(notice).to_contain_text("Test event delivered: 200")
+        expect(section.locator("table.attempts tbody tr").first).to_contain_text("done")
+        assert receiver.all_signed() and [e["event"] for e in receiver.events()] == ["test"]
+        screenshot(page, "webhooks")
+        assert serious_violations(page) == []
+        page.get_by_role("button", name="Disable").click()
+        expect(section).to_contain_text("disabled")
+        expect(page.get_by_role("button", name="Send test event")).to_be_disabled()
+        page.get_by_role("button", name="Delete").click()
+        assert serious_violations(page) == []
+        page.get_by_role("button", name="Delete the endpoint").click()
+        expect(page.locator("main")).to_contain_text("No endpoint yet")
 
 
 def _session_cookie(panel: Panel, page: Page) -> str:

@@ -10,13 +10,16 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import trustme
 from support.instance import SendworxHome
 from support.net import free_port, wait_for
+from support.panel import Panel
 from support.postfix_sink import PostfixSink
 from support.raw_server import RawServer
 from support.sink import Behaviour as SinkBehaviour
@@ -28,6 +31,8 @@ from sendworx.shared.webhooks import WebhookStore
 
 # Loopback allowed; the sender at normal priority (idle, the default, would leave it to the
 # CPU the other tests running beside these leave unused).
+NODEWORX_WEBHOOKS = "/nodeworx/mail/webhooks"
+SITE_WEBHOOKS = "/siteworx/mail/webhooks"
 LOOPBACK = {"allow_networks": ["127.0.0.0/8"], "flush_seconds": 0.05, "priority": "normal"}
 
 
@@ -392,3 +397,86 @@ def test_a_receiver_that_sleeps_30s_per_request_does_not_hold_mail_back(
         assert sender.poll() is None
     assert answered == 0  # every request still waits for its 30 s
     assert elapsed < 10, elapsed
+
+
+def test_the_api_manages_endpoints_and_a_sites_login_sees_only_its_own(
+    home: SendworxHome,
+) -> None:
+    home.write_config(webhooks=LOOPBACK)
+    panel = Panel(home).start()
+    try:
+        with PythonReceiver() as receiver:
+            added = panel.call(
+                "add",
+                {"url": receiver.url, "events": ["delivered", "bounced"], "scope": "all"},
+                controller=NODEWORX_WEBHOOKS,
+            )
+            assert added["status"] == 0, added
+            endpoint = added["payload"]
+            assert endpoint["secret"].startswith("whsec_") and endpoint["state"] == "ok"
+            refused = panel.call(
+                "add", {"url": "http://169.254.169.254/", "events": "all"},
+                controller=NODEWORX_WEBHOOKS,
+            )  # fmt: skip
+            assert refused["status"] != 0 and "link-local" in json.dumps(refused)
+            bad = panel.call(
+                "add", {"url": receiver.url, "events": "sent,opened"}, controller=NODEWORX_WEBHOOKS
+            )
+            assert bad["status"] != 0 and "events" in json.dumps(bad)
+            key = panel.add_user("site@example.test", "EMAIL")
+            site = {"domain": "shop.example", "apikey": " ".join(key.split())}
+            own = panel.call("add", {"url": receiver.url}, auth=site, controller=SITE_WEBHOOKS)
+            assert own["status"] == 0, own
+            assert (own["payload"]["scope"], own["payload"]["scope_value"]) == (
+                "domain",
+                "shop.example",
+            )
+            other = panel.call(
+                "add", {"url": receiver.url, "scope": "all"}, auth=site, controller=SITE_WEBHOOKS
+            )
+            assert other["status"] != 0  # a site may not ask for everyone's mail
+            elsewhere = panel.call(
+                "add", {"url": receiver.url, "scope_value": "other.example"}, auth=site,
+                controller=SITE_WEBHOOKS,
+            )  # fmt: skip
+            assert elsewhere["status"] != 0
+            listed = panel.call("listEndpoints", auth=site, controller=SITE_WEBHOOKS)
+            assert [row["id"] for row in listed["payload"]["endpoints"]] == [own["payload"]["id"]]
+            theirs = panel.call(
+                "delete", {"id": endpoint["id"]}, auth=site, controller=SITE_WEBHOOKS
+            )
+            assert theirs["status"] != 0  # the operator's endpoint is not the site's to touch
+            everything = panel.call("listEndpoints", controller=NODEWORX_WEBHOOKS)
+            assert len(everything["payload"]["endpoints"]) == 2
+            gone = panel.call("delete", {"id": endpoint["id"]}, controller=NODEWORX_WEBHOOKS)
+            assert gone["status"] == 0 and gone["payload"] == {"deleted": endpoint["id"]}
+    finally:
+        panel.close()
+
+
+def test_https_receivers_are_verified_and_an_untrusted_certificate_refused(
+    home: SendworxHome, tmp_path: Path
+) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(context)
+    with PythonReceiver() as receiver:
+        assert receiver.server is not None
+        receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+        url = f"https://127.0.0.1:{receiver.port}/hook"
+        home.write_config(webhooks={**LOOPBACK, "ca_file": str(ca_file)})
+        endpoint, secret = _add(home, url)
+        receiver.secrets.append(secret)
+        sender = _start_webhookd(home)
+        assert _cli(home, "test", str(endpoint)).returncode == 0
+        assert receiver.all_signed() and len(receiver.received) == 1
+        home.stop(sender)
+        del home.config["webhooks"]["ca_file"]  # the system's authorities only
+        home.write_config()
+        _start_webhookd(home)
+        assert _cli(home, "test", str(endpoint)).returncode == 1
+        assert _attempts(home, endpoint)[0]["reply"].startswith("TLS certificate not trusted")
+        assert len(receiver.received) == 1

@@ -172,6 +172,8 @@ def phase_1() -> None:
     wait(lambda: any(event["event"] == "delivered" for event in history("bob")))
     note("history_alice", history("alice"))
     note("history_bob", history("bob"))
+    # The webhook sender runs in the unit, below mail's CPU priority.
+    note("webhookd_policy", run("chrt -p $(pgrep -f 'sendworx --system webhookd' | head -1)"))
     # Every sendworx service stopped but the submission socket: accepted, picked up later.
     run("systemctl stop sendworx.service sendworx-submit.service")
     note("sendmail_services_stopped", php_mail("alice", "later@example.test", "while stopped"))

@@ -22,6 +22,7 @@ from sendworx.web.pages.mta import mta_routes
 from sendworx.web.pages.policy import policy_routes
 from sendworx.web.pages.queue import queue_routes
 from sendworx.web.pages.suppression import suppression_routes
+from sendworx.web.pages.webhooks import webhooks_routes
 from sendworx.web.rendering import environment
 from sendworx.web.security import CsrfTokens, SecurityHeaders
 from sendworx.web.session import Notices
@@ -47,6 +48,7 @@ def web_app(dispatcher: Dispatcher, node_id: str) -> ASGIApp:
             *dkim_routes(web),
             *history_routes(web),
             *suppression_routes(web),
+            *webhooks_routes(web),
             *cluster_routes(web),
             *live_routes(web),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

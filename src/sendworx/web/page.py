@@ -43,6 +43,7 @@ NAVIGATION = (
     NavEntry("/nodeworx/mail/activity", "Activity", "EMAIL"),
     NavEntry("/nodeworx/mail/history", "History", "EMAIL"),
     NavEntry("/nodeworx/mail/suppression", "Suppression", "EMAIL"),
+    NavEntry("/nodeworx/mail/webhooks", "Webhooks", "EMAIL"),
     NavEntry("/nodeworx/mail/policy", "Sending Policy", "EMAIL"),
     NavEntry("/nodeworx/mail/dkim", "DKIM", "EMAIL"),
     NavEntry("/nodeworx/cluster", "Cluster", "CLUSTER"),

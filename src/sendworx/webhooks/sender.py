@@ -325,12 +325,15 @@ class WebhookSender:
 
 
 def lower_priority(priority: str) -> None:
-    """Below mail, as configured; lowering one's own priority needs no privilege."""
-    with contextlib.suppress(OSError):
+    """Below mail, as configured; lowering one's own priority needs no privilege (a system
+    call filter may still refuse it: then it runs as it is, and says so)."""
+    try:
         if priority == "idle":
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         elif priority == "low":
             os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), 10))
+    except OSError as error:
+        log.warning("priority %s not taken (%s): sending at normal priority", priority, error)
 
 
 async def serve(store: WebhookStore, config: WebhooksConfig, trigger_path: Path) -> None:

@@ -13,10 +13,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sendworx.shared.errors import ValidationFailed
-from sendworx.shared.wire import Reply
 from sendworx.web.forms import Form
 from sendworx.web.page import Page, WebApp, action, view
-from sendworx.web.pages.outcomes import change_notice
+from sendworx.web.pages.outcomes import change_notice, problems_of
 from sendworx.web.session import Notice
 
 DKIM = "/nodeworx/mail/dkim"
@@ -68,7 +67,7 @@ def dkim_routes(web: WebApp) -> list[BaseRoute]:
             inputs["bits"] = form.get("bits") or "2048"
         reply = await page.call(DKIM, "add", inputs)
         if reply.status == ValidationFailed.status:
-            return page.redirect(PAGE, Notice("error", f"No key added: {_problems(reply)}"))
+            return page.redirect(PAGE, Notice("error", f"No key added: {problems_of(reply)}"))
         if reply.status != 0:
             return page.redirect(PAGE, Notice("error", str(reply.payload)))
         key = reply.payload
@@ -87,7 +86,7 @@ def dkim_routes(web: WebApp) -> list[BaseRoute]:
         }
         reply = await page.call(DKIM, "allow", inputs)
         if reply.status == ValidationFailed.status:
-            return page.redirect(PAGE, Notice("error", f"Not saved: {_problems(reply)}"))
+            return page.redirect(PAGE, Notice("error", f"Not saved: {problems_of(reply)}"))
         return page.redirect(
             f"{PAGE}#domain-{domain}", change_notice(reply, f"Who may sign as {domain} saved")
         )
@@ -98,7 +97,7 @@ def dkim_routes(web: WebApp) -> list[BaseRoute]:
             return page.redirect(PAGE, Notice("error", "Choose a step of the rotation."))
         reply = await page.call(DKIM, "rotate", {"domain": domain, "step": step})
         if reply.status != 0:
-            text = _problems(reply) if reply.status == ValidationFailed.status else reply.payload
+            text = problems_of(reply) if reply.status == ValidationFailed.status else reply.payload
             return page.redirect(f"{PAGE}#domain-{domain}", Notice("error", f"{domain}: {text}"))
         done = {
             "start": f"{domain}: a new key waits for its record in DNS; publish it below.",
@@ -130,12 +129,6 @@ def dkim_routes(web: WebApp) -> list[BaseRoute]:
         Route(f"{PAGE}/rotate", action(web, rotate), methods=["POST"]),
         Route(f"{PAGE}/delete", action(web, delete), methods=["POST"]),
     ]
-
-
-def _problems(reply: Reply) -> str:
-    return "; ".join(f"{field}: {text}" for field, text in reply.problems.items()) or str(
-        reply.payload
-    )
 
 
 def _domain_view(

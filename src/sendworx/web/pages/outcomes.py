@@ -33,3 +33,10 @@ def change_notice(reply: Reply, done: str) -> Notice:
     if reply.status == PartialFailure.status and isinstance(payload, Mapping):
         return Notice("error", f"{done} here, but not on every node.", _node_lines(payload))
     return Notice("error", str(payload))
+
+
+def problems_of(reply: Reply) -> str:
+    """A refusal in one line: each input's problem, or the error's text."""
+    return "; ".join(f"{field}: {text}" for field, text in reply.problems.items()) or str(
+        reply.payload
+    )

@@ -9,9 +9,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sendworx.shared.suppression import REASONS
-from sendworx.shared.wire import Reply
 from sendworx.web.forms import Form
 from sendworx.web.page import NO_STORE, Page, WebApp, action, view
+from sendworx.web.pages.outcomes import problems_of
 from sendworx.web.pages.searches import run_search
 from sendworx.web.session import Notice
 
@@ -47,7 +47,7 @@ def suppression_routes(web: WebApp) -> list[BaseRoute]:
             inputs.pop("days", None)
         reply = await page.call(SUPPRESSION, "add", inputs)
         if reply.status != 0:
-            return page.redirect(PAGE, Notice("error", f"Nothing added: {_problems(reply)}"))
+            return page.redirect(PAGE, Notice("error", f"Nothing added: {problems_of(reply)}"))
         added = reply.payload["added"]
         return page.redirect(PAGE, Notice("ok", f"Suppressed: {', '.join(added)}."))
 
@@ -69,7 +69,7 @@ def suppression_routes(web: WebApp) -> list[BaseRoute]:
             )
         reply = await page.call(SUPPRESSION, "remove", {"address": " ".join(addresses)})
         if reply.status != 0:
-            return page.redirect(PAGE, Notice("error", f"Nothing removed: {_problems(reply)}"))
+            return page.redirect(PAGE, Notice("error", f"Nothing removed: {problems_of(reply)}"))
         removed = reply.payload["removed"]
         text = f"Off the list: {', '.join(removed)}." if removed else "None was on the list."
         return page.redirect(PAGE, Notice("ok", text))
@@ -80,9 +80,3 @@ def suppression_routes(web: WebApp) -> list[BaseRoute]:
         Route(f"{PAGE}/add", action(web, add), methods=["POST"]),
         Route(f"{PAGE}/remove", action(web, remove), methods=["POST"]),
     ]
-
-
-def _problems(reply: Reply) -> str:
-    return "; ".join(f"{field}: {text}" for field, text in reply.problems.items()) or str(
-        reply.payload
-    )

@@ -40,9 +40,11 @@ def test_run_brings_everything_up_prints_where_and_stops_it_all(home: SendworxHo
         wait_for(lambda: port_open("127.0.0.1", home.smtpd_port), timeout=20)
         with smtplib.SMTP("127.0.0.1", home.smtpd_port, timeout=10) as smtp:
             assert smtp.noop()[0] == 250
+        assert running_pid(home.instance.webhookd_pid_file) is not None  # the webhook sender
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
     assert running_pid(home.instance.engine_pid_file) is None
+    assert running_pid(home.instance.webhookd_pid_file) is None
     assert not port_open("127.0.0.1", panel.https_port)
     assert not port_open("127.0.0.1", home.smtpd_port)

@@ -13,14 +13,15 @@ from hypothesis import strategies as st
 
 from sendworx.shared.queue import SPARE_MAX_BYTES, Queue
 from sendworx.shared.queue_actions import QueueAction, apply_to_files
-from sendworx.shared.queue_format import DeliveryState, Envelope
+from sendworx.shared.queue_format import DeliveryState, Envelope, header_notes
 
 ENVELOPE = Envelope("a@o.test", ("u@x.test",), 1.0)
 
 
 def _as_queued(content: bytes) -> tuple[Envelope, bytes]:
-    """What reading back gives: the envelope as injected, with the size the queue notes."""
-    return replace(ENVELOPE, size=len(content)), content
+    """What reading back gives: the envelope as injected, with the size and the Subject the
+    queue notes."""
+    return replace(ENVELOPE, size=len(content), subject=header_notes(content)[1]), content
 
 
 def _content(size: int, fill: bytes) -> bytes:

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
+from sendworx.engine.batches import Batches
 from sendworx.engine.events import Fate, FateEvent
 from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.history import HistoryEvent, HistoryWriter
@@ -91,55 +91,34 @@ class HistoryRecorder:
         self._classifier = classifier
         self._classes = classes
         self._retention = retention_seconds
-        self._flush_seconds = flush_seconds
         self._dropped = dropped
         self._clock = clock
-        self._pending: list[HistoryEvent] = []
-        self._lock = threading.Lock()  # the loop appends, the writer's thread takes
-        self._wake = threading.Event()
-        self._stopping = False
         self._writer: HistoryWriter | None = None
         self._next_prune = 0.0
         self._next_complaint = 0.0
         self._next_json_complaint = 0.0
-        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
+        self._batches: Batches[HistoryEvent] = Batches(
+            "history",
+            self._flush,
+            flush_seconds=flush_seconds,
+            soon=BATCH_SOON,
+            most=MAX_PENDING,
+            dropped=dropped,
+            after=self._forget_writer,
+        )
 
     def start(self) -> None:
-        self._thread.start()
-
-    def listen(self, event: FateEvent) -> None:
-        """An announcement (on the event loop): a row in memory, nothing more."""
-        row = history_event(event)
-        with self._lock:
-            if len(self._pending) >= MAX_PENDING:
-                self._dropped.inc()
-                return
-            self._pending.append(row)
-            soon = len(self._pending) >= BATCH_SOON
-        if soon:
-            self._wake.set()
+        self._batches.start()
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is pending, then stop (the engine stops)."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self._batches.close(timeout)
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self._flush_seconds)
-            self._wake.clear()
-            stopping = self._stopping
-            self._flush()
-            if stopping:
-                break
-        if self._writer is not None:
-            self._writer.close()
+    def listen(self, event: FateEvent) -> None:
+        """An announcement (on the event loop): a row in memory, nothing more."""
+        self._batches.add(history_event(event))
 
-    def _flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
+    def _flush(self, batch: list[HistoryEvent]) -> None:
         batch = [self._classified(event) for event in batch]
         if batch and self.json_lines is not None:
             self._append_json_lines(batch)

@@ -17,7 +17,6 @@ log line a minute says so, and the store is opened again at the next batch.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
+from sendworx.engine.batches import Batches
 from sendworx.engine.events import Fate, FateEvent
 from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.unix_sockets import send_datagram
@@ -102,7 +102,6 @@ class WebhookOutbox:
         self.store = WebhookStore(path)
         self._node = node
         self._wake_path = wake
-        self._flush_seconds = flush_seconds
         self._classifier = classifier
         self._dropped = dropped
         self._clock = clock
@@ -110,48 +109,32 @@ class WebhookOutbox:
         self.active = False  # some endpoint is enabled: the listener keeps events
         self._endpoints_read_at = -ENDPOINTS_EVERY_SECONDS
         self._endpoints_version = -1
-        self._pending: list[FateEvent] = []
         self._event_ids = EventIds()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
         self._next_complaint = 0.0
-        self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
+        self._batches: Batches[FateEvent] = Batches(
+            "webhooks",
+            self._flush,
+            flush_seconds=flush_seconds,
+            soon=BATCH_SOON,
+            most=MAX_PENDING,
+            dropped=dropped,
+            before=self._refresh_endpoints,
+            after=self.store.close,
+        )
 
     def start(self) -> None:
         self._refresh_endpoints(force=True)
-        self._thread.start()
-
-    def listen(self, event: FateEvent) -> None:
-        """An announcement (on the event loop): kept in memory, nothing more."""
-        if not self.active:
-            return
-        with self._lock:
-            if len(self._pending) >= MAX_PENDING:
-                self._dropped.inc()
-                return
-            self._pending.append(event)
-            soon = len(self._pending) >= BATCH_SOON
-        if soon:
-            self._wake.set()
+        self._batches.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is pending, then stop (the engine stops)."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self.store.close()
+        """Queue what is pending, then stop (the engine stops)."""
+        self._batches.close(timeout)
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self._flush_seconds)
-            self._wake.clear()
-            stopping = self._stopping
-            self._refresh_endpoints()
-            self._flush()
-            if stopping:
-                break
+    def listen(self, event: FateEvent) -> None:
+        """An announcement (on the event loop): kept in memory while some endpoint is
+        enabled, nothing more."""
+        if self.active:
+            self._batches.add(event)
 
     def _refresh_endpoints(self, *, force: bool = False) -> None:
         now = self._clock()
@@ -171,9 +154,7 @@ class WebhookOutbox:
             return
         self.active = bool(self._endpoints)
 
-    def _flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
+    def _flush(self, batch: list[FateEvent]) -> None:
         if not batch:
             return
         node, now = self._node(), self._clock()

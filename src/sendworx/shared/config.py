@@ -310,7 +310,9 @@ class WebhooksConfig(_Section):
     )
     tls_verify: bool = Field(default=True, description="verify https receivers' certificates")
     ca_file: Path | None = Field(
-        default=None, description="certificates to trust besides the system's (PEM)"
+        default=None,
+        examples=["/etc/sendworx/webhooks-ca.pem"],
+        description="certificates to trust besides the system's (PEM)",
     )
 
     @field_validator("allow_networks")

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -225,18 +225,7 @@ class Attempt:
     outcome: str
 
     def to_document(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "delivery": self.delivery,
-            "endpoint": self.endpoint,
-            "event_id": self.event_id,
-            "event": self.event,
-            "at": self.at,
-            "status": self.status,
-            "reply": self.reply,
-            "milliseconds": round(self.milliseconds, 1),
-            "outcome": self.outcome,
-        }
+        return {**asdict(self), "milliseconds": round(self.milliseconds, 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,19 +245,7 @@ class QueuedDelivery:
     last_result: str
 
     def to_document(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "endpoint": self.endpoint,
-            "event_id": self.event_id,
-            "event": self.event,
-            "queue_id": self.queue_id,
-            "created": self.created,
-            "due": self.due,
-            "attempts": self.attempts,
-            "state": self.state,
-            "last_at": self.last_at,
-            "last_result": self.last_result,
-        }
+        return asdict(self)
 
 
 class WebhookStore:

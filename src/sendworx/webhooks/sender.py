@@ -18,6 +18,8 @@ at once, so a message's events usually arrive in order but may not (a retry, or 
 in flight); receivers order by the event's `timestamp` and deduplicate by its `id`.
 
 Memory: at most a lease batch per endpoint is held, and a reply's first `reply_bytes`.
+Duplicates: a batch's outcomes are recorded before the next is leased, so a kill -9 makes at
+most one batch per endpoint (connections_per_endpoint x 16 events) be sent again.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from sendworx.webhooks.poster import Answer, Lane, Poster
 log = logging.getLogger("sendworx.webhookd")
 SETTLE_SECONDS = 0.1
 SETTLE_SOON = 200
+MAX_UNSETTLED = 100_000  # outcomes kept while the store cannot be written
 LOOK_SECONDS = 1.0
 PRUNE_SECONDS = 60.0
 LEASE_PER_CONNECTION = 16
@@ -78,6 +81,7 @@ class WebhookSender:
         self._settled: list[Settlement] = []
         self._settled_then: list[Callable[[], None]] = []
         self._settle_now = asyncio.Event()
+        self._settling = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._look = asyncio.Event()
         self._version = -1
@@ -200,6 +204,8 @@ class WebhookSender:
                 await self._pause(wake, LOOK_SECONDS)
                 continue
             await self._send_batch(endpoint, batch, health, lanes)
+            # Recorded before the next lease: a kill -9 sends again at most one batch.
+            await self._settle()
 
     async def _pause(self, wake: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -305,23 +311,28 @@ class WebhookSender:
             await self._settle()
 
     async def _settle(self) -> None:
-        if not self._settled and not self._settled_then:
-            return
-        batch, self._settled = self._settled, []
-        then, self._settled_then = self._settled_then, []
+        """Records every outcome appended before the call (waiting for a recording already
+        under way: when this returns, they are all in the store, or kept for the next)."""
+        async with self._settling:
+            if not self._settled and not self._settled_then:
+                return
+            batch, self._settled = self._settled, []
+            then, self._settled_then = self._settled_then, []
 
-        def work() -> None:
-            if batch:
-                self.store.settle(batch)
-            for step in then:
-                step()
+            def work() -> None:
+                if batch:
+                    self.store.settle(batch)
+                for step in then:
+                    step()
 
-        try:
-            await asyncio.to_thread(work)
-        except WebhookStoreError as error:
-            # Not recorded: these deliveries stay leased until the next sender start, and are
-            # sent again then (at least once). Keep trying with what comes next.
-            log.error("webhook attempts not recorded (%d): %s", len(batch), error)
+            try:
+                await asyncio.to_thread(work)
+            except WebhookStoreError as error:
+                log.error("webhook attempts not recorded yet (%d): %s", len(batch), error)
+                if len(self._settled) + len(batch) <= MAX_UNSETTLED:
+                    # Recorded with the next batch. (Past the bound they stay leased, and are
+                    # sent again when the sender next starts: at least once either way.)
+                    self._settled[:0], self._settled_then[:0] = batch, then
 
 
 def lower_priority(priority: str) -> None:

@@ -138,6 +138,11 @@ def page_inputs(what: str, default: int, most: int) -> tuple[Input, Input]:
     )
 
 
+def page_of(name: str, rows: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
+    """A listing's reply: its rows under `name`, the page, the total and whether more follow."""
+    return {name: rows, "page": page, "total": total, "more": int(page * per_page < total)}
+
+
 def node_input(local_node: str) -> Input:
     return Input(
         "node_id",

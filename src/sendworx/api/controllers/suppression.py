@@ -27,6 +27,7 @@ from sendworx.api.controllers.common import (
     choice_parser,
     on_node,
     page_inputs,
+    page_of,
     text_parser,
 )
 from sendworx.api.registry import Action, Caller, Controller, Handler, Input, InputKind
@@ -95,12 +96,8 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
         page, per_page = values["page"], values["per_page"]
         search, reason, now = values["search"], values["reason"], time.time()
         entries, total = await use(lambda store: store.search(search, reason, now, page, per_page))
-        return {
-            "addresses": [entry.to_document() for entry in entries],
-            "page": page,
-            "total": total,
-            "more": int(page * per_page < total),
-        }
+        rows = [entry.to_document() for entry in entries]
+        return page_of("addresses", rows, page, per_page, total)
 
     async def add(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         now = time.time()

@@ -39,6 +39,7 @@ from sendworx.api.controllers.common import (
     choice_parser,
     on_node,
     page_inputs,
+    page_of,
     parse_flag,
     text_parser,
 )
@@ -253,24 +254,16 @@ def webhooks_controller(
                 endpoint.id, page, per_page, failed_only=bool(values["failed_only"])
             )
         )
-        return {
-            "attempts": [attempt.to_document() for attempt in attempts],
-            "page": page,
-            "total": total,
-            "more": int(page * per_page < total),
-        }
+        rows = [attempt.to_document() for attempt in attempts]
+        return page_of("attempts", rows, page, per_page, total)
 
     async def list_deliveries(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         endpoint = await endpoint_of(caller, values["id"])
         page, per_page = values["page"], values["per_page"]
         state = values["state"] or "pending"
         found, total = await use(lambda: store.queued(endpoint.id, state, page, per_page))
-        return {
-            "deliveries": [item.to_document() for item in found],
-            "page": page,
-            "total": total,
-            "more": int(page * per_page < total),
-        }
+        rows = [item.to_document() for item in found]
+        return page_of("deliveries", rows, page, per_page, total)
 
     async def redeliver(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         endpoint = await endpoint_of(caller, values["id"])

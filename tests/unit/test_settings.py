@@ -104,7 +104,7 @@ def test_the_default_config_file_shows_exactly_the_model_defaults() -> None:
 
     from sendworx.shared.config import InstanceConfig, default_config_text
 
-    examples = ("helo_name", "certificate", "private_key", "node_id")
+    examples = ("helo_name", "certificate", "private_key", "node_id", "ca_file")
     kept = []
     for line in default_config_text().splitlines():
         match = re.match(r"# (\w+) = (.*?)\s+# ", line)

@@ -185,6 +185,10 @@ def test_the_package_replaces_postfix_and_serves_every_account_across_reboots(
         seen = {event["recipient"] for event in events}
         assert own in seen and other not in seen, seen
     assert "SCHED_IDLE" in first["webhookd_policy"]["stdout"], first["webhookd_policy"]
+    assert first["webhooks_alice_add"]["status"] == 0, first["webhooks_alice_add"]
+    [endpoint] = json.loads(first["webhooks_alice"]["stdout"])["endpoints"]
+    assert (endpoint["scope"], endpoint["scope_value"]) == ("account", "alice")
+    assert json.loads(first["webhooks_bob"]["stdout"])["endpoints"] == []
     # Started: all of it delivered.
     assert first["status_when_running"].startswith("Outbound Mail is running")
     assert first["is_running_when_running"] is True

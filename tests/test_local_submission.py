@@ -28,6 +28,7 @@ from sendworx.inject.submit_client import submit
 from sendworx.shared import unix_sockets
 from sendworx.shared.history import HistoryEvent, HistoryWriter
 from sendworx.shared.queue_format import new_message_id
+from sendworx.shared.webhooks import WebhookStore
 
 DAEMON = 1  # Debian's `daemon` account: a second customer
 PHP_MAIL = b"To: alice@far.test\nCc: carol@far.test\nBcc: secret@far.test\nSubject: order\n\nok\n"
@@ -375,3 +376,50 @@ def test_an_account_sees_the_history_of_its_own_mail_only(
     assert status == 64 and b"--per-page up to 500" in said
     status, said = ask(NOBODY, "--event", "'; DROP TABLE events; --")
     assert status == 64 and b"invalid choice" in said
+
+
+def test_an_account_manages_webhooks_for_its_own_mail_only(
+    submission: SendworxHome, sendmail_client: Path
+) -> None:
+    """What `sendworx webhooks` run by an account asks the daemon: endpoints for the mail of
+    the account the kernel names, none of another's, and no scope of its choosing."""
+
+    def ask(uid: int, *arguments: str) -> tuple[int, Any]:
+        done = run_client(
+            submission, sendmail_client, *arguments, uid=uid, program="mailwebhooks", message=b""
+        )
+        return done.returncode, json.loads(done.stdout) if done.returncode == 0 else done.stderr
+
+    status, added = ask(NOBODY, "add", "https://hooks.example.com/mail", "--events", "bounced")
+    assert status == 0, added
+    assert (added["scope"], added["scope_value"], added["events"]) == (
+        "account",
+        "nobody",
+        ["bounced"],
+    )
+    assert added["secret"].startswith("whsec_") and added["owner"] == "account nobody"
+    status, said = ask(NOBODY, "add", "http://127.0.0.1:8080/")
+    assert status == 64 and b"loopback" in said  # no allowance in this instance
+    status, said = ask(NOBODY, "add", "http://169.254.169.254/latest/meta-data/")
+    assert status == 64 and b"link-local" in said
+    status, theirs = ask(DAEMON, "add", "https://hooks.example.org/daemon")
+    assert status == 0 and theirs["scope_value"] == "daemon"
+    status, listed = ask(NOBODY, "list")
+    assert status == 0 and [row["id"] for row in listed["endpoints"]] == [added["id"]]
+    assert listed["endpoints"][0]["secret"].endswith("...")  # listed, not revealed
+    for action in ("delete", "secret", "rotate", "attempts", "test"):
+        status, said = ask(NOBODY, action, str(theirs["id"]))
+        assert status == 64 and b"no endpoint" in said, (action, said)
+    status, secret = ask(NOBODY, "secret", str(added["id"]))
+    assert status == 0 and secret["secret"] == added["secret"]
+    status, rotated = ask(NOBODY, "rotate", str(added["id"]), "--grace-hours", "1")
+    assert status == 0 and rotated["secret"] != added["secret"] and rotated["old_secret_until"]
+    status, said = ask(0, "list")
+    assert status == 64  # root manages every endpoint with `sendworx webhooks` itself
+    status, said = ask(NOBODY, "add", "https://x.example/", "--scope", "all")
+    assert status == 64
+    assert ask(NOBODY, "delete", str(added["id"]))[0] == 0
+    assert ask(NOBODY, "list")[1]["endpoints"] == []
+    assert [e.scope_value for e in WebhookStore(submission.instance.webhooks_path).endpoints()] == [
+        "daemon"
+    ]

@@ -172,6 +172,12 @@ def phase_1() -> None:
     wait(lambda: any(event["event"] == "delivered" for event in history("bob")))
     note("history_alice", history("alice"))
     note("history_bob", history("bob"))
+    # An account adds a webhook endpoint for its own mail; another account does not see it.
+    note(
+        "webhooks_alice_add", run("sendworx webhooks add https://hooks.example.com/a", user="alice")
+    )
+    note("webhooks_alice", run("sendworx webhooks list --json", user="alice"))
+    note("webhooks_bob", run("sendworx webhooks list --json", user="bob"))
     # The webhook sender runs in the unit, below mail's CPU priority.
     note("webhookd_policy", run("chrt -p $(pgrep -f 'sendworx --system webhookd' | head -1)"))
     # Every sendworx service stopped but the submission socket: accepted, picked up later.

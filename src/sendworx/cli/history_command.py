@@ -69,16 +69,6 @@ def _line(event: dict[str, Any]) -> str:
     return printable(f"{when} {node}{event['queue_id']} {event['event']:<9} {who}{relay} {said}")
 
 
-def by_an_account(instance: Instance) -> bool:
-    """Whether the caller is a local account, not root nor the instance's owner (which may
-    not even read the configuration)."""
-    try:
-        owner = instance.home.stat().st_uid
-    except OSError:
-        return True
-    return os.geteuid() not in (0, owner)
-
-
 def run_for_account(arguments: argparse.Namespace, instance: Instance) -> int:
     """The caller's own mail's history, as the submission daemon answers it."""
     answered = _as_account(arguments, instance)

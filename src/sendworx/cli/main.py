@@ -19,7 +19,7 @@ from sendworx.cli import (
     suppression_command,
     webhooks_command,
 )
-from sendworx.cli.privileges import become
+from sendworx.cli.privileges import become, by_an_account
 from sendworx.shared.config import ConfigError
 from sendworx.shared.instance import SYSTEM_USER, Instance, chosen_instance
 
@@ -130,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     instance = chosen_instance(arguments.home, arguments.system)
     if instance.system and arguments.command in THROUGH_SUBMISSION:
         return _submit(instance, arguments)
-    if arguments.command == "history" and history_command.by_an_account(instance):
+    if arguments.command in ("history", "webhooks") and by_an_account(instance):
+        if arguments.command == "webhooks":
+            return webhooks_command.run_for_account(arguments, instance)
         return history_command.run_for_account(arguments, instance)
     if instance.system and os.geteuid() == 0:
         # Root acts as the service's account: the files it creates stay the service's.

@@ -14,13 +14,16 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sendworx.shared.config import ConfigError
 from sendworx.shared.history import HistoryReader
 from sendworx.shared.instance import Instance
 from sendworx.shared.logs import setup_logging
 from sendworx.shared.pidfile import AlreadyRunning, PidFile
+
+if TYPE_CHECKING:
+    from sendworx.inject.account_webhooks import WebhooksAccess
 
 log = logging.getLogger("sendworx.smtpd")
 
@@ -150,6 +153,7 @@ def run_submitd(instance: Instance) -> int:
             admission=_admission(instance),
             service_uid=os.getuid(),
             history=HistoryReader(instance.history_path) if config.history.enabled else None,
+            webhooks=_webhooks_access(instance),
         )
 
         def reload() -> None:
@@ -161,6 +165,24 @@ def run_submitd(instance: Instance) -> int:
         run_loop(submitd.serve(service, listener, reload, ready))
 
     return _in_foreground(instance, "submitd", instance.submitd_pid_file, main)
+
+
+def _webhooks_access(instance: Instance) -> WebhooksAccess | None:
+    """What the submission daemon needs for `sendworx webhooks` run by an account."""
+    from sendworx.inject.account_webhooks import WebhooksAccess
+    from sendworx.shared.network_guard import AddressGuard
+    from sendworx.shared.webhooks import WebhookStore
+
+    config = instance.config.webhooks
+    if not config.enabled:
+        return None
+    return WebhooksAccess(
+        WebhookStore(instance.webhooks_path),
+        AddressGuard(config.allow_networks),
+        instance.webhooks_trigger_socket,
+        instance.node_id,
+        config.timeout_seconds + 5.0,
+    )
 
 
 def run_webhookd(instance: Instance) -> int:

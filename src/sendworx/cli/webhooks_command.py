@@ -18,7 +18,9 @@ operator), like the API; the engine and `webhookd` see a change within a second.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -160,6 +162,49 @@ def _print(action: str, payload: dict[str, Any], as_json: bool) -> None:
             )
     else:
         print(json.dumps(payload))
+
+
+def run_for_account(arguments: argparse.Namespace, instance: Instance) -> int:
+    """A local account's own endpoints, as the submission daemon answers them: `add` makes an
+    endpoint for the account's own mail (the kernel names the account)."""
+    from sendworx.inject.submit_client import submit
+
+    action = arguments.webhooks_action or "list"
+    argv = ["mailwebhooks", action]
+    if action == "edit":
+        if not arguments.rotate_secret:
+            print("sendworx webhooks: an account may rotate its secret (edit ID --rotate-secret);"
+                  " to change an endpoint, delete it and add another", file=sys.stderr)  # fmt: skip
+            return 77
+        argv = ["mailwebhooks", "rotate", str(arguments.id)]
+        argv += ["--grace-hours", str(arguments.grace_hours)]
+    elif action == "add":
+        if arguments.scope not in (None, "account") or arguments.scope_value or arguments.secret:
+            print("sendworx webhooks: an account's endpoints are for its own mail, with a"
+                  " generated secret", file=sys.stderr)  # fmt: skip
+            return 77
+        argv.append(arguments.url)
+        if arguments.events:
+            argv += ["--events", arguments.events]
+        if arguments.description:
+            argv += ["--description", arguments.description]
+    elif action in ("delete", "secret", "attempts", "test"):
+        argv.append(str(arguments.id))
+        if action == "attempts":
+            argv += ["--page", str(arguments.page)]
+    elif action != "list":
+        print(f"sendworx webhooks: {action} is the operator's", file=sys.stderr)
+        return 77
+    answer = io.BytesIO()
+    with open(os.devnull, "rb") as nothing:  # the request has no input
+        status = submit(instance.submission_socket, argv, nothing, answer, sys.stderr.buffer)
+    if status != 0:
+        return status
+    payload = json.loads(answer.getvalue())
+    _print(action, payload, bool(getattr(arguments, "json", False)))
+    if action == "test":
+        return 0 if payload.get("outcome") == "done" else 1
+    return 0
 
 
 def run(arguments: argparse.Namespace, instance: Instance) -> int:

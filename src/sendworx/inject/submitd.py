@@ -39,6 +39,14 @@ from pathlib import Path
 
 from sendworx.inject.account_history import PROGRAM as HISTORY_PROGRAM
 from sendworx.inject.account_history import HistoryRefused, account_history
+from sendworx.inject.account_webhooks import PROGRAM as WEBHOOKS_PROGRAM
+from sendworx.inject.account_webhooks import (
+    WebhooksAccess,
+    WebhooksRefused,
+    account_webhooks,
+    queue_test,
+)
+from sendworx.inject.account_webhooks import parse as parse_webhooks
 from sendworx.inject.committer import GroupCommitter
 from sendworx.inject.mail_queue_listing import mailq_text
 from sendworx.inject.sendmail import (
@@ -69,6 +77,8 @@ from sendworx.shared.history import HistoryError, HistoryReader
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import new_message_id
 from sendworx.shared.settings import MailNames
+from sendworx.shared.unix_sockets import send_datagram
+from sendworx.shared.webhooks import WebhookStoreError
 
 log = logging.getLogger("sendworx.submitd")
 EX_SOFTWARE = 70
@@ -103,9 +113,11 @@ class SubmissionService:
         admission: Path | None,
         service_uid: int,
         history: HistoryReader | None = None,
+        webhooks: WebhooksAccess | None = None,
     ) -> None:
         self._queue = queue
         self._history_reader = history
+        self._webhooks = webhooks
         self._config = config
         self.names = names  # rereading them (SIGHUP) changes only later submissions
         self._aliases = AliasFile(aliases)
@@ -177,6 +189,8 @@ class SubmissionService:
             return self._newaliases(uid)
         if program == HISTORY_PROGRAM:
             return await self._history(uid, list(request.arguments))
+        if program == WEBHOOKS_PROGRAM:
+            return await self._account_webhooks(uid, list(request.arguments))
         return await self._sendmail(request, rest, reader, uid)
 
     async def _sendmail(
@@ -289,6 +303,46 @@ class SubmissionService:
         except HistoryError as error:
             return encode_reply(EX_UNAVAILABLE, stderr=f"{HISTORY_PROGRAM}: {error}\n")
         return encode_reply(EX_OK, stdout=text)
+
+    async def _account_webhooks(self, uid: int, arguments: list[str]) -> bytes:
+        """The caller's own endpoints, for its own mail (account_webhooks.py)."""
+        access = self._webhooks
+        if access is None:
+            return encode_reply(EX_UNAVAILABLE, stderr=f"{WEBHOOKS_PROGRAM}: webhooks are off\n")
+        account = account_name(uid)
+        if account is None or uid in (0, self._service_uid):
+            why = "an account with a name" if account is None else "a site's account"
+            return encode_reply(EX_USAGE, stderr=f"{WEBHOOKS_PROGRAM}: for {why} only\n")
+        try:
+            asked = parse_webhooks(arguments)
+            if asked.action == "test":
+                text = await self._test_webhook(access, account, asked.target)
+            else:
+                text = await asyncio.to_thread(
+                    account_webhooks, access.store, access.guard, account, asked
+                )
+        except WebhooksRefused as refused:
+            return encode_reply(EX_USAGE, stderr=f"{refused}\n")
+        except WebhookStoreError as error:
+            return encode_reply(EX_UNAVAILABLE, stderr=f"{WEBHOOKS_PROGRAM}: {error}\n")
+        return encode_reply(EX_OK, stdout=text)
+
+    async def _test_webhook(self, access: WebhooksAccess, account: str, target: str) -> str:
+        """A sample event posted by the sender now; what the receiver answered."""
+        endpoint_id, event_id = await asyncio.to_thread(
+            queue_test, access.store, account, target, access.node
+        )
+        await asyncio.to_thread(send_datagram, b"t", access.trigger)
+        deadline = time.monotonic() + access.wait_seconds
+        while time.monotonic() < deadline:
+            attempts, _ = await asyncio.to_thread(
+                access.store.attempts, endpoint_id, 1, 1, event_id=event_id
+            )
+            if attempts:
+                return json.dumps({"event_id": event_id, "sent": 1, **attempts[0].to_document()})
+            await asyncio.sleep(0.1)
+        why = "not answered yet, or webhookd is not running"
+        return json.dumps({"event_id": event_id, "sent": 0, "outcome": "pending", "reply": why})
 
     def _newaliases(self, uid: int) -> bytes:
         if uid not in (0, self._service_uid):

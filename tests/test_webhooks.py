@@ -80,8 +80,8 @@ def _listed(home: SendworxHome) -> dict[int, dict[str, Any]]:
 def _answer(recipient: str) -> str | None:
     if recipient.startswith("gone@"):
         return "550 5.1.1 <gone@far.example>: user unknown"
-    if recipient.startswith("busy@"):
-        return "451 4.7.28 rate limit exceeded, try later"
+    if recipient.startswith("busy@"):  # not a rate limit: pacing would slow the bounce down
+        return "452 4.2.2 mailbox full, try later"
     return None
 
 
@@ -107,7 +107,9 @@ def test_events_reach_php_and_python_receivers_signed_with_their_fields(
             _start_webhookd(home)
             home.inject("ok@far.example", "gone@far.example", sender="a@shop.example")
             home.inject("busy@far.example", sender="b@elsewhere.example")
-            wait_for(lambda: len(receiver.events()) >= 5, timeout=20)
+            # Two messages and the bounce of the first (to a@shop.example, from <>): each
+            # accepted once; ok delivered, gone bounced, busy deferred, the bounce delivered.
+            wait_for(lambda: len(receiver.events()) >= 7, timeout=20)
             wait_for(lambda: len(php_received(php_log)) >= 2, timeout=20)
     assert receiver.all_signed()
     by_kind = {(e["event"], e["recipient"]): e for e in receiver.events()}
@@ -116,8 +118,11 @@ def test_events_reach_php_and_python_receivers_signed_with_their_fields(
         ("delivered", "ok@far.example"),
         ("bounced", "gone@far.example"),
         ("deferred", "busy@far.example"),
+        ("delivered", "a@shop.example"),
     }
-    assert len(receiver.events()) == 5  # each message accepted once
+    assert [e["event"] for e in receiver.events()].count("accepted") == 3
+    assert len(receiver.events()) == 7
+    assert by_kind[("delivered", "a@shop.example")]["message"]["from"] == ""
     bounced = by_kind[("bounced", "gone@far.example")]
     assert bounced["status"] == "5.1.1" and "user unknown" in bounced["reply"]
     assert bounced["class"] == "invalid_recipient" and bounced["outcome"] == "failed"
@@ -127,9 +132,9 @@ def test_events_reach_php_and_python_receivers_signed_with_their_fields(
     assert bounced["message"]["subject"] == "test"
     assert bounced["message"]["message_id"].endswith("@t") and bounced["node"] == "sendworx.test"
     deferred = by_kind[("deferred", "busy@far.example")]
-    assert deferred["outcome"] == "retrying" and deferred["class"] == "rate_limited"
+    assert deferred["outcome"] == "retrying" and deferred["class"] == "mailbox_full"
     assert by_kind[("delivered", "ok@far.example")]["relay"].startswith("127.0.0.150")
-    headers = next(r.headers for r in receiver.received if r.event["event"] == "delivered")
+    headers = next(r.headers for r in receiver.received if r.event["recipient"] == "ok@far.example")
     assert headers["Sendworx-Event"] == "delivered" and headers["Sendworx-Attempt"] == "1"
     assert headers["Sendworx-Event-Id"] == by_kind[("delivered", "ok@far.example")]["id"]
     assert headers["Content-Type"] == "application/json"

@@ -149,7 +149,14 @@ class WebhookSender:
         return result if isinstance(result, int) else 0
 
     async def _refresh(self) -> None:
-        """Endpoints added, changed, disabled or deleted: a task per enabled one."""
+        """Endpoints added, changed, disabled or deleted: a task per enabled one (a task that
+        ended on a bug is logged and started again)."""
+        for endpoint_id, task in list(self._tasks.items()):
+            if task.done():
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("endpoint %d's task failed", endpoint_id, exc_info=task.exception())
+                del self._tasks[endpoint_id]
+                self._version = -1
         try:
             version = await asyncio.to_thread(self.store.data_version)
             if version == self._version and self._endpoints:

@@ -142,6 +142,7 @@ bench: $(STAMP) system-packages
 	$(BIN)/python bench/pages
 	$(BIN)/python bench/api
 	$(BIN)/python bench/cascade
+	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/webhooks
 
 # The docs' screenshots (docs/web.md) are the page tests' own (test-artifacts/pages/).
 screenshots: $(STAMP) system-packages

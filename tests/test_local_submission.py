@@ -414,6 +414,10 @@ def test_an_account_manages_webhooks_for_its_own_mail_only(
     assert status == 0 and secret["secret"] == added["secret"]
     status, rotated = ask(NOBODY, "rotate", str(added["id"]), "--grace-hours", "1")
     assert status == 0 and rotated["secret"] != added["secret"] and rotated["old_secret_until"]
+    started = time.monotonic()
+    status, tested = ask(NOBODY, "test", str(added["id"]))
+    assert status == 0 and tested["outcome"] == "pending" and "not running" in tested["reply"]
+    assert time.monotonic() - started < 5  # not waited for: nobody sends
     status, said = ask(0, "list")
     assert status == 64  # root manages every endpoint with `sendworx webhooks` itself
     status, said = ask(NOBODY, "add", "https://x.example/", "--scope", "all")

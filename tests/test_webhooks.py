@@ -456,6 +456,9 @@ def test_the_api_manages_endpoints_and_a_sites_login_sees_only_its_own(
                 "delete", {"id": endpoint["id"]}, auth=site, controller=SITE_WEBHOOKS
             )
             assert theirs["status"] != 0  # the operator's endpoint is not the site's to touch
+            tested = panel.call("test", {"id": endpoint["id"]}, controller=NODEWORX_WEBHOOKS)
+            assert tested["payload"]["outcome"] == "pending"  # no webhookd: said at once
+            assert "not running" in tested["payload"]["reply"]
             everything = panel.call("listEndpoints", controller=NODEWORX_WEBHOOKS)
             assert len(everything["payload"]["endpoints"]) == 2
             gone = panel.call("delete", {"id": endpoint["id"]}, controller=NODEWORX_WEBHOOKS)

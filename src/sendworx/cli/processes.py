@@ -182,6 +182,7 @@ def _webhooks_access(instance: Instance) -> WebhooksAccess | None:
         instance.webhooks_trigger_socket,
         instance.node_id,
         config.timeout_seconds + 5.0,
+        instance.webhookd_pid_file,
     )
 
 

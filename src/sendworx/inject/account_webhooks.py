@@ -47,6 +47,7 @@ class WebhooksAccess:
     trigger: Path
     node: str
     wait_seconds: float
+    sender_pid_file: Path  # webhookd's: a test is not waited for while nobody sends
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -74,6 +74,7 @@ from sendworx.shared.admission import ask_async
 from sendworx.shared.aliases import AliasFile
 from sendworx.shared.config import SubmissionConfig
 from sendworx.shared.history import HistoryError, HistoryReader
+from sendworx.shared.pidfile import running_pid
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import new_message_id
 from sendworx.shared.settings import MailNames
@@ -332,6 +333,9 @@ class SubmissionService:
         endpoint_id, event_id = await asyncio.to_thread(
             queue_test, access.store, account, target, access.node
         )
+        if running_pid(access.sender_pid_file) is None:
+            why = "webhookd is not running: the test event waits for it"
+            return json.dumps({"event_id": event_id, "sent": 0, "outcome": "pending", "reply": why})
         await asyncio.to_thread(send_datagram, b"t", access.trigger)
         deadline = time.monotonic() + access.wait_seconds
         while time.monotonic() < deadline:

@@ -49,6 +49,7 @@ from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.errors import ActionFailed, ValidationFailed
 from sendworx.shared.instance import Instance
 from sendworx.shared.network_guard import AddressGuard
+from sendworx.shared.pidfile import running_pid
 from sendworx.shared.unix_sockets import send_datagram
 from sendworx.shared.webhook_events import sample_event
 from sendworx.shared.webhook_signature import new_secret
@@ -193,6 +194,8 @@ def webhooks_controller(
             )
         )
         reply = endpoint.to_document(time.time(), reveal=True)
+        if not config.enabled:
+            warning = "webhooks.enabled is false on this node: no event is queued for it"
         return {**reply, "warning": warning}
 
     async def edit(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +239,9 @@ def webhooks_controller(
         event = sample_event(instance.node_id, endpoint.id, now)
         item = NewDelivery(endpoint.id, event.event_id, TEST_EVENT, "", event.to_json(), now)
         await use(lambda: store.enqueue([item]))
+        if running_pid(instance.webhookd_pid_file) is None:
+            why = "webhookd is not running: the test event waits for it"
+            return {"event_id": event.event_id, "sent": 0, "outcome": "pending", "reply": why}
         await asyncio.to_thread(send_datagram, b"t", instance.webhooks_trigger_socket)
         deadline = now + config.timeout_seconds + TEST_WAIT_MARGIN_SECONDS
         while time.time() < deadline:

@@ -74,6 +74,26 @@ def choice_parser(options: tuple[str, ...], limit: int) -> Callable[[object], st
     return parse
 
 
+CHOICE_CHARS = 100  # longer is refused as too long; shorter but unknown, naming the options
+
+
+def choice_input(
+    name: str,
+    options: tuple[str, ...],
+    help_text: str,
+    default: Callable[[], object] | None = None,
+) -> Input:
+    """An input that is one word of `options` (or empty), with its JSON Schema enum."""
+    return Input(
+        name,
+        InputKind.STRING,
+        choice_parser(options, CHOICE_CHARS),
+        help_text,
+        default=default,
+        schema={"enum": ["", *options]},
+    )
+
+
 def bounded_parser(low: int, high: int) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, bool):

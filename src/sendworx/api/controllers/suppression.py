@@ -24,7 +24,7 @@ from sendworx.api.controllers.common import (
     STRING,
     add_common_actions,
     bounded_parser,
-    choice_parser,
+    choice_input,
     on_node,
     page_inputs,
     page_of,
@@ -132,14 +132,7 @@ def suppression_controller(instance: Instance, cluster: ClusterManager) -> Contr
             "an address, a domain (example.com or @example.com), or a part of an address",
             default=lambda: "",
         ),
-        Input(
-            "reason",
-            InputKind.STRING,
-            choice_parser(REASONS, 20),
-            "why it is suppressed: " + ", ".join(REASONS),
-            schema={"enum": ["", *REASONS]},
-            default=lambda: "",
-        ),
+        choice_input("reason", REASONS, "why it is suppressed: " + ", ".join(REASONS), str),
         *page_inputs("entries", DEFAULT_PER_PAGE, MAX_PER_PAGE),
     )
     adding = (

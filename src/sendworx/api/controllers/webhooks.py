@@ -36,7 +36,7 @@ from sendworx.api.controllers.common import (
     ANY_STRUCT,
     add_common_actions,
     bounded_parser,
-    choice_parser,
+    choice_input,
     on_node,
     page_inputs,
     page_of,
@@ -299,14 +299,7 @@ def webhooks_controller(
             events_help,
             default=lambda: EVENTS,
         ),
-        Input(
-            "scope",
-            InputKind.STRING,
-            choice_parser(SCOPES, 20),
-            scope_help,
-            schema={"enum": ["", *SCOPES]},
-            default=lambda: "domain" if siteworx else "all",
-        ),
+        choice_input("scope", SCOPES, scope_help, lambda: "domain" if siteworx else "all"),
         Input(
             "scope_value",
             InputKind.STRING,
@@ -327,13 +320,7 @@ def webhooks_controller(
         endpoint_id,
         Input("url", InputKind.STRING, text_parser(2000), url_help),
         Input("events", InputKind.STRING_STRUCT, _events, events_help),
-        Input(
-            "scope",
-            InputKind.STRING,
-            choice_parser(SCOPES, 20),
-            scope_help,
-            schema={"enum": ["", *SCOPES]},
-        ),
+        choice_input("scope", SCOPES, scope_help),
         Input("scope_value", InputKind.STRING, text_parser(253), "the account or the domain"),
         Input("description", InputKind.STRING, text_parser(200), "a note for people"),
         Input("enabled", InputKind.INTEGER, parse_flag, "1: send to it (clears its breaker)"),
@@ -366,13 +353,8 @@ def webhooks_controller(
     )
     deliveries_inputs = (
         endpoint_id,
-        Input(
-            "state",
-            InputKind.STRING,
-            choice_parser(STATES, 10),
-            "pending (waiting, the default) or dead (given up)",
-            schema={"enum": ["", *STATES]},
-            default=lambda: "pending",
+        choice_input(
+            "state", STATES, "pending (waiting, the default) or dead (given up)", lambda: "pending"
         ),
         *page_inputs("deliveries", DEFAULT_PER_PAGE, MAX_PER_PAGE),
     )

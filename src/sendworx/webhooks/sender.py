@@ -139,7 +139,8 @@ class WebhookSender:
         self.wake()
 
     async def _store(self, work: Callable[[], object]) -> int | None:
-        """`work` in a thread; a store that fails is logged, and None returned."""
+        """`work` in a thread: the count it returns (0 if none), or None when the store
+        failed (logged, and a pause before going on)."""
         try:
             result = await asyncio.to_thread(work)
         except WebhookStoreError as error:

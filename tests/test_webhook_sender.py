@@ -21,17 +21,13 @@ from sendworx.cli.main import _parser
 from sendworx.cli.webhooks_command import run as run_command
 from sendworx.engine.events import Fate, FateEvent
 from sendworx.engine.webhook_outbox import WebhookOutbox
-from sendworx.inject.account_webhooks import (
-    WebhooksRefused,
-    account_webhooks,
-    parse,
-    queue_test,
-)
+from sendworx.inject.account_webhooks import WebhooksRefused, account_webhooks, own, parse
 from sendworx.shared.bounce_classes import Classifier
 from sendworx.shared.config import WebhooksConfig
 from sendworx.shared.instance import Instance
 from sendworx.shared.network_guard import AddressGuard
 from sendworx.shared.queue_format import Envelope, Origin
+from sendworx.shared.webhook_probe import queue_test
 from sendworx.shared.webhooks import EVENTS, NewDelivery, WebhookStore
 from sendworx.webhooks.poster import Lane, Poster
 from sendworx.webhooks.sender import WebhookSender
@@ -325,8 +321,8 @@ def test_an_accounts_requests_touch_its_own_endpoints_only(tmp_path: Path) -> No
     assert ask("alice", "attempts", str(added["id"]))["total"] == 0
     rotated = ask("alice", "rotate", str(added["id"]))
     assert rotated["secret"] != added["secret"]
-    endpoint_id, event_id = queue_test(store, "alice", str(added["id"]), "node1")
-    assert store.queued(endpoint_id, "pending")[0][0].event_id == event_id
+    event_id = queue_test(store, own(store, "alice", str(added["id"])), "node1")
+    assert store.queued(added["id"], "pending")[0][0].event_id == event_id
     for _ in range(9):
         ask("alice", "add", "https://hooks.example.com/more")
     with pytest.raises(WebhooksRefused, match="at most 10"):

@@ -8,7 +8,7 @@ became of the mail its `mail()` calls sent, without a panel login. The answers a
     mailwebhooks add URL [--events E,E] [--description TEXT]
     mailwebhooks delete ID | secret ID | attempts ID [--page N]
     mailwebhooks rotate ID [--grace-hours N]
-    mailwebhooks test ID          (the daemon waits for the attempt: `queue_test`)
+    mailwebhooks test ID          (the daemon probes it: shared/webhook_probe.py)
 
 An account has at most MAX_ENDPOINTS endpoints, sees and changes no other endpoint, and its
 URLs obey the same rules as the operator's (shared/network_guard.py; the daemon has no
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sendworx.shared.network_guard import AddressGuard, RefusedAddress
-from sendworx.shared.webhook_events import sample_event
 from sendworx.shared.webhook_signature import new_secret
-from sendworx.shared.webhooks import EVENTS, TEST_EVENT, Endpoint, NewDelivery, WebhookStore
+from sendworx.shared.webhooks import EVENTS, Endpoint, WebhookStore
 
 PROGRAM = "mailwebhooks"
 MAX_ENDPOINTS = 10
@@ -72,11 +71,16 @@ def _events(text: str) -> tuple[str, ...]:
     return events
 
 
-def _own(store: WebhookStore, account: str, target: str) -> Endpoint:
+def _is_of(endpoint: Endpoint, account: str) -> bool:
+    return endpoint.scope == "account" and endpoint.scope_value == account
+
+
+def own(store: WebhookStore, account: str, target: str) -> Endpoint:
+    """The account's endpoint named `target`; WebhooksRefused for any other."""
     if not target.isdigit() or len(target) > 18:
         raise WebhooksRefused(f"{PROGRAM}: name an endpoint by its id")
     endpoint = store.endpoint(int(target))
-    if endpoint is None or endpoint.scope != "account" or endpoint.scope_value != account:
+    if endpoint is None or not _is_of(endpoint, account):
         raise WebhooksRefused(f"{PROGRAM}: no endpoint {target} of yours")
     return endpoint
 
@@ -84,7 +88,7 @@ def _own(store: WebhookStore, account: str, target: str) -> Endpoint:
 def _mine(store: WebhookStore, account: str) -> list[Endpoint]:
     if not store.exists():
         return []
-    return [e for e in store.endpoints() if e.scope == "account" and e.scope_value == account]
+    return [e for e in store.endpoints() if _is_of(e, account)]
 
 
 def parse(arguments: list[str]) -> argparse.Namespace:
@@ -101,13 +105,7 @@ def account_webhooks(
     WebhookStoreError when the store cannot be used."""
     now = time.time()
     if asked.action == "list":
-        counts = store.counts() if store.exists() else {}
-        rows = []
-        for endpoint in _mine(store, account):
-            row = endpoint.to_document(now)
-            row.update(counts.get(endpoint.id, {"pending": 0, "dead": 0}))
-            rows.append(row)
-        return json.dumps({"endpoints": rows})
+        return json.dumps({"endpoints": store.listed(lambda e: _is_of(e, account), now)})
     if asked.action == "add":
         try:
             guard.check_url(asked.target)
@@ -128,7 +126,7 @@ def account_webhooks(
             now=now,
         )
         return json.dumps({**endpoint.to_document(now, reveal=True), "warning": ""})
-    endpoint = _own(store, account, asked.target)
+    endpoint = own(store, account, asked.target)
     if asked.action == "delete":
         store.delete_endpoint(endpoint.id)
         return json.dumps({"deleted": endpoint.id})
@@ -138,10 +136,10 @@ def account_webhooks(
     if asked.action == "rotate":
         if not 0 <= asked.grace_hours <= 24 * 30:
             raise WebhooksRefused(f"{PROGRAM}: --grace-hours from 0 to 720")
-        until = now + asked.grace_hours * 3600
-        changes = {"secret": new_secret(), "old_secret": endpoint.secret, "old_secret_until": until}
+        changes = endpoint.rotated(new_secret(), asked.grace_hours * 3600, now)
         rotated = store.edit_endpoint(endpoint.id, **changes)
-        assert rotated is not None
+        if rotated is None:
+            raise WebhooksRefused(f"{PROGRAM}: no endpoint {asked.target} of yours")
         return json.dumps({**rotated.to_document(now, reveal=True), "warning": ""})
     if asked.action == "attempts":
         if not 1 <= asked.page <= 100_000:
@@ -151,12 +149,3 @@ def account_webhooks(
         more = int(asked.page * PER_PAGE < total)
         return json.dumps({"attempts": rows, "page": asked.page, "total": total, "more": more})
     raise WebhooksRefused(f"{PROGRAM}: {asked.action} is answered elsewhere")
-
-
-def queue_test(store: WebhookStore, account: str, target: str, node: str) -> tuple[int, str]:
-    """A sample event queued for one of the account's endpoints: its id and the event's."""
-    endpoint = _own(store, account, target)
-    now = time.time()
-    event = sample_event(node, endpoint.id, now)
-    store.enqueue([NewDelivery(endpoint.id, event.event_id, TEST_EVENT, "", event.to_json(), now)])
-    return endpoint.id, event.event_id

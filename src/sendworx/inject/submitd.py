@@ -44,8 +44,8 @@ from sendworx.inject.account_webhooks import (
     WebhooksAccess,
     WebhooksRefused,
     account_webhooks,
-    queue_test,
 )
+from sendworx.inject.account_webhooks import own as own_webhook
 from sendworx.inject.account_webhooks import parse as parse_webhooks
 from sendworx.inject.committer import GroupCommitter
 from sendworx.inject.mail_queue_listing import mailq_text
@@ -74,11 +74,10 @@ from sendworx.shared.admission import ask_async
 from sendworx.shared.aliases import AliasFile
 from sendworx.shared.config import SubmissionConfig
 from sendworx.shared.history import HistoryError, HistoryReader
-from sendworx.shared.pidfile import running_pid
 from sendworx.shared.queue import Queue, QueueWriteError
 from sendworx.shared.queue_format import new_message_id
 from sendworx.shared.settings import MailNames
-from sendworx.shared.unix_sockets import send_datagram
+from sendworx.shared.webhook_probe import probe
 from sendworx.shared.webhooks import WebhookStoreError
 
 log = logging.getLogger("sendworx.submitd")
@@ -330,23 +329,16 @@ class SubmissionService:
 
     async def _test_webhook(self, access: WebhooksAccess, account: str, target: str) -> str:
         """A sample event posted by the sender now; what the receiver answered."""
-        endpoint_id, event_id = await asyncio.to_thread(
-            queue_test, access.store, account, target, access.node
+        endpoint = await asyncio.to_thread(own_webhook, access.store, account, target)
+        answer = await probe(
+            access.store,
+            endpoint,
+            access.node,
+            trigger=access.trigger,
+            sender_pid_file=access.sender_pid_file,
+            wait_seconds=access.wait_seconds,
         )
-        if running_pid(access.sender_pid_file) is None:
-            why = "webhookd is not running: the test event waits for it"
-            return json.dumps({"event_id": event_id, "sent": 0, "outcome": "pending", "reply": why})
-        await asyncio.to_thread(send_datagram, b"t", access.trigger)
-        deadline = time.monotonic() + access.wait_seconds
-        while time.monotonic() < deadline:
-            attempts, _ = await asyncio.to_thread(
-                access.store.attempts, endpoint_id, 1, 1, event_id=event_id
-            )
-            if attempts:
-                return json.dumps({"event_id": event_id, "sent": 1, **attempts[0].to_document()})
-            await asyncio.sleep(0.1)
-        why = "not answered yet, or webhookd is not running"
-        return json.dumps({"event_id": event_id, "sent": 0, "outcome": "pending", "reply": why})
+        return json.dumps(answer)
 
     def _newaliases(self, uid: int) -> bytes:
         if uid not in (0, self._service_uid):

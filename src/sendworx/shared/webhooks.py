@@ -22,7 +22,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,15 @@ class Endpoint:
         if self.old_secret and now < self.old_secret_until:
             return [self.secret, self.old_secret]
         return [self.secret]
+
+    def rotated(self, secret: str, grace_seconds: float, now: float) -> dict[str, Any]:
+        """The changes (for `edit_endpoint`) by which `secret` signs from now on, and the one
+        it replaces signs beside it for `grace_seconds`."""
+        return {
+            "secret": secret,
+            "old_secret": self.secret,
+            "old_secret_until": now + grace_seconds,
+        }
 
     def state(self, now: float) -> str:
         if not self.enabled:
@@ -579,6 +588,20 @@ class WebhookStore:
             ):
                 found.setdefault(endpoint_id, {"pending": 0, "dead": 0})[state] = count
         return found
+
+    def listed(self, wanted: Callable[[Endpoint], bool], now: float) -> list[dict[str, Any]]:
+        """The endpoints `wanted` keeps, as the API lists them: each with its `pending` and
+        `dead` counts. None while there is no store yet."""
+        if not self.exists():
+            return []
+        counts = self.counts()
+        rows = []
+        for endpoint in self.endpoints():
+            if wanted(endpoint):
+                row = endpoint.to_document(now)
+                row.update(counts.get(endpoint.id, {"pending": 0, "dead": 0}))
+                rows.append(row)
+        return rows
 
     def attempts(
         self,

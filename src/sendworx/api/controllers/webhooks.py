@@ -49,18 +49,15 @@ from sendworx.cluster.manager import ClusterManager
 from sendworx.shared.errors import ActionFailed, ValidationFailed
 from sendworx.shared.instance import Instance
 from sendworx.shared.network_guard import AddressGuard
-from sendworx.shared.pidfile import running_pid
 from sendworx.shared.unix_sockets import send_datagram
-from sendworx.shared.webhook_events import sample_event
+from sendworx.shared.webhook_probe import probe
 from sendworx.shared.webhook_signature import new_secret
 from sendworx.shared.webhooks import (
     EVENTS,
     MAX_PER_PAGE,
     SCOPES,
     STATES,
-    TEST_EVENT,
     Endpoint,
-    NewDelivery,
     WebhookStore,
     WebhookStoreError,
 )
@@ -164,15 +161,7 @@ def webhooks_controller(
         return url, "" if resolved else "the host does not resolve now; it is tried at each event"
 
     async def list_endpoints(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
-        endpoints = await use(store.endpoints) if store.exists() else []
-        counts = await use(store.counts) if endpoints else {}
-        rows = []
-        for endpoint in endpoints:
-            if mine(caller, endpoint):
-                row = endpoint.to_document(now)
-                row.update(counts.get(endpoint.id, {"pending": 0, "dead": 0}))
-                rows.append(row)
+        rows = await use(lambda: store.listed(lambda e: mine(caller, e), time.time()))
         return {"endpoints": rows}
 
     async def add(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
@@ -214,9 +203,8 @@ def webhooks_controller(
             changes["enabled"] = values["enabled"]
         now = time.time()
         if values.get("rotate_secret"):
-            changes["secret"] = values.get("secret") or new_secret()
-            changes["old_secret"] = current.secret
-            changes["old_secret_until"] = now + values["grace_hours"] * 3600
+            secret = values.get("secret") or new_secret()
+            changes.update(current.rotated(secret, values["grace_hours"] * 3600, now))
         endpoint = await use(lambda: store.edit_endpoint(current.id, **changes))
         if endpoint is None:
             raise ValidationFailed({"id": f"no endpoint {current.id}"})
@@ -235,22 +223,18 @@ def webhooks_controller(
 
     async def test(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         endpoint = await endpoint_of(caller, values["id"])
-        now = time.time()
-        event = sample_event(instance.node_id, endpoint.id, now)
-        item = NewDelivery(endpoint.id, event.event_id, TEST_EVENT, "", event.to_json(), now)
-        await use(lambda: store.enqueue([item]))
-        if running_pid(instance.webhookd_pid_file) is None:
-            why = "webhookd is not running: the test event waits for it"
-            return {"event_id": event.event_id, "sent": 0, "outcome": "pending", "reply": why}
-        await asyncio.to_thread(send_datagram, b"t", instance.webhooks_trigger_socket)
-        deadline = now + config.timeout_seconds + TEST_WAIT_MARGIN_SECONDS
-        while time.time() < deadline:
-            attempts, _ = await use(lambda: store.attempts(endpoint.id, event_id=event.event_id))
-            if attempts:
-                return {"event_id": event.event_id, "sent": 1, **attempts[0].to_document()}
-            await asyncio.sleep(0.1)
-        why = "disabled" if not endpoint.enabled else "not answered yet, or webhookd is not running"
-        return {"event_id": event.event_id, "sent": 0, "outcome": "pending", "reply": why}
+        try:
+            answer: dict[str, Any] = await probe(
+                store,
+                endpoint,
+                instance.node_id,
+                trigger=instance.webhooks_trigger_socket,
+                sender_pid_file=instance.webhookd_pid_file,
+                wait_seconds=config.timeout_seconds + TEST_WAIT_MARGIN_SECONDS,
+            )
+        except WebhookStoreError as error:
+            raise ActionFailed(str(error)) from error
+        return answer
 
     async def list_attempts(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         endpoint = await endpoint_of(caller, values["id"])

@@ -2,7 +2,7 @@
 
 One task per enabled endpoint leases what is due (a batch at a time, oldest due first),
 posts each with up to `webhooks.connections_per_endpoint` requests in flight, and hands the
-outcomes to a settler that commits them every SETTLE_SECONDS, one transaction for all:
+outcomes to a settler that commits them within SETTLE_SECONDS, one transaction for all:
 
     2xx             done: the delivery goes, its attempt stays on record
     410 Gone        the endpoint is disabled (its deliveries wait, dead at max_age_hours)
@@ -291,12 +291,12 @@ class WebhookSender:
         self._settled.append(
             Settlement(delivery, now, status, answer.reply, answer.milliseconds, outcome, due)
         )
-        if len(self._settled) >= SETTLE_SOON:
-            self._settle_now.set()
+        self._settle_now.set()
 
     def _after_settling(self, work: Callable[[], None]) -> None:
         """`work` in the settler's next transaction's thread, after the attempts."""
         self._settled_then.append(work)
+        self._settle_now.set()
 
     def _recovered(self, endpoint_id: int, now: float) -> Callable[[], None]:
         def work() -> None:
@@ -312,10 +312,13 @@ class WebhookSender:
     # -- settling ------------------------------------------------------------------------------
 
     async def _settle_loop(self) -> None:
+        """Records outcomes as they come: woken by the first, it gathers SETTLE_SECONDS more
+        into the same transaction (unless SETTLE_SOON already wait); idle, it sleeps."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settle_now.wait(), SETTLE_SECONDS)
+            await self._settle_now.wait()
             self._settle_now.clear()
+            if len(self._settled) < SETTLE_SOON:
+                await asyncio.sleep(SETTLE_SECONDS)
             await self._settle()
 
     async def _settle(self) -> None:

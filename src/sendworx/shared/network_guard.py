@@ -61,6 +61,15 @@ class AddressGuard:
             return f"{address} is a private or reserved address"
         return None
 
+    def name_refusal(self, host: str, addresses: Iterable[str]) -> str | None:
+        """Why `host` may not be reached when it resolves to `addresses` (one address not
+        allowed refuses the name), or None."""
+        for address in addresses:
+            why = self.refusal(ipaddress.ip_address(address.split("%", 1)[0]))
+            if why is not None:
+                return f"{host} resolves to {why}; webhooks.allow_networks can allow it"
+        return None
+
     def check_address(self, address: str) -> IPAddress:
         parsed = ipaddress.ip_address(address.split("%", 1)[0])
         why = self.refusal(parsed)

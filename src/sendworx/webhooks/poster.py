@@ -17,7 +17,6 @@ A `Lane` is one worker's keep-alive connection to one endpoint (http_client.py).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 import time
@@ -104,12 +103,9 @@ class Poster:
         except socket.gaierror as error:
             raise ReplyError(f"{target.host} does not resolve: {error.strerror}") from error
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
-        for address in addresses:
-            why = self.guard.refusal(ipaddress.ip_address(address))
-            if why is not None:
-                raise RefusedAddress(
-                    f"{target.host} resolves to {why}; webhooks.allow_networks can allow it"
-                )
+        refusal = self.guard.name_refusal(target.host, addresses)
+        if refusal is not None:
+            raise RefusedAddress(refusal)
         self._resolved[key] = (now + RESOLVED_SECONDS, addresses)
         return addresses
 
@@ -236,8 +232,4 @@ async def resolve_refusal(guard: AddressGuard, url: str) -> tuple[str | None, bo
         found = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         return None, False
-    for *_, address in found:
-        why = guard.refusal(ipaddress.ip_address(address[0]))
-        if why is not None:
-            return f"{target.host} resolves to {why}; webhooks.allow_networks can allow it", True
-    return None, True
+    return guard.name_refusal(target.host, (str(info[4][0]) for info in found)), True

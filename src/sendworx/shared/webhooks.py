@@ -338,10 +338,7 @@ class WebhookStore:
 
     def endpoint(self, endpoint_id: int) -> Endpoint | None:
         with self._transaction(write=False) as db:
-            row = db.execute(
-                f"SELECT {_ENDPOINT} FROM endpoints WHERE id = ?", (endpoint_id,)
-            ).fetchone()
-        return Endpoint.from_row(row) if row else None
+            return _endpoint_in(db, endpoint_id)
 
     def add_endpoint(
         self,
@@ -362,10 +359,9 @@ class WebhookStore:
                 "owner, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (url, ",".join(events), scope, scope_value, secret, description, owner, created),
             )
-            row = db.execute(
-                f"SELECT {_ENDPOINT} FROM endpoints WHERE id = ?", (cursor.lastrowid,)
-            ).fetchone()
-        return Endpoint.from_row(row)
+            endpoint = _endpoint_in(db, cursor.lastrowid)
+        assert endpoint is not None  # written in this transaction
+        return endpoint
 
     def edit_endpoint(self, endpoint_id: int, **changes: Any) -> Endpoint | None:
         """Sets the named columns (url, events, scope, scope_value, description, enabled,
@@ -386,10 +382,7 @@ class WebhookStore:
                     f"UPDATE endpoints SET {assignments} WHERE id = ?",
                     (*changes.values(), endpoint_id),
                 )
-            row = db.execute(
-                f"SELECT {_ENDPOINT} FROM endpoints WHERE id = ?", (endpoint_id,)
-            ).fetchone()
-        return Endpoint.from_row(row) if row else None
+            return _endpoint_in(db, endpoint_id)
 
     def delete_endpoint(self, endpoint_id: int) -> bool:
         with self._transaction() as db:
@@ -441,10 +434,7 @@ class WebhookStore:
         to `limit` of its due deliveries, oldest due first, leased; nothing while it is
         disabled or gone."""
         with self._transaction() as db:
-            row = db.execute(
-                f"SELECT {_ENDPOINT} FROM endpoints WHERE id = ?", (endpoint_id,)
-            ).fetchone()
-            endpoint = Endpoint.from_row(row) if row else None
+            endpoint = _endpoint_in(db, endpoint_id)
             if endpoint is None or not endpoint.enabled:
                 return endpoint, []
             rows = db.execute(
@@ -460,15 +450,6 @@ class WebhookStore:
                     [row[0] for row in rows],
                 )
         return endpoint, [Delivery(*row) for row in rows]
-
-    def next_due(self, endpoint_id: int) -> float | None:
-        with self._transaction(write=False) as db:
-            row = db.execute(
-                "SELECT min(due) FROM deliveries INDEXED BY deliveries_due "
-                "WHERE endpoint = ? AND state = 'pending' AND leased = 0",
-                (endpoint_id,),
-            ).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
         """What became of each attempt, in one transaction."""
@@ -649,6 +630,11 @@ class WebhookStore:
                 (endpoint_id, state, per_page, (page - 1) * per_page),
             ).fetchall()
         return [QueuedDelivery(*row) for row in rows], int(count)
+
+
+def _endpoint_in(db: sqlite3.Connection, endpoint_id: int | None) -> Endpoint | None:
+    row = db.execute(f"SELECT {_ENDPOINT} FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone()
+    return Endpoint.from_row(row) if row else None
 
 
 def _when(at: float) -> str:

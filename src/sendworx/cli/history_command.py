@@ -13,13 +13,12 @@ it asks the submission daemon instead, which answers with that account's own mai
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 import sys
 import time
 from typing import Any
 
+from sendworx.cli.privileges import ask_submission_daemon
 from sendworx.shared.bounce_classes import CLASSES
 from sendworx.shared.history import EVENTS
 from sendworx.shared.instance import Instance
@@ -79,8 +78,6 @@ def run_for_account(arguments: argparse.Namespace, instance: Instance) -> int:
 
 def _as_account(arguments: argparse.Namespace, instance: Instance) -> dict[str, Any] | int:
     """The answer of the submission daemon (the caller's own mail), or the exit status."""
-    from sendworx.inject.submit_client import submit
-
     if arguments.account or arguments.all_nodes:
         print("sendworx history: an account sees its own mail only", file=sys.stderr)
         return 77
@@ -90,13 +87,7 @@ def _as_account(arguments: argparse.Namespace, instance: Instance) -> dict[str, 
     else:
         for name, value in _filters(arguments).items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
-    answer = io.BytesIO()
-    with open(os.devnull, "rb") as nothing:  # the request has no input
-        status = submit(instance.submission_socket, argv, nothing, answer, sys.stderr.buffer)
-    if status != 0:
-        return status
-    payload: dict[str, Any] = json.loads(answer.getvalue())
-    return payload
+    return ask_submission_daemon(instance, argv)
 
 
 def run(arguments: argparse.Namespace, instance: Instance) -> int:

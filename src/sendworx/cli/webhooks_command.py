@@ -18,13 +18,12 @@ operator), like the API; the engine and `webhookd` see a change within a second.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 import sys
 import time
 from typing import Any
 
+from sendworx.cli.privileges import ask_submission_daemon
 from sendworx.shared.instance import Instance
 from sendworx.shared.webhooks import SCOPES
 
@@ -167,8 +166,6 @@ def _print(action: str, payload: dict[str, Any], as_json: bool) -> None:
 def run_for_account(arguments: argparse.Namespace, instance: Instance) -> int:
     """A local account's own endpoints, as the submission daemon answers them: `add` makes an
     endpoint for the account's own mail (the kernel names the account)."""
-    from sendworx.inject.submit_client import submit
-
     action = arguments.webhooks_action or "list"
     argv = ["mailwebhooks", action]
     if action == "edit":
@@ -195,12 +192,9 @@ def run_for_account(arguments: argparse.Namespace, instance: Instance) -> int:
     elif action != "list":
         print(f"sendworx webhooks: {action} is the operator's", file=sys.stderr)
         return 77
-    answer = io.BytesIO()
-    with open(os.devnull, "rb") as nothing:  # the request has no input
-        status = submit(instance.submission_socket, argv, nothing, answer, sys.stderr.buffer)
-    if status != 0:
-        return status
-    payload = json.loads(answer.getvalue())
+    payload = ask_submission_daemon(instance, argv)
+    if isinstance(payload, int):
+        return payload
     _print(action, payload, bool(getattr(arguments, "json", False)))
     if action == "test":
         return 0 if payload.get("outcome") == "done" else 1

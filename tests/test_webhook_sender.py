@@ -282,14 +282,14 @@ def test_the_engines_outbox_queues_what_each_endpoint_wants_and_nothing_without_
     running.listen(_fate(Fate.DELIVERED, "bob", "b@shop.example", "x@far.example"))
     running.listen(_fate(Fate.RETRIED, "bob", "b@shop.example"))  # not a webhook event
     running.close()
-    leased = store.lease(everything.id, 1e10, 10)[1]
-    assert sorted((d.event, json.loads(d.body)["account"]) for d in leased) == [
+    queued = store.due(everything.id, 1e10, 10)[1]
+    assert sorted((d.event, json.loads(d.body)["account"]) for d in queued) == [
         ("accepted", "alice"),
         ("bounced", "alice"),
         ("delivered", "bob"),
     ]
-    assert [d.event for d in store.lease(alice.id, 1e10, 10)[1]] == ["bounced"]
-    shop_events = store.lease(shop.id, 1e10, 10)[1]
+    assert [d.event for d in store.due(alice.id, 1e10, 10)[1]] == ["bounced"]
+    shop_events = store.due(shop.id, 1e10, 10)[1]
     assert sorted(d.event for d in shop_events) == ["accepted", "delivered"]
     bounced = next(d for d in store.queued(everything.id, "pending")[0] if d.event == "bounced")
     assert bounced.queue_id == "qalice" and dropped._value.get() == 0

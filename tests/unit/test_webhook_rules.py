@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -160,31 +161,58 @@ def _item(endpoint: int, n: int, created: float = 1000.0) -> NewDelivery:
     return NewDelivery(endpoint, f"evt_{n}", "delivered", "q", b"{}", created)
 
 
-def test_the_queue_leases_oldest_first_settles_and_frees_leases_at_start(tmp_path: Path) -> None:
+def test_the_queue_gives_oldest_due_first_and_settles(tmp_path: Path) -> None:
     store = WebhookStore(tmp_path / "webhooks.sqlite3")
     endpoint = store.add_endpoint("http://h/", EVENTS, "all", "", "s" * 20, now=1.0)
     store.enqueue([_item(endpoint.id, n) for n in range(5)])
-    current, first = store.lease(endpoint.id, now=1000.0, limit=2)
+    store.enqueue([_item(endpoint.id, 5)], due=2000.0)
+    current, first = store.due(endpoint.id, now=1000.0, limit=2)
     assert current == endpoint and [item.event_id for item in first] == ["evt_0", "evt_1"]
-    assert [item.event_id for item in store.lease(endpoint.id, 1000.0, 10)[1]] == [
-        "evt_2", "evt_3", "evt_4",
-    ]  # fmt: skip
-    assert store.lease(endpoint.id, 1000.0, 10)[1] == []  # all leased
+    # Nothing marks a batch taken: read again (a sender restarted after a kill -9), the same
+    # deliveries are due, to be sent again.
+    assert store.due(endpoint.id, 1000.0, 2)[1] == first
     store.settle(
         [
             Settlement(first[0], 1001.0, 200, "ok", 1.0, "done"),
             Settlement(first[1], 1001.0, 500, "oops", 1.0, "retry", due=1100.0),
         ]
     )
-    assert store.free_leases() == 3  # a sender restarting: evt_2..4 due again
-    assert [item.event_id for item in store.lease(endpoint.id, 1050.0, 10)[1]] == [
+    assert [item.event_id for item in store.due(endpoint.id, 1050.0, 10)[1]] == [
         "evt_2", "evt_3", "evt_4",
     ]  # fmt: skip
-    assert [item.event_id for item in store.lease(endpoint.id, 1100.0, 10)[1]] == ["evt_1"]
+    retried = store.due(endpoint.id, 1100.0, 10)[1]
+    assert [(item.event_id, item.attempts) for item in retried][-1] == ("evt_1", 1)
+    assert [item.event_id for item in store.due(endpoint.id, 2000.0, 10)[1]][-1] == "evt_5"
     attempts, total = store.attempts(endpoint.id)
     assert total == 2 and [a.outcome for a in attempts] == ["retry", "done"]
-    store.free_leases()
-    assert store.prune(now=1000.0 + 86401, max_age=86400) == 4  # past their life: dead
-    assert store.counts() == {endpoint.id: {"pending": 0, "dead": 4}}
-    assert store.redeliver(endpoint.id, [], now=90000.0) == 4
+    assert store.edit_endpoint(endpoint.id, enabled=False) is not None
+    assert store.due(endpoint.id, 2000.0, 10)[1] == []  # disabled: nothing is due
+    assert store.prune(now=1000.0 + 86401, max_age=86400) == 5  # past their life: dead
+    assert store.counts() == {endpoint.id: {"pending": 0, "dead": 5}}
+    assert store.redeliver(endpoint.id, [], now=90000.0) == 5
     assert store.delete_endpoint(endpoint.id) and store.counts() == {}
+
+
+def test_a_store_from_before_is_read_as_it_is(tmp_path: Path) -> None:
+    """A store written by a sender that still marked batches taken (a `leased` column and
+    its partial index): after the upgrade what was marked mid-send is due like the rest."""
+    path = tmp_path / "webhooks.sqlite3"
+    WebhookStore(path).add_endpoint("http://h/", EVENTS, "all", "", "s" * 20, now=1.0)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DROP INDEX deliveries_pending")
+        db.execute("ALTER TABLE deliveries ADD COLUMN leased INTEGER NOT NULL DEFAULT 0")
+        db.execute(
+            "CREATE INDEX deliveries_due ON deliveries (endpoint, due) "
+            "WHERE state = 'pending' AND leased = 0"
+        )
+        db.executemany(
+            "INSERT INTO deliveries (endpoint, event_id, event, body, created, due, leased) "
+            "VALUES (1, ?, 'delivered', x'7b7d', 5.0, 5.0, ?)",
+            [("evt_a", 1), ("evt_b", 0)],
+        )
+    db.close()
+    store = WebhookStore(path)
+    assert [item.event_id for item in store.due(1, 10.0, 10)[1]] == ["evt_a", "evt_b"]
+    store.enqueue([_item(1, 9, created=6.0)])
+    assert [item.event_id for item in store.due(1, 10.0, 10)[1]] == ["evt_a", "evt_b", "evt_9"]

@@ -5,12 +5,14 @@ in one SQLite file (WAL) under `<state>/webhooks/`.
 - The engine (engine/webhook_outbox.py) puts a delivery here for each event an endpoint
   wants, in batches off the delivery path: the event's JSON, fixed once, so every retry
   sends the same bytes under the same event id.
-- The sender (`sendworx webhookd`, webhooks/sender.py) leases what is due, posts it, and
-  settles each: a 2xx deletes it (its attempt stays on record), a failure sets when it is due
-  again, a delivery past `webhooks.max_age_hours` becomes dead (kept, shown, redeliverable).
-  A lease is the sender's alone (one sender per instance, by its pid lock); a sender that
-  starts frees them all, so a kill -9 mid-request means that request is made again
-  (at least once), never lost.
+- The sender (`sendworx webhookd`, webhooks/sender.py) reads a batch of what is due, posts
+  it, and settles each: a 2xx deletes it (its attempt stays on record), a failure sets when
+  it is due again, a delivery past `webhooks.max_age_hours` becomes dead (kept, shown,
+  redeliverable). Nothing marks a batch taken: there is one sender per instance (its pid
+  lock) and it settles a batch before reading the next, so what it holds is what it has not
+  settled yet; after a kill -9 the same deliveries are simply due and are sent again (at
+  least once), never lost. (A mark, written and committed for each batch, was a third of
+  the store's cost per event.)
 
 Two processes write (the engine its batches, the sender its settlements): each transaction is
 short, and `busy_timeout` lets one wait for the other.
@@ -57,12 +59,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     due REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'pending',
-    leased INTEGER NOT NULL DEFAULT 0,
     last_at REAL NOT NULL DEFAULT 0,
     last_result TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (endpoint, due)
-    WHERE state = 'pending' AND leased = 0;
+DROP INDEX IF EXISTS deliveries_due;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (endpoint, due)
+    WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (endpoint, state, id);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -422,33 +424,21 @@ class WebhookStore:
                 ],
             )
 
-    def free_leases(self) -> int:
-        """A sender starting: whatever a previous one held is due again."""
-        with self._transaction() as db:
-            return db.execute("UPDATE deliveries SET leased = 0 WHERE leased = 1").rowcount
-
-    def lease(
+    def due(
         self, endpoint_id: int, now: float, limit: int
     ) -> tuple[Endpoint | None, list[Delivery]]:
         """The endpoint as it is now (a secret rotated a moment ago signs this batch) and up
-        to `limit` of its due deliveries, oldest due first, leased; nothing while it is
-        disabled or gone."""
-        with self._transaction() as db:
+        to `limit` of its due deliveries, oldest due first; nothing while it is disabled or
+        gone."""
+        with self._transaction(write=False) as db:
             endpoint = _endpoint_in(db, endpoint_id)
             if endpoint is None or not endpoint.enabled:
                 return endpoint, []
             rows = db.execute(
-                f"SELECT {_DELIVERY} FROM deliveries INDEXED BY deliveries_due "
-                "WHERE endpoint = ? AND state = 'pending' AND leased = 0 AND due <= ? "
-                "ORDER BY due, id LIMIT ?",
+                f"SELECT {_DELIVERY} FROM deliveries INDEXED BY deliveries_pending "
+                "WHERE endpoint = ? AND state = 'pending' AND due <= ? ORDER BY due, id LIMIT ?",
                 (endpoint_id, now, limit),
             ).fetchall()
-            if rows:
-                marks = ",".join("?" * len(rows))
-                db.execute(
-                    f"UPDATE deliveries SET leased = 1 WHERE id IN ({marks})",
-                    [row[0] for row in rows],
-                )
         return endpoint, [Delivery(*row) for row in rows]
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
@@ -467,13 +457,13 @@ class WebhookStore:
                     continue
                 if item.outcome == "retry":
                     db.execute(
-                        "UPDATE deliveries SET leased = 0, attempts = attempts + 1, due = ?, "
+                        "UPDATE deliveries SET attempts = attempts + 1, due = ?, "
                         "last_at = ?, last_result = ? WHERE id = ?",
                         (item.due, item.at, result[:300], delivery.id),
                     )
                 else:
                     db.execute(
-                        "UPDATE deliveries SET leased = 0, attempts = attempts + 1, "
+                        "UPDATE deliveries SET attempts = attempts + 1, "
                         "state = 'dead', last_at = ?, last_result = ? WHERE id = ?",
                         (item.at, result[:300], delivery.id),
                     )
@@ -501,19 +491,12 @@ class WebhookStore:
                 ],
             )
 
-    def release(self, deliveries: Sequence[Delivery]) -> None:
-        """Leased but not attempted (the breaker opened meanwhile): due again as they were."""
-        with self._transaction() as db:
-            db.executemany(
-                "UPDATE deliveries SET leased = 0 WHERE id = ?", [(item.id,) for item in deliveries]
-            )
-
     def hurry(self, endpoint_id: int, now: float) -> None:
         """The endpoint answers again: its waiting deliveries are due now."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE deliveries SET due = ? WHERE endpoint = ? AND state = 'pending' "
-                "AND leased = 0 AND due > ?",
+                "UPDATE deliveries SET due = ? "
+                "WHERE endpoint = ? AND state = 'pending' AND due > ?",
                 (now, endpoint_id, now),
             )
 
@@ -542,7 +525,7 @@ class WebhookStore:
             died = db.execute(
                 "UPDATE deliveries SET state = 'dead', last_at = ?, "
                 "last_result = 'gave up: ' || last_result "
-                "WHERE state = 'pending' AND leased = 0 AND created < ?",
+                "WHERE state = 'pending' AND created < ?",
                 (now, now - max_age),
             ).rowcount
             db.execute(

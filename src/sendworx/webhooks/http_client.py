@@ -14,8 +14,11 @@ What it does:
 - writes the whole request at once; reads the status line and headers (at most
   MAX_HEADER_BYTES) and the body up to a cap, keeping its first REPLY_KEPT_CHARS: a longer
   body ends the connection instead of being read;
-- keeps the connection for the next request when the reply allows it; a reused connection
-  that the peer had closed (no byte of reply came) is retried once on a new one.
+- keeps the connection (and its parser) for the next request when the reply allows it; a
+  reused connection that the peer had closed (no byte of reply came) is retried once on a
+  new one;
+- gives up on a reply not complete by the request's deadline (NoAnswer): one timer per
+  connection, moved on only when it fires, rather than one set and cancelled per request.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ IDLE_SECONDS = 30.0  # a connection unused this long is closed rather than reuse
 
 class ReplyError(Exception):
     """No usable reply: the connection closed, or the reply broke HTTP or our caps."""
+
+
+class NoAnswer(ReplyError):
+    """The reply was not complete by the deadline."""
 
 
 @dataclass
@@ -56,6 +63,9 @@ class _Exchange(asyncio.Protocol):
         self._reply = Reply()
         self._header_bytes = 0
         self.got_bytes = False
+        self._deadline = 0.0  # on the loop's clock
+        self._too_late = ""
+        self._watch: asyncio.TimerHandle | None = None
 
     # asyncio's side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -118,17 +128,37 @@ class _Exchange(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self.transport is not None:
             self.transport.abort()  # type: ignore[attr-defined]
 
-    def send(self, request: bytes) -> asyncio.Future[Reply]:
+    def send(self, request: bytes, deadline: float, too_late: str) -> asyncio.Future[Reply]:
+        """Writes `request`; the future is the reply, or NoAnswer(too_late) at `deadline`
+        (the loop's clock)."""
         assert self.transport is not None
+        loop = asyncio.get_running_loop()
         self._reply, self._header_bytes = Reply(), 0
-        self._parser = httptools.HttpResponseParser(self)
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = loop.create_future()
         self.got_bytes = False
+        self._deadline, self._too_late = deadline, too_late
+        if self._watch is None:
+            self._watch = loop.call_at(deadline, self._check)
         self.transport.write(request)  # type: ignore[attr-defined]
         return self._waiter
+
+    def _check(self) -> None:
+        """The timer fired: a reply overdue ends the connection; one still in time (a later
+        request's) sets the timer again, for its deadline; with none waiting it stops."""
+        self._watch = None
+        if self._waiter is None or self._waiter.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._abort(NoAnswer(self._too_late))
+        else:
+            self._watch = loop.call_at(self._deadline, self._check)
 
 
 class Connection:
@@ -159,13 +189,14 @@ class Connection:
         exchange = self._exchange
         return exchange is not None and not exchange.closed and now - self._used_at < IDLE_SECONDS
 
-    async def request(self, request: bytes) -> Reply:
-        """Posts `request` on the open connection; ReplyError if no reply came."""
+    async def request(self, request: bytes, deadline: float, too_late: str) -> Reply:
+        """Posts `request` on the open connection; ReplyError if no reply came, NoAnswer if
+        none complete by `deadline` (the loop's clock)."""
         exchange = self._exchange
         assert exchange is not None
         self._used_at = time.monotonic()
         try:
-            return await exchange.send(request)
+            return await exchange.send(request, deadline, too_late)
         except BaseException:
             exchange.close()
             raise

@@ -4,7 +4,8 @@ against others:
 - where: the URL's host, if an address, and every address its name resolves to, must be
   allowed (shared/network_guard.py); the connection goes to an address judged so (a name's
   answer is kept a minute, then asked again and judged again);
-- how long: `webhooks.timeout_seconds` from connecting to the reply's last byte read;
+- how long: `webhooks.timeout_seconds` from resolving and connecting to the reply's last byte
+  read;
 - how much: the reply's headers up to 16 KiB, its body read up to `webhooks.reply_bytes`
   (past that the connection is dropped, not read on);
 - never followed: a redirect is an answer like any other non-2xx (a failure);
@@ -26,9 +27,10 @@ from urllib.parse import urlsplit
 from sendworx import __version__
 from sendworx.shared.config import WebhooksConfig
 from sendworx.shared.network_guard import AddressGuard, RefusedAddress, Target
-from sendworx.webhooks.http_client import Connection, ReplyError
+from sendworx.webhooks.http_client import Connection, NoAnswer, ReplyError
 
 USER_AGENT = f"sendworx-webhooks/{__version__}"
+_FIXED_HEADERS = f"User-Agent: {USER_AGENT}\r\nContent-Type: application/json\r\n"
 RESOLVED_SECONDS = 60.0
 
 
@@ -50,6 +52,8 @@ def tls_context(config: WebhooksConfig) -> ssl.SSLContext:
 
 
 def _printable(text: str) -> str:
+    if text.isprintable():  # most replies (and every empty one)
+        return text.strip()
     return "".join(char if char.isprintable() else " " for char in text).strip()
 
 
@@ -132,30 +136,15 @@ class Lane:
         def answer(status: int, reply: str) -> Answer:
             return Answer(status, reply, (time.monotonic() - started) * 1000)
 
-        config = self.poster.config
-        # A timer of our own rather than asyncio.timeout's context (this runs for every
-        # event): when it fires it cancels the request, and that cancellation alone is
-        # taken back and answered as a timeout; any other (a stop) goes on.
-        task = asyncio.current_task()
-        assert task is not None
-        fired: list[bool] = []
-
-        def expire() -> None:
-            fired.append(True)
-            task.cancel()
-
-        timer = asyncio.get_running_loop().call_later(config.timeout_seconds, expire)
+        timeout = self.poster.config.timeout_seconds
+        too_late = f"no answer within {timeout:g}s"
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            try:
-                status, text = await self._post(url, body, headers)
-            finally:
-                timer.cancel()
+            status, text = await self._post(url, body, headers, deadline, too_late)
             return answer(status, text)
-        except asyncio.CancelledError:
-            if not fired or task.uncancel() > 0:
-                raise
+        except TimeoutError:  # resolving or connecting
             self.close()
-            return answer(0, f"no answer within {config.timeout_seconds:g}s")
+            return answer(0, too_late)
         except RefusedAddress as error:
             self.close()
             return answer(0, f"refused: {error}")
@@ -169,31 +158,36 @@ class Lane:
             self.close()
             return answer(0, _printable(f"{type(error).__name__}: {error}")[:300])
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str], deadline: float, too_late: str
+    ) -> tuple[int, str]:
         poster = self.poster
         checked = poster.url(url)
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         request = b"".join(
             (
                 checked.head,
-                f"User-Agent: {USER_AGENT}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n{extra}\r\n".encode(),
+                f"{_FIXED_HEADERS}Content-Length: {len(body)}\r\n{extra}\r\n".encode(),
                 body,
             )
         )
         now = time.monotonic()
         reused = self._connection is not None and self._url == url and self._connection.usable(now)
         if not reused:
-            await self._connect(url, checked.target)
+            async with asyncio.timeout_at(deadline):
+                await self._connect(url, checked.target)
         assert self._connection is not None
         try:
-            reply = await self._connection.request(request)
+            reply = await self._connection.request(request, deadline, too_late)
+        except NoAnswer:
+            raise
         except ReplyError:
             if not reused or self._connection.got_bytes:
                 raise
             # The receiver had closed the kept connection: once more, on a new one.
-            await self._connect(url, checked.target)
-            reply = await self._connection.request(request)
+            async with asyncio.timeout_at(deadline):
+                await self._connect(url, checked.target)
+            reply = await self._connection.request(request, deadline, too_late)
         if 300 <= reply.status < 400:
             return reply.status, f"redirect to {reply.location!r} not followed"
         return reply.status, _printable(bytes(reply.body).decode("utf-8", "replace"))

@@ -1,6 +1,6 @@
 """`sendworx webhookd`: sends the events the engine queued to their endpoints.
 
-One task per enabled endpoint leases what is due (a batch at a time, oldest due first),
+One task per enabled endpoint reads what is due (a batch at a time, oldest due first),
 posts each with up to `webhooks.connections_per_endpoint` requests in flight, and hands the
 outcomes to a settler that commits them within SETTLE_SECONDS, one transaction for all:
 
@@ -13,13 +13,14 @@ Failures in a row pause the endpoint (health.py's breaker); the pause's end is p
 request. A datagram on `run/webhooks.sock` (the engine queued events, the API asked for a
 test) wakes the tasks; otherwise they look every second.
 
-Order: each endpoint's deliveries are leased oldest first and sent over several connections
+Order: each endpoint's deliveries are read oldest first and sent over several connections
 at once, so a message's events usually arrive in order but may not (a retry, or two requests
 in flight); receivers order by the event's `timestamp` and deduplicate by its `id`.
 
-Memory: at most a lease batch per endpoint is held, and a reply's first `reply_bytes`.
-Duplicates: a batch's outcomes are recorded before the next is leased, so a kill -9 makes at
-most one batch per endpoint (connections_per_endpoint x 16 events) be sent again.
+Memory: at most a batch per endpoint is held, and a reply's first `reply_bytes`.
+Duplicates: a batch's outcomes are recorded before the next is read, so a kill -9 makes at
+most one batch per endpoint (connections_per_endpoint x 16 events) be sent again; and so
+nothing needs to mark a batch as taken (one sender per instance: its pid lock).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ SETTLE_SOON = 200
 MAX_UNSETTLED = 100_000  # outcomes kept while the store cannot be written
 LOOK_SECONDS = 1.0
 PRUNE_SECONDS = 60.0
-LEASE_PER_CONNECTION = 16
+BATCH_PER_CONNECTION = 16
 STORE_RETRY_SECONDS = 5.0
 
 
@@ -100,9 +101,6 @@ class WebhookSender:
         self, trigger: socket.socket | None = None, ready: Callable[[], None] = lambda: None
     ) -> None:
         loop = asyncio.get_running_loop()
-        freed = await self._store(self.store.free_leases)
-        if freed:
-            log.info("%d deliveries leased by a sender that stopped are due again", freed)
         if trigger is not None:
             loop.add_reader(trigger.fileno(), self._drain, trigger)
         settler = asyncio.create_task(self._settle_loop())
@@ -206,25 +204,29 @@ class WebhookSender:
                 await self._pause(wake, health.paused_until - now)
                 continue
             probing = health.probing(now)
-            limit = 1 if probing else connections * LEASE_PER_CONNECTION
-            endpoint, batch = await asyncio.to_thread(self._lease, endpoint_id, now, limit)
+            limit = 1 if probing else connections * BATCH_PER_CONNECTION
+            endpoint, batch = await asyncio.to_thread(self._due, endpoint_id, now, limit)
             if endpoint is None or not batch:
                 await self._pause(wake, LOOK_SECONDS)
                 continue
             await self._send_batch(endpoint, batch, health, lanes)
-            # Recorded before the next lease: a kill -9 sends again at most one batch.
+            # Recorded before the next batch is read: a kill -9 sends again at most one, and
+            # what was sent is not read (and sent) again while the store cannot be written.
             await self._settle()
+            while self._settled and not self._stopping.is_set():
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+                await self._settle()
 
     async def _pause(self, wake: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, min(seconds, LOOK_SECONDS)))
         wake.clear()
 
-    def _lease(
+    def _due(
         self, endpoint_id: int, now: float, limit: int
     ) -> tuple[Endpoint | None, list[Delivery]]:
         try:
-            return self.store.lease(endpoint_id, now, limit)
+            return self.store.due(endpoint_id, now, limit)
         except WebhookStoreError as error:
             log.error("webhooks store: %s", error)
             time.sleep(STORE_RETRY_SECONDS)
@@ -238,13 +240,11 @@ class WebhookSender:
         async def worker(lane: Lane) -> None:
             while waiting:
                 if health.paused(self._clock()) or health.gone:
-                    return  # the breaker opened, or a 410: the rest is released below
+                    return  # the breaker opened, or a 410: the rest stays due as it was
                 delivery = waiting.pop()
                 await self._attempt(endpoint, delivery, health, lane)
 
         await asyncio.gather(*(worker(lane) for lane in lanes[: len(batch)]))
-        if waiting:
-            await self._store(lambda: self.store.release(waiting))
 
     async def _attempt(
         self, endpoint: Endpoint, delivery: Delivery, health: Health, lane: Lane
@@ -341,8 +341,9 @@ class WebhookSender:
             except WebhookStoreError as error:
                 log.error("webhook attempts not recorded yet (%d): %s", len(batch), error)
                 if len(self._settled) + len(batch) <= MAX_UNSETTLED:
-                    # Recorded with the next batch. (Past the bound they stay leased, and are
-                    # sent again when the sender next starts: at least once either way.)
+                    # Recorded with the next batch (each endpoint waits for that before it
+                    # reads more). Past the bound they are dropped: still due in the store,
+                    # they are sent again: at least once either way.
                     self._settled[:0], self._settled_then[:0] = batch, then
 
 

@@ -288,6 +288,22 @@ class Queue:
         except FileNotFoundError:
             return None
 
+    def read_schedule(self, message_id: str) -> tuple[float, bool] | None:
+        """When the message is due and whether it is held (None: no state file); plain
+        system calls, as the engine reads this for every queued message at start."""
+        try:
+            fd = os.open(f"{self.state_dir}/{message_id}", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.read(fd, 65536)
+            if len(data) == 65536:  # a long history: the rest (a short read is the end)
+                while chunk := os.read(fd, 65536):
+                    data += chunk
+        finally:
+            os.close(fd)
+        return DeliveryState.schedule_from_json(data)
+
     def write_state(self, message_id: str, state: DeliveryState) -> None:
         atomic_write(self.state_dir / message_id, state.to_json(), mode=0o600)
 
@@ -429,12 +445,16 @@ class Queue:
                     removed += 1
         return removed
 
-    def remove_orphan_states(self) -> int:
-        """Drop state files whose message is gone (the engine died between two unlinks)."""
-        removed = 0
-        for message_id in self.state_ids():
-            if not (self.messages_dir / message_id).exists():
-                with contextlib.suppress(FileNotFoundError):
-                    (self.state_dir / message_id).unlink()
-                    removed += 1
-        return removed
+    def remove_orphan_states(self, message_ids: Iterable[str]) -> tuple[set[str], int]:
+        """Drop state files whose message is gone (the engine died between two unlinks), with
+        `message_ids` what `mess/` holds (the caller has just listed it: one listing of each
+        directory, no look per message, a million of them at start). Returns the ids of the
+        messages that have a state file, and how many orphans went. Only while holding the
+        queue lock (nothing else writes `mess/` or `state/`)."""
+        claimed = set(message_ids)
+        states = set(self.state_ids())
+        orphans = states - claimed
+        for message_id in orphans:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.state_dir}/{message_id}")
+        return states & claimed, len(orphans)

@@ -199,6 +199,11 @@ class AttemptLog:
 
 
 HISTORY_LIMIT = 10  # attempts kept per message; a week of qmail's schedule makes about 30
+# What DeliveryState.schedule_from_json looks for in a state file as to_json writes it.
+_SCHEDULE = re.compile(
+    rb'\{"attempts": -?\d+, "next_attempt_at": (-?\d+(?:\.\d+)?(?:e[-+]?\d+)?), '
+)
+_HELD = b'"held": true'
 
 
 @dataclass(slots=True)
@@ -220,6 +225,23 @@ class DeliveryState:
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False).encode()
+
+    @staticmethod
+    def schedule_from_json(data: bytes) -> tuple[float, bool]:
+        """Only when the message is due next and whether it is held: what the engine needs of
+        each state file at start (a million of them), without parsing the whole document.
+
+        `to_json` writes the fields in a fixed order with ", " and ": " between them, so the
+        file starts `{"attempts": N, "next_attempt_at": T` and says `"held": true` when held:
+        inside a JSON string a quote is escaped, so no text a peer sent can spell either. A
+        file in any other shape is parsed in full."""
+        found = _SCHEDULE.match(data)
+        if found is not None:
+            return float(found[1]), _HELD in data
+        document = json.loads(data)
+        if not isinstance(document, dict):
+            raise ValueError("a state file holds a JSON object")
+        return float(document.get("next_attempt_at", 0.0)), bool(document.get("held", False))
 
     @classmethod
     def from_json(cls, data: bytes) -> DeliveryState:

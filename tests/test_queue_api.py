@@ -26,6 +26,7 @@ from support.panel import Panel
 from support.postfix_sink import PostfixSink
 from support.sink import Behaviour, RecordingSink
 
+from sendworx.shared.queue_actions import QueueAction, apply_to_files
 from sendworx.shared.queue_format import Envelope
 
 QUEUE = "/nodeworx/mail/queue"
@@ -460,3 +461,51 @@ def test_the_panel_serves_where_mail_waits_as_metrics(home: SendworxHome) -> Non
     assert 600 <= values['sendworx_queue_oldest_pending_seconds{destination="grey.test"}'] < 700
     assert values['sendworx_queue_oldest_pending_seconds{destination="fine.test"}'] < 100
     assert 600 <= values["sendworx_queue_oldest_message_seconds"] < 700
+
+
+def test_the_index_outlives_the_panel_and_catches_up_with_what_changed_meanwhile(
+    home: SendworxHome,
+) -> None:
+    """Kept on disk: a panel started again (after a stop, or a kill -9) answers from it and
+    checks it against the files; a damaged one is built again. Never a message that is not
+    in the queue, nor one hidden, once the check is done."""
+    home.enqueue("a@far.test", sender="s@shop.test", copies=5)
+    panel = Panel(home).start()
+    index_file = home.instance.queue_index_path
+
+    def listed() -> list[str]:
+        return sorted(_ids(_queue(panel, "listMessages", {"page_size": 1000})))
+
+    def truth() -> list[str]:
+        return sorted({*home.queue_files("new"), *home.queue_files("mess")})
+
+    def caught_up() -> bool:
+        payload = _queue(panel, "listMessages", {"page_size": 1000})
+        return payload["index"]["state"] == "current" and sorted(_ids(payload)) == truth()
+
+    try:
+        wait_for(caught_up, timeout=20)
+        assert index_file.exists() and len(listed()) == 5
+        for kill in (False, True):  # SIGTERM, then kill -9
+            panel.close() if kill else panel.stop()
+            # While the panel is down: two more queued, one delivered (gone), one held.
+            home.enqueue("b@far.test", sender="late@other.test", copies=2)
+            gone, held = truth()[:2]
+            queue = home.instance.queue()
+            queue.remove(gone)
+            apply_to_files(queue, QueueAction.HOLD, [held], time.time())
+            panel = Panel(home).start()
+            wait_for(caught_up, timeout=20)
+            assert gone not in listed()
+            held_now = _queue(panel, "listMessages", {"state": "held"})
+            assert held in _ids(held_now)
+        panel.stop()
+        index_file.write_bytes(b"\0" * 8192)  # damaged
+        panel = Panel(home).start()
+        wait_for(caught_up, timeout=20)
+        summary = _queue(panel, "querySummary", {})
+        assert summary["index"]["state"] == "current"
+        assert summary["totals"]["messages"] == len(truth())
+        assert "damaged" in home.stderr("panel"), home.stderr("panel")
+    finally:
+        panel.close()

@@ -101,8 +101,10 @@ def test_state_batches_leave_no_temporary_files(tmp_path: Path) -> None:
 
 
 def _index(queue: Queue, routes: str = "") -> QueueIndex:
-    index = QueueIndex(queue, lambda: RouteTable.from_lines(routes.split()), lambda: NOW + 100)
-    index.rebuild()
+    index = QueueIndex(
+        queue, lambda: RouteTable.from_lines(routes.split()), clock=lambda: NOW + 100
+    )
+    index.check()
     return index
 
 
@@ -150,8 +152,8 @@ def test_the_index_follows_refreshes_and_reroutes(tmp_path: Path) -> None:
     queue = _queue(tmp_path)
     first = _inject(queue, "a@o.test", "u@x.test")
     routes = ["x.test:relay.example:2525"]
-    index = QueueIndex(queue, lambda: RouteTable.from_lines(routes), lambda: NOW)
-    index.rebuild()
+    index = QueueIndex(queue, lambda: RouteTable.from_lines(routes), clock=lambda: NOW)
+    index.check()
     second = _inject(queue, "b@o.test", "v@x.test")
     queue.delete([first])
     index.refresh([first, second])
@@ -165,8 +167,8 @@ def test_a_summary_is_given_again_only_while_younger_than_max_age(tmp_path: Path
     queue = _queue(tmp_path)
     first = _inject(queue, "a@o.test", "u@x.test")
     now = [NOW]
-    index = QueueIndex(queue, lambda: RouteTable.from_lines([]), lambda: now[0])
-    index.rebuild()
+    index = QueueIndex(queue, lambda: RouteTable.from_lines([]), clock=lambda: now[0])
+    index.check()
     assert index.summary(set(), max_age=5)["totals"]["messages"] == 1
     second = _inject(queue, "b@o.test", "v@x.test")
     index.refresh([second])

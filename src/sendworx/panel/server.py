@@ -118,4 +118,5 @@ async def serve_panel(instance: Instance) -> None:
             watcher.cancel()
     finally:
         await api.cluster.aclose()  # connections to nodes belong to this loop
+        await asyncio.to_thread(api.queue_index.close)
     log.info("panel stopped")

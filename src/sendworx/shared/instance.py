@@ -187,6 +187,12 @@ class Instance:
         return self.home / "history" / "history.sqlite3"
 
     @property
+    def queue_index_path(self) -> Path:
+        """The panel's index of the queue (`queue_index.py`): derived from the queue files,
+        kept between runs, rebuilt from them when missing or damaged."""
+        return self.home / "queue-index" / "queue.sqlite3"
+
+    @property
     def suppression_path(self) -> Path:
         """The suppression list (`suppression.py`): the engine and the API both write it."""
         return self.home / "suppression" / "suppression.sqlite3"

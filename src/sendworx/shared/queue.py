@@ -364,7 +364,9 @@ class Queue:
         """Queued, claimed or not (False for anything that is not a message id)."""
         if not is_message_id(message_id):
             return False
-        return (self.messages_dir / message_id).exists() or (self.new_dir / message_id).exists()
+        # `new/` first: claimed between the two looks, a message is then seen in `mess/`;
+        # the other way round it could be missed in both.
+        return (self.new_dir / message_id).exists() or (self.messages_dir / message_id).exists()
 
     def edit_states(
         self,

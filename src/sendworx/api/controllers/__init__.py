@@ -92,7 +92,9 @@ def api_for(instance: Instance) -> InstanceApi:
         instance.config.cluster.timeout_seconds,
     )
     queue_index = QueueIndex(
-        instance.queue(), lambda: read_settings(instance.control_dir).route_table
+        instance.queue(),
+        lambda: read_settings(instance.control_dir).route_table,
+        instance.queue_index_path,
     )
     backend = BuiltinBackend(instance)
     registry = build_registry(instance, backend, authenticator, cluster, queue_index)

@@ -188,7 +188,12 @@ def queue_controller(
             index.search, _filter(values), await active(), limit, after
         )
         next_cursor = cursors.make(page[-1]["id"]) if len(page) == limit else ""
-        return {"messages": page, "total": total, "next_cursor": next_cursor}
+        return {
+            "messages": page,
+            "total": total,
+            "next_cursor": next_cursor,
+            "index": index.status().to_document(),
+        }
 
     async def summary(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         index = await ready_index()
@@ -196,7 +201,11 @@ def queue_controller(
             index.summary, await active(), values.get("limit", 50), values.get("max_age", 0)
         )
         # How fast mail may go where it waits: the engine's paces (a copy: the summary is cached)
-        return {**summary, "pacing": await asyncio.to_thread(backend.pacing)}
+        return {
+            **summary,
+            "pacing": await asyncio.to_thread(backend.pacing),
+            "index": index.status().to_document(),
+        }
 
     async def query_message(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
         message_id = values["id"]

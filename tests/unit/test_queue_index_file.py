@@ -317,3 +317,29 @@ def test_an_index_that_cannot_be_kept_or_written_never_stops_the_answers(
     kept._db.execute("PRAGMA max_page_count = 1000000")  # room again
     kept.check()
     assert not kept.needs_check() and _listed_all(kept) == sorted([*ids, *late])
+
+
+def test_damage_met_in_the_middle_of_a_check_starts_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, path = _queue(tmp_path), tmp_path / "queue.sqlite3"
+    ids = _fill(queue, 120)
+    monkeypatch.setattr(queue_index, "READ_CHUNK", 30)
+    index = _open(queue, path)
+    chunks = []
+    refresh = index.refresh
+
+    def damaging_refresh(wanted: list[str]) -> None:
+        chunks.append(len(wanted))
+        if len(chunks) == 2:  # the second chunk of the first build meets a damaged file
+            index._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with path.open("r+b") as file:
+                file.seek(4096)
+                file.write(os.urandom(path.stat().st_size - 4096))
+            index._db.execute("PRAGMA shrink_memory")
+        refresh(wanted)
+
+    monkeypatch.setattr(index, "refresh", damaging_refresh)
+    index.check()
+    assert len(chunks) > 4  # started again after the damage
+    assert index.status().state == "current" and _listed(index) == sorted(ids)

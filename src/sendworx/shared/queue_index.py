@@ -164,6 +164,7 @@ class QueueIndex:
         self._stop = threading.Event()
         self._closed = False
         self._unwritten = False  # a write failed: a check is due
+        self._generation = 0  # a damaged file replaced: a check under way starts again
         self._status = IndexStatus("checking")
         self._rewritten = 0  # since the last sweep of unused replies
         self._reply_ids: dict[str, int] = {}
@@ -257,6 +258,7 @@ class QueueIndex:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._reply_ids.clear()
+        self._generation += 1
         self._connection = (
             self._fresh(f"it was damaged ({error})")
             if self.path is not None
@@ -294,41 +296,51 @@ class QueueIndex:
         went, moved from `new/` to `mess/`, or whose state file changed. From an empty index
         this builds it. Questions are answered between chunks meanwhile."""
         with self._checking:
-            self._unwritten = False
+            while not self._check_once():
+                pass  # the file was found damaged and replaced meanwhile: from the start
+
+    def _check_once(self) -> bool:
+        """One pass; False when the index was replaced under it (a new pass is needed)."""
+        self._unwritten = False
+        with self._lock:
+            self._db  # noqa: B018 - opened: the state says whether it is being built
+            generation = self._generation
+        building = self._status.state == "building"
+        try:
+            changed = self._differences()
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError):
+                raise
             with self._lock:
-                self._db  # noqa: B018 - opened: the state says whether it is being built
-            building = self._status.state == "building"
-            try:
-                changed = self._differences()
-            except sqlite3.DatabaseError as error:
-                if isinstance(error, sqlite3.OperationalError):
-                    raise
-                with self._lock:
-                    self._replace_damaged(error)
-                building = True
-                changed = self._differences()
-            state = "building" if building else "checking"
-            reason = self._status.reason if building else ""
-            if len(changed) > BIG_CHECK:
-                # Many rows into big indexes: a bigger cache while it lasts (a quarter of the
-                # time of a million read), then back to the usual one.
-                self._cache(BUILD_CACHE_KIB)
-            self._status = IndexStatus(state, 0, len(changed), reason)
+                self._replace_damaged(error)
+            return False
+        state = "building" if building else "checking"
+        reason = self._status.reason if building else ""
+        if len(changed) > BIG_CHECK:
+            self._cache(BUILD_CACHE_KIB)  # many rows into big indexes: a bigger cache for it
+        self._status = IndexStatus(state, 0, len(changed), reason)
+        try:
             for start in range(0, len(changed), READ_CHUNK):
                 if self._stop.is_set():
-                    return  # the rest at the next start
+                    return True  # the process stops: the rest at the next start
                 chunk = changed[start : start + READ_CHUNK]
                 self.refresh(chunk)
+                if self._generation != generation:
+                    return False
+                if self._unwritten:
+                    return True  # not written: answers stay as they were; retried later
                 self._status = IndexStatus(state, start + len(chunk), len(changed), reason)
+        finally:
             self._cache(CACHE_KIB)
-            with self._lock:
-                if self._closed:
-                    return
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
-            self._sweep()
-            if changed:
-                log.info("queue index: %d messages read again (%s)", len(changed), state)
-            self._status = IndexStatus("current", len(changed), len(changed))
+        with self._lock:
+            if self._closed:
+                return True
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
+        self._sweep()
+        if changed:
+            log.info("queue index: %d messages read again (%s)", len(changed), state)
+        self._status = IndexStatus("current", len(changed), len(changed))
+        return True
 
     def _cache(self, kibibytes: int) -> None:
         with self._lock:

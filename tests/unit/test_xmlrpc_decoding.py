@@ -105,9 +105,17 @@ def test_replies_are_byte_for_byte_what_the_standard_library_writes(value: objec
 def test_replies_refuse_what_xml_rpc_cannot_carry() -> None:
     looped: list[object] = []
     looped.append(looped)
-    for payload, error in [(2**31, OverflowError), (looped, TypeError), ({1: "x"}, TypeError)]:
+    for payload, error in [(2**60, OverflowError), (looped, TypeError), ({1: "x"}, TypeError)]:
         with pytest.raises(error):
             encode_reply(0, payload, 205)
+
+
+def test_integers_past_32_bits_go_as_doubles_every_client_reads() -> None:
+    """A million queued messages hold more than 2 GB: the summary's byte counts."""
+    reply = encode_reply(0, {"bytes": 2_171_266_890, "small": -(2**31)}, 205)
+    (decoded,), _ = xmlrpc.client.loads(reply)
+    assert decoded["payload"] == {"bytes": 2_171_266_890.0, "small": -(2**31)}
+    assert b"<double>2171266890.0</double>" in reply
 
 
 def test_apache_extension_tags_and_arrays_without_data_are_read() -> None:

@@ -1,7 +1,8 @@
 """Writes `iworx.route`'s reply {status, payload, reply_code} as an XML-RPC methodResponse.
 
 Byte for byte what `xmlrpc.client.dumps((reply,), methodresponse=True, allow_none=True)`
-writes (a test checks that for every value shape), so no client can tell; it skips the
+writes (a test checks that for every value shape), so no client can tell, except that an
+integer past 32 bits, which the standard library refuses, is written as a double; it skips the
 stdlib Marshaller's per-call object and per-value method dispatch, a quarter of the cost
 of answering a monitoring poll.
 """
@@ -23,7 +24,13 @@ TAIL = "</struct></value>\n</param>\n</params>\n</methodResponse>\n"
 
 def _int(value: int, out: list[str]) -> None:
     if value > MAXINT or value < MININT:
-        raise OverflowError("int exceeds XML-RPC limits")
+        # XML-RPC's int has 32 bits; the standard library refuses more. A count or a size past
+        # it (a queue of more than 2 GB) goes as a double, which every client reads (exact up
+        # to 2**53); SOAP sends xsd:long and JSON the integer.
+        if abs(value) > 2**53:
+            raise OverflowError("int exceeds XML-RPC limits")
+        _float(float(value), out)
+        return
     out.append(f"<value><int>{int(value)}</int></value>\n")
 
 

@@ -1,13 +1,22 @@
 """A large queue for the benchmarks that need one, and the timing helpers they share.
 
 `fill` writes N deferred messages straight into an instance's queue (setup only: no fsync):
-1,000 destinations, 100 sender domains plus bulk.test (every tenth message), each deferred
-once with a real-looking reply, due again in a day.
+1,000 destinations, 100 sender domains plus bulk.test (every tenth message), 5,000 senders,
+each deferred once, due again in a day, with a last reply like a real backlog's: a third the
+same greylisting text, a third "mailbox full" naming the recipient, a third a rate limit
+naming the MX host and a session (so most replies are distinct, as real ones are).
+
+`prepared_home` makes an instance with such a queue, or reuses one a previous run left in
+the directory given (`--home`: filling a million takes minutes; the panel's index, kept in
+the same home, is reused with it).
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +32,16 @@ from sendworx.shared.queue_format import (
 )
 
 BODY = b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 26
-REPLIES = ("451 4.7.1 greylisted, try again later", "452 4.2.2 mailbox full", "421 4.7.0 rate")
+GREYLISTED = "451 4.7.1 greylisted, try again later"
+
+
+def reply_for(number: int, recipient: str) -> str:
+    kind = number % 3
+    if kind == 0:
+        return GREYLISTED
+    if kind == 1:
+        return f"452 4.2.2 <{recipient}>: mailbox full"
+    return f"421 4.7.0 [mx.d{number % 1000}.test] too many connections, session {number:08x}"
 
 
 def free_port() -> int:
@@ -45,7 +63,7 @@ def fill(home: Path, count: int) -> None:
         sender = f"s{number % 5000}@{domain}"
         envelope = Envelope(sender, (recipient,), now - number % 7200)
         (messages / message_id).write_bytes(encode_message(envelope, BODY))
-        reply = REPLIES[number % len(REPLIES)]
+        reply = reply_for(number, recipient)
         attempt = RecipientAttempt(recipient, "deferred", reply, f"mx.d{number % 1000}.test")
         state = DeliveryState(
             attempts=1,
@@ -54,6 +72,29 @@ def fill(home: Path, count: int) -> None:
             history=[AttemptLog(now - 60, (attempt,))],
         )
         (states / message_id).write_bytes(state.to_json())
+
+
+def prepared_home(count: int, home: Path | None, http_port: int) -> tuple[Path, bool]:
+    """An instance whose queue holds `count` messages from `fill`, its panel on `http_port`
+    (plain HTTP) and nothing leaving (concurrency_remote 0); and whether it was reused."""
+    if home is None:
+        home = Path(tempfile.mkdtemp(prefix="sendworx-large-"))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "sendworx.toml").write_text(
+        'helo_name = "bench.test"\n[metrics]\nport = 0\n'
+        f"[panel]\nhttps_port = 0\nhttp_port = {http_port}\n"
+    )
+    marker = home / f".filled-{count}"
+    if marker.exists():
+        return home, True
+    command = [sys.executable, "-m", "sendworx", "--home", str(home)]
+    subprocess.run([*command, "init"], check=True, capture_output=True)
+    (home / "control" / "concurrencyremote").write_text("0\n")
+    started = time.monotonic()
+    fill(home, count)
+    print(f"filled {count} messages in {time.monotonic() - started:.1f}s", flush=True)
+    marker.touch()
+    return home, False
 
 
 def timed(call: Callable[[], Any], rounds: int) -> list[float]:

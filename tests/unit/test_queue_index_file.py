@@ -249,8 +249,8 @@ def test_the_shape_kept_as_rows_change_is_the_shape_counted_afresh(tmp_path: Pat
 def test_every_way_of_counting_and_testing_a_filter_gives_the_same_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The shortcuts (totals from the queue's shape, replies tested one by one when many
-    match) answer as the plain query does."""
+    """The shortcuts (totals from the queue's shape; reply text matched by the candidates'
+    replies, gathered from the text index, or tested message by message) answer alike."""
     queue = _queue(tmp_path)
     rng = random.Random(11)
     replies = ["452 4.2.2 mailbox full", "451 4.7.1 greylisted", "550 5.1.1 unknown user"]
@@ -291,8 +291,13 @@ def test_every_way_of_counting_and_testing_a_filter_gives_the_same_answer(
     for ids, total, matching in plain:
         assert ids == matching and total == len(matching)
     assert plain[5][1] > 0 and plain[3][1] > 0 and plain[4][1] == len(active)
-    monkeypatch.setattr(queue_index, "DENSE_REPLY", 1)  # every reply search "dense"
-    assert answers() == plain
+    with monkeypatch.context() as patched:
+        patched.setattr(queue_index, "NEAR_CANDIDATES", 0)  # never by the other filters
+        assert answers() == plain  # found by the text index, gathered
+        patched.setattr(queue_index, "DENSE_REPLY", 1)
+        assert answers() == plain  # found by the text index, each message tested
+    monkeypatch.setattr(queue_index, "NEAR_CANDIDATES", 10**9)
+    assert answers() == plain  # with another filter: each candidate's replies matched
 
 
 def test_an_index_that_cannot_be_kept_or_written_never_stops_the_answers(

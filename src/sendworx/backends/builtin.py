@@ -31,6 +31,9 @@ from sendworx.shared.pidfile import running_pid
 from sendworx.shared.queue_actions import ActionOutcome, QueueAction, apply_to_files
 
 START_TIMEOUT_SECONDS = 20.0
+# An engine that holds its pid lock is alive and reading the queue (about 15 s for a million
+# messages here): waited for that long before "did not come up".
+LOADING_TIMEOUT_SECONDS = 300.0
 # Ids per request to a running engine, and how long one such request may take (10,000
 # state files fsynced take about 2 s here).
 QUEUE_CHUNK = 2000
@@ -268,8 +271,13 @@ class BuiltinBackend:
                 start_new_session=True,  # outlives the panel, as a daemon should
             )
         self._children.append(process)
-        if not self._wait(
-            lambda: self._answering_pid() == process.pid or process.poll() is not None
+
+        def up_or_gone() -> bool:
+            return self._answering_pid() == process.pid or process.poll() is not None
+
+        if not self._wait(up_or_gone) and not (
+            # Not answering yet, but alive with its lock: reading a large queue.
+            self._holds_lock() and self._wait(up_or_gone, LOADING_TIMEOUT_SECONDS)
         ):
             raise ServiceError("the Outbound Mail engine did not come up in time")
         if process.poll() is not None:

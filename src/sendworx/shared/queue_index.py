@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,14 @@ READ_CHUNK = 2000  # messages read, then written in one transaction, between two
 CACHE_KIB = 32768  # SQLite's own page cache, beside the file in the OS's
 BUILD_CACHE_KIB = 65536  # while many messages are read into it
 BIG_CHECK = 50_000
-DENSE_REPLY = 20_000  # recipients with the replies asked for: past it, tested one by one
+# How a piece of reply text is looked for (QueueIndex._prepare):
+#   near: the other filters leave at most NEAR_CANDIDATES messages: each one's replies are
+#         matched with LIKE (no text index read: a common piece matches a third of a queue);
+#   few:  the trigram index finds the replies, fewer than DENSE_REPLY recipients carry them:
+#         their messages gathered;
+#   many: as few, but many carry them: each message tested (as the page walks them).
+NEAR_CANDIDATES = 50_000
+DENSE_REPLY = 20_000
 SWEEP_EVERY = 100_000  # messages rewritten between two sweeps of replies no longer used
 _SCHEMA = (
     """
@@ -529,7 +536,7 @@ class QueueIndex:
 
     # -- questions ---------------------------------------------------------------------------
 
-    def _where(self, selection: QueueFilter, dense_reply: bool) -> tuple[str, list[Any]]:
+    def _where(self, selection: QueueFilter, reply_mode: str) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         values: list[Any] = []
         now = self._clock()
@@ -561,12 +568,18 @@ class QueueIndex:
         if selection.younger_than is not None:
             clauses.append("birth > ?")
             values.append(now - selection.younger_than)
-        if selection.reply and dense_reply:
-            # Many match: tested message by message (as the page walks them, or as another
-            # filter's index gives them), rather than gathered all first.
+        if selection.reply and reply_mode == "near":
+            clauses.append(
+                "EXISTS (SELECT 1 FROM recipients x JOIN replies y ON y.id = x.reply "
+                "WHERE x.message_id = m.id AND y.text LIKE ? ESCAPE '\\')"
+            )
+            values.append("%" + _escape_like(selection.reply) + "%")
+        elif selection.reply and reply_mode == "many":
+            # `+x.reply`: by the message's own rows (one seek), never by the reply index
+            # (which would try each of the many replies for every message).
             clauses.append(
                 "EXISTS (SELECT 1 FROM recipients x WHERE x.message_id = m.id "
-                "AND x.reply IN (SELECT id FROM chosen_replies))"
+                "AND +x.reply IN (SELECT id FROM chosen_replies))"
             )
         elif selection.reply:
             clauses.append(
@@ -578,9 +591,7 @@ class QueueIndex:
             values.append(selection.kind)
         return (" AND ".join(clauses) or "1"), values
 
-    def _count(
-        self, selection: QueueFilter, dense_reply: bool, where: str, values: list[Any]
-    ) -> int:
+    def _count(self, selection: QueueFilter, reply_mode: str, where: str, values: list[Any]) -> int:
         """How many match: the common questions from the queue's shape (no filter, or only a
         state: the Mail Queue page as it opens) or by the one index that answers them; any
         other by the query."""
@@ -601,7 +612,7 @@ class QueueIndex:
                 (selection.state,),
             ).fetchone()
             return int(kept) - int(busy)
-        if alone == {"reply"} and dense_reply:
+        if alone == {"reply"} and reply_mode == "many":
             return int(
                 db.execute(
                     "SELECT COUNT(DISTINCT message_id) FROM recipients "
@@ -612,16 +623,26 @@ class QueueIndex:
             db.execute(f"SELECT COUNT(*) FROM messages m WHERE {where}", values).fetchone()[0]
         )
 
-    def _prepare(self, selection: QueueFilter, active: set[str]) -> bool:
+    def _prepare(self, selection: QueueFilter, active: set[str]) -> str:
         """The temporary tables a question's clauses name: the messages being delivered now,
         and the replies that contain the text asked for (the trigram index finds them; under
-        three characters, which it cannot look up, every distinct reply is read). True when
-        those replies are many recipients' (DENSE_REPLY or more)."""
+        three characters, which it cannot look up, every distinct reply is read); and how the
+        reply text is looked for (near, few, many: see NEAR_CANDIDATES), "" without one."""
         db = self._db
         db.execute("DELETE FROM active_now")
         db.executemany("INSERT INTO active_now VALUES (?)", ((i,) for i in active))
         db.execute("DELETE FROM chosen_replies")
         text = selection.reply
+        if not text:
+            return ""
+        if selection.sender or selection.recipient or selection.destination:
+            where, values = self._where(replace(selection, reply=""), "")
+            (candidates,) = db.execute(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM messages m WHERE {where} LIMIT ?)",
+                [*values, NEAR_CANDIDATES + 1],
+            ).fetchone()
+            if candidates <= NEAR_CANDIDATES:
+                return "near"
         if len(text) >= 3:
             db.execute(
                 "INSERT INTO chosen_replies SELECT rowid FROM replies_text "
@@ -633,23 +654,21 @@ class QueueIndex:
                 "INSERT INTO chosen_replies SELECT id FROM replies WHERE text LIKE ? ESCAPE '\\'",
                 ("%" + _escape_like(text) + "%",),
             )
-        if not text:
-            return False
         (using,) = db.execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM recipients "
             "WHERE reply IN (SELECT id FROM chosen_replies) LIMIT ?)",
             (DENSE_REPLY,),
         ).fetchone()
-        return int(using) >= DENSE_REPLY
+        return "many" if int(using) >= DENSE_REPLY else "few"
 
     def search(
         self, selection: QueueFilter, active: set[str], limit: int, after: str = ""
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of messages, oldest first, after the id `after`; and how many match."""
         with self._lock:
-            dense = self._prepare(selection, active)
-            where, values = self._where(selection, dense)
-            total = self._count(selection, dense, where, values)
+            mode = self._prepare(selection, active)
+            where, values = self._where(selection, mode)
+            total = self._count(selection, mode, where, values)
             rows = self._db.execute(
                 f"SELECT m.id, sender, kind, size, birth, attempts, next_attempt, state, "
                 f"COALESCE(r.text, ''), last_host FROM messages m "
@@ -712,8 +731,8 @@ class QueueIndex:
 
     def matching_ids(self, selection: QueueFilter, active: set[str]) -> list[str]:
         with self._lock:
-            dense = self._prepare(selection, active)
-            where, values = self._where(selection, dense)
+            mode = self._prepare(selection, active)
+            where, values = self._where(selection, mode)
             rows = self._db.execute(
                 f"SELECT m.id FROM messages m WHERE {where} ORDER BY m.id", values
             ).fetchall()

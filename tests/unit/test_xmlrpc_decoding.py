@@ -114,6 +114,7 @@ def test_integers_past_32_bits_go_as_doubles_every_client_reads() -> None:
     """A million queued messages hold more than 2 GB: the summary's byte counts."""
     reply = encode_reply(0, {"bytes": 2_171_266_890, "small": -(2**31)}, 205)
     (decoded,), _ = xmlrpc.client.loads(reply)
+    assert isinstance(decoded, dict)
     assert decoded["payload"] == {"bytes": 2_171_266_890.0, "small": -(2**31)}
     assert b"<double>2171266890.0</double>" in reply
 

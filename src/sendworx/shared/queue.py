@@ -28,7 +28,7 @@ from sendworx.shared.durable import (
     atomic_write,
     fsync_directory,
     overwrite_unsynced,
-    write_synced,
+    write_all_synced,
     write_unsynced,
 )
 from sendworx.shared.queue_format import (
@@ -390,18 +390,14 @@ class Queue:
             after = change(state)
             if after != state:
                 changed.append((message_id, after))
-        staged: list[tuple[Path, Path]] = []
-        try:
-            for message_id, state in changed:
-                temporary = self.state_dir / f".{message_id}.{secrets.token_hex(6)}.tmp"
-                staged.append((temporary, self.state_dir / message_id))
-                write_synced(temporary, state.to_json())
-        except BaseException:
-            for temporary, _ in staged:
-                _discard(temporary)
-            raise
-        for temporary, target in staged:
-            os.replace(temporary, target)
+        staged = [
+            (self.state_dir / f".{message_id}.{secrets.token_hex(6)}.tmp", message_id, state)
+            for message_id, state in changed
+        ]
+        # Every new state durable before any is renamed into place (fsyncs made together).
+        write_all_synced([(temporary, state.to_json()) for temporary, _, state in staged])
+        for temporary, message_id, _ in staged:
+            os.replace(temporary, self.state_dir / message_id)
         if staged:
             fsync_directory(self.state_dir)
         return [message_id for message_id, _ in changed], missing

@@ -55,6 +55,7 @@ BIG_CHECK = 50_000
 #   few:  the trigram index finds the replies, fewer than DENSE_REPLY recipients carry them:
 #         their messages gathered;
 #   many: as few, but many carry them: each message tested (as the page walks them).
+BUILDING_WAIT_SECONDS = 5.0
 NEAR_CANDIDATES = 50_000
 DENSE_REPLY = 20_000
 SWEEP_EVERY = 100_000  # messages rewritten between two sweeps of replies no longer used
@@ -169,6 +170,8 @@ class QueueIndex:
         self._lock = threading.Lock()
         self._checking = threading.Lock()  # one check at a time
         self._stop = threading.Event()
+        self._checked = threading.Event()  # no check under way
+        self._checked.set()
         self._closed = False
         self._unwritten = False  # a write failed: a check is due
         self._generation = 0  # a damaged file replaced: a check under way starts again
@@ -303,8 +306,12 @@ class QueueIndex:
         went, moved from `new/` to `mess/`, or whose state file changed. From an empty index
         this builds it. Questions are answered between chunks meanwhile."""
         with self._checking:
-            while not self._check_once():
-                pass  # the file was found damaged and replaced meanwhile: from the start
+            self._checked.clear()
+            try:
+                while not self._check_once():
+                    pass  # the file was found damaged and replaced meanwhile: from the start
+            finally:
+                self._checked.set()
 
     def _check_once(self) -> bool:
         """One pass; False when the index was replaced under it (a new pass is needed)."""
@@ -370,7 +377,10 @@ class QueueIndex:
             db.close()
 
     def follow(self, catch_up: Callable[[], None] | None) -> None:
-        """A watcher keeps the index current from now on (None: not any more)."""
+        """A watcher keeps the index current from now on (None: not any more); its first
+        check is under way from now (questions about an index being built wait for it)."""
+        if catch_up is not None:
+            self._checked.clear()
         self._catch_up = catch_up
 
     def ensure_current(self) -> None:
@@ -378,6 +388,10 @@ class QueueIndex:
         otherwise it is checked against the files (a command line asks once or twice in its
         life)."""
         if self._catch_up is not None:
+            if self.status().state == "building":
+                # Answers would leave out what is not read yet: a small queue is read in
+                # a moment, so a question waits that long for it (a big one answers then).
+                self._checked.wait(BUILDING_WAIT_SECONDS)
             self._catch_up()
         else:
             self.check()

@@ -49,13 +49,13 @@ READ_CHUNK = 2000  # messages read, then written in one transaction, between two
 CACHE_KIB = 32768  # SQLite's own page cache, beside the file in the OS's
 BUILD_CACHE_KIB = 65536  # while many messages are read into it
 BIG_CHECK = 50_000
+BUILDING_WAIT_SECONDS = 5.0  # a question about an index being built waits that long for it
 # How a piece of reply text is looked for (QueueIndex._prepare):
 #   near: the other filters leave at most NEAR_CANDIDATES messages: each one's replies are
 #         matched with LIKE (no text index read: a common piece matches a third of a queue);
 #   few:  the trigram index finds the replies, fewer than DENSE_REPLY recipients carry them:
 #         their messages gathered;
 #   many: as few, but many carry them: each message tested (as the page walks them).
-BUILDING_WAIT_SECONDS = 5.0
 NEAR_CANDIDATES = 50_000
 DENSE_REPLY = 20_000
 SWEEP_EVERY = 100_000  # messages rewritten between two sweeps of replies no longer used
@@ -209,6 +209,7 @@ class QueueIndex:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.path.exists():
             return self._fresh("there was none", quietly=True)
+        db: sqlite3.Connection | None = None
         try:
             db = self._connect(str(self.path), "")
             damage = db.execute("PRAGMA quick_check(1)").fetchone()[0]
@@ -217,8 +218,9 @@ class QueueIndex:
                 return self._fresh(f"it was damaged ({damage})")
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as error:
-            with contextlib.suppress(NameError, sqlite3.Error):
-                db.close()
+            if db is not None:  # (_connect closes what it could not set up)
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
             return self._fresh(f"it was damaged ({error})")
         if meta.get("format") != FORMAT:
             db.close()
@@ -350,8 +352,8 @@ class QueueIndex:
             if self._closed:
                 return True
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
-        self._sweep()
         if changed:
+            self._sweep()
             log.info("queue index: %d messages read again (%s)", len(changed), state)
         self._status = IndexStatus("current", len(changed), len(changed))
         return True
@@ -415,6 +417,8 @@ class QueueIndex:
             except sqlite3.DatabaseError as error:
                 self._replace_damaged(error)  # the next check reads everything
         self._rewritten += len(entries)
+        if self._rewritten >= SWEEP_EVERY and self._checked.is_set():
+            self._sweep()  # (a check under way sweeps at its end)
 
     def _write(self, entries: list[tuple[str, Entry | None]], routes: RouteTable) -> None:
         db = self._db
@@ -438,9 +442,8 @@ class QueueIndex:
             raise
 
     def _sweep(self) -> None:
-        """Replies no message uses any more go (with their text index)."""
-        if self._rewritten < SWEEP_EVERY and self._status.state == "current":
-            return
+        """Replies no message uses any more go (with their text index): after a check that
+        read messages again, and every SWEEP_EVERY messages rewritten between checks."""
         self._rewritten = 0
         with self._lock:
             if self._closed:
@@ -499,13 +502,14 @@ class QueueIndex:
             last_reply, last_host = chosen.reply, chosen.remote or ""
         elif state.last_errors:
             last_reply = next(iter(state.last_errors.values()))
+        sender_domain = domain_of(envelope.sender).lower()
         self._db.execute(
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 entry.message_id,
                 entry.location,
                 envelope.sender,
-                domain_of(envelope.sender).lower(),
+                sender_domain,
                 envelope.kind.value,
                 envelope.birth,
                 entry.size,
@@ -546,7 +550,7 @@ class QueueIndex:
             )
         self._db.executemany("INSERT INTO recipients VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         pending = [(row[4], row[6]) for row in rows if row[5] == "pending"]
-        return shown, domain_of(envelope.sender).lower(), entry.size, pending
+        return shown, sender_domain, entry.size, pending
 
     # -- questions ---------------------------------------------------------------------------
 
@@ -663,7 +667,7 @@ class QueueIndex:
                 "WHERE replies_text MATCH ?",
                 ('"' + text.replace('"', '""') + '"',),
             )
-        elif text:
+        else:
             db.execute(
                 "INSERT INTO chosen_replies SELECT id FROM replies WHERE text LIKE ? ESCAPE '\\'",
                 ("%" + _escape_like(text) + "%",),
